@@ -1,0 +1,189 @@
+"""The ETag S3 will report for a file, computed locally, and helpers to compare and store ETags.
+
+Rule (the same one our uploader follows, so the value is predictable):
+
+* a file no larger than one part is sent with a single PUT: ETag = hex MD5 of the bytes (empty file too);
+* a larger file is a multipart upload: ETag = hex MD5 of the concatenated binary MD5s of its parts,
+  followed by ``-<number of parts>``.
+
+Hashing is I/O- and CPU-bound; ``hashlib`` releases the GIL, so parts are hashed on several threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from airflow_provider_kraken_s3.errors import InvalidInputError, LocalFileChangedError
+from airflow_provider_kraken_s3.parts import DEFAULT_PART_SIZE, MIB, Part, PartPlan, plan_parts
+
+READ_BLOCK = 4 * MIB
+_PRECOMPUTED_SEPARATOR = "__"
+
+
+def normalize_etag(etag: str) -> str:
+    """Unquoted, lower-case form: S3 returns ``"..."`` and some stores use upper case."""
+    value = etag.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    return value.strip('"').lower()
+
+
+def etags_equal(first: str | None, second: str | None) -> bool:
+    """Compare ETags ignoring quotes and case; a missing ETag never equals anything."""
+    if not first or not second:
+        return False
+    return normalize_etag(first) == normalize_etag(second)
+
+
+def etag_from_part_digests(digests: Sequence[bytes], *, multipart: bool) -> str:
+    """Combine binary part MD5s into the ETag S3 reports (single PUT: the one digest itself)."""
+    if not multipart:
+        if len(digests) != 1:
+            raise ValueError("a single PUT has exactly one digest")
+        return digests[0].hex()
+    return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
+
+
+def etag_part_count(etag: str) -> int | None:
+    """Number of parts encoded in a multipart ETag, or None for a single-PUT ETag."""
+    _, dash, count = normalize_etag(etag).partition("-")
+    return int(count) if dash and count.isdigit() else None
+
+
+@dataclass(frozen=True)
+class PrecomputedEtag:
+    """alphakraken's stored form ``"<etag>__<part size in MiB>"``: an ETag and the part size it assumes."""
+
+    etag: str
+    part_size_mib: int
+
+    @property
+    def part_size(self) -> int:
+        return self.part_size_mib * MIB
+
+    def __str__(self) -> str:
+        return f"{self.etag}{_PRECOMPUTED_SEPARATOR}{self.part_size_mib}"
+
+
+def parse_precomputed_etag(value: str) -> PrecomputedEtag:
+    """Parse ``"<etag>__<part MiB>"``; refuse anything else with a message saying what was expected."""
+    etag, sep, mib = str(value).strip().rpartition(_PRECOMPUTED_SEPARATOR)
+    etag = normalize_etag(etag)
+    hex_part, _, count = etag.partition("-")
+    valid = (
+        sep
+        and mib.isdigit()
+        and int(mib) > 0
+        and len(hex_part) == 32
+        and all(c in "0123456789abcdef" for c in hex_part)
+        and (not count or count.isdigit())
+    )
+    if not valid:
+        raise InvalidInputError(
+            f"precomputed ETag {value!r} is not of the form '<32 hex digits>[-<parts>]__<part size in MiB>'"
+        )
+    return PrecomputedEtag(etag, int(mib))
+
+
+def format_precomputed_etag(etag: str, part_size: int) -> str:
+    """The ``"<etag>__<MiB>"`` text stored in ``file_info[path][2]``; the part size must be whole MiB."""
+    if part_size % MIB:
+        raise InvalidInputError(f"part size {part_size} bytes is not a whole number of MiB")
+    return str(PrecomputedEtag(normalize_etag(etag), part_size // MIB))
+
+
+def _md5_of_range(path: Path, part: Part) -> bytes:
+    digest = hashlib.md5()
+    buffer = bytearray(min(READ_BLOCK, max(part.length, 1)))
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as handle:
+        handle.seek(part.offset)
+        remaining = part.length
+        while remaining:
+            got = handle.readinto(view[: min(remaining, len(buffer))])
+            if not got:
+                raise LocalFileChangedError(
+                    f"{path} became shorter while it was read (at byte {part.end - remaining})"
+                )
+            digest.update(view[:got])
+            remaining -= got
+    return digest.digest()
+
+
+def _plan_for(path: Path, part_size: int) -> PartPlan:
+    return plan_parts(os.stat(path).st_size, part_size, fixed=True)
+
+
+def compute_s3_etag(path: str | os.PathLike[str], part_size: int = DEFAULT_PART_SIZE) -> str:
+    """Unquoted lower-case ETag S3 reports for ``path`` uploaded with ``part_size`` (our uploader's rule).
+
+    Parts are hashed in parallel, one thread per CPU.
+    """
+    path = Path(path)
+    plan = _plan_for(path, part_size)
+    parts = list(plan.parts())
+    workers = max(1, min(len(parts), os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kraken-etag") as pool:
+        digests = list(pool.map(lambda part: _md5_of_range(path, part), parts))
+    return etag_from_part_digests(digests, multipart=plan.is_multipart)
+
+
+def compute_s3_etag_and_md5(
+    path: str | os.PathLike[str], part_size: int = DEFAULT_PART_SIZE
+) -> tuple[str, str]:
+    """ETag and whole-file hex MD5 from one read pass.
+
+    The reading thread hashes the whole file while a second thread hashes the parts, so both digests cost
+    about as much wall time as ``md5sum`` alone. Blocks come from a small ring of reused buffers, bounding
+    memory to a few MiB whatever the file size.
+    """
+    path = Path(path)
+    plan = _plan_for(path, part_size)
+    ring_size = 4
+    ring = [bytearray(READ_BLOCK) for _ in range(ring_size)]
+    free_slots = threading.Semaphore(ring_size)
+    blocks: queue.SimpleQueue[tuple[int, int, bool] | None] = queue.SimpleQueue()
+    part_digests: list[bytes] = []
+
+    def hash_parts() -> None:
+        digest = hashlib.md5()
+        while (item := blocks.get()) is not None:
+            slot, length, ends_part = item
+            digest.update(memoryview(ring[slot])[:length])
+            free_slots.release()
+            if ends_part:
+                part_digests.append(digest.digest())
+                digest = hashlib.md5()
+
+    whole = hashlib.md5()
+    hasher = threading.Thread(target=hash_parts, name="kraken-etag-parts", daemon=True)
+    hasher.start()
+    slot = 0
+    try:
+        with open(path, "rb", buffering=0) as handle:
+            for part in plan.parts():
+                remaining = part.length
+                if remaining == 0:
+                    blocks.put((slot, 0, True))
+                while remaining:
+                    free_slots.acquire()
+                    view = memoryview(ring[slot])[: min(remaining, READ_BLOCK)]
+                    got = handle.readinto(view)
+                    if not got:
+                        free_slots.release()
+                        raise LocalFileChangedError(f"{path} became shorter while it was read")
+                    remaining -= got
+                    blocks.put((slot, got, remaining == 0))
+                    whole.update(view[:got])
+                    slot = (slot + 1) % ring_size
+    finally:
+        blocks.put(None)
+        hasher.join()
+    return etag_from_part_digests(part_digests, multipart=plan.is_multipart), whole.hexdigest()

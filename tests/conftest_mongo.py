@@ -1,0 +1,107 @@
+"""pytest plugin: an in-memory alphakraken MongoDB (mongomock) behind a real Airflow Connection.
+
+Enable with ``pytest_plugins = ["tests.conftest_mongo"]`` in ``tests/conftest.py`` (or ``-p
+tests.conftest_mongo``). The fixture goes through the same path as production code: an
+``AIRFLOW_CONN_KRAKEN_MONGO_DEFAULT`` connection with host ``mongomock://localhost`` and
+``KrakenMongoHook().connect()``. Because mongoengine reuses one client for identical settings, every hook
+built from that connection during the test (in an operator, a sensor, a helper) sees the same data.
+
+Fixtures:
+
+- ``kraken_mongo`` — connected :class:`KrakenMongoHook`, fresh database per test, dropped afterwards.
+- ``kraken_db`` — the pymongo ``Database`` behind it, for raw (untyped) inserts and assertions.
+- ``make_raw_file`` — factory inserting a ``RawFile`` document; see :func:`insert_raw_file`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+import mongoengine
+import pytest
+
+os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+
+from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook
+from airflow_provider_kraken_s3.models import KRAKEN_DB_ALIAS, BackupStatus, RawFile
+
+KRAKEN_MONGO_CONN_ENV = "AIRFLOW_CONN_KRAKEN_MONGO_DEFAULT"
+
+
+def mongomock_connection_json(database: str, **extra: Any) -> str:
+    """A ``kraken_mongo`` Airflow connection (JSON form, valid on 2.11 and 3.x) in embedded mode."""
+    conn: dict[str, Any] = {"conn_type": "kraken_mongo", "host": "mongomock://localhost", "schema": database}
+    if extra:
+        conn["extra"] = extra
+    return json.dumps(conn)
+
+
+def disconnect_kraken_alias() -> None:
+    """Forget our alias (and RawFile's cached collection) so the next test starts clean."""
+    mongoengine.disconnect(alias=KRAKEN_DB_ALIAS)
+    RawFile._disconnect()
+
+
+@pytest.fixture
+def kraken_mongo(monkeypatch: pytest.MonkeyPatch) -> Iterator[KrakenMongoHook]:
+    """``kraken_mongo_default`` → a fresh in-memory database, connected under the ``kraken_s3`` alias."""
+    database = f"kraken_test_{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv(KRAKEN_MONGO_CONN_ENV, mongomock_connection_json(database))
+    hook = KrakenMongoHook()
+    hook.connect()
+    try:
+        yield hook
+    finally:
+        try:
+            db = mongoengine.get_db(alias=KRAKEN_DB_ALIAS)
+            db.client.drop_database(db.name)
+        except mongoengine.connection.ConnectionFailure:
+            pass  # the test disconnected the alias itself
+        disconnect_kraken_alias()
+
+
+@pytest.fixture
+def kraken_db(kraken_mongo: KrakenMongoHook):
+    """pymongo ``Database`` of the test's in-memory alphakraken database."""
+    return kraken_mongo.get_conn()
+
+
+def insert_raw_file(
+    raw_file_id: str = "20240101_astral1_sample.raw",
+    *,
+    extra_fields: Mapping[str, Any] | None = None,
+    **fields: Any,
+) -> RawFile:
+    """Insert a RawFile as alphakraken would have left it after the local copy, and return it loaded.
+
+    ``fields`` override model fields (``size``, ``file_info``, ``backup_status``, ...); ``extra_fields`` are
+    stored raw, bypassing the model, to imitate fields only alphakraken knows (``status``, ``lab_note``).
+    The kraken_s3 alias must be connected (use the ``kraken_mongo`` fixture).
+    """
+    size = fields.pop("size", 1024)
+    values: dict[str, Any] = {
+        "project_id": "P1234",
+        "instrument_id": "astral1",
+        "backup_base_path": "/fs/pool/backup/astral1/2024_01",
+        "size": size,
+        "created_at": datetime(2024, 1, 1, 12, 0, 0, tzinfo=timezone.utc),
+        "file_info": {raw_file_id: [size, "d41d8cd98f00b204e9800998ecf8427e"]},
+        "backup_status": BackupStatus.COPYING_DONE,
+    }
+    values.update(fields)
+    document = RawFile(id=raw_file_id, **values).to_mongo().to_dict()
+    document.update(extra_fields or {})
+    RawFile._get_collection().insert_one(document)
+    return RawFile.objects.get(id=raw_file_id)
+
+
+@pytest.fixture
+def make_raw_file(kraken_mongo: KrakenMongoHook):
+    """Factory fixture: ``make_raw_file("x.raw", size=..., extra_fields={...})`` → loaded RawFile."""
+    return insert_raw_file

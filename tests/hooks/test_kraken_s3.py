@@ -1,0 +1,286 @@
+"""KrakenS3Hook against a real moto S3 server over HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+
+import pytest
+
+from airflow_provider_kraken_s3.embedded import MotoServer
+from airflow_provider_kraken_s3.errors import (
+    BucketAccessDeniedError,
+    BucketNotFoundError,
+    IntegrityError,
+    LocalFileChangedError,
+    S3TransientError,
+)
+from airflow_provider_kraken_s3.etag import compute_s3_etag, compute_s3_etag_and_md5
+from airflow_provider_kraken_s3.hooks.kraken_s3 import META_MD5, META_PART_SIZE, KrakenS3Hook
+from airflow_provider_kraken_s3.parts import MIB
+from tests.conftest import aws_connection_json
+from tests.proxy import CuttingProxy
+
+PART = 5 * MIB
+
+
+@pytest.fixture
+def hook(aws_conn: str) -> KrakenS3Hook:
+    return KrakenS3Hook(aws_conn_id=aws_conn)
+
+
+def head(s3_client, bucket: str, key: str) -> dict:
+    return s3_client.head_object(Bucket=bucket, Key=key)
+
+
+def s3_etag(s3_client, bucket: str, key: str) -> str:
+    return head(s3_client, bucket, key)["ETag"].strip('"')
+
+
+@pytest.mark.parametrize("size", [0, 1, PART - 1, PART, PART + 1, 3 * PART, 2 * PART + 4321, 7 * MIB + 3])
+def test_upload_etag_equals_what_s3_reports(hook, s3_client, bucket, make_file, size: int) -> None:
+    path = make_file("a.raw", size, seed=size)
+    result = hook.upload_verified(path, bucket, "a.raw", part_size=PART)
+    assert result.etag == s3_etag(s3_client, bucket, "a.raw") == compute_s3_etag(path, PART)
+    assert result.size == size == head(s3_client, bucket, "a.raw")["ContentLength"]
+    assert not result.skipped and result.bytes_sent == size
+    assert result.parts_sent == max(1, -(-size // PART)) if size > PART else result.parts_sent == 1
+    body = s3_client.get_object(Bucket=bucket, Key="a.raw")["Body"].read()
+    assert body == path.read_bytes()
+
+
+def test_metadata_carries_part_size_and_verified_md5(hook, s3_client, bucket, make_file) -> None:
+    path = make_file("b.raw", 2 * PART + 10)
+    md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    result = hook.upload_verified(path, bucket, "b.raw", part_size=PART, expected_md5=md5.upper())
+    assert result.md5 == md5
+    metadata = head(s3_client, bucket, "b.raw")["Metadata"]
+    assert metadata == {META_PART_SIZE: str(PART), META_MD5: md5}
+
+
+def test_logs_progress_and_a_parseable_summary(hook, bucket, make_file, task_log) -> None:
+    path = make_file("c.raw", 4 * PART)
+    calls: list[tuple[int, int]] = []
+    hook.upload_verified(path, bucket, "c.raw", part_size=PART, progress=lambda d, t: calls.append((d, t)))
+    lines = task_log().splitlines()
+    progress = [line for line in lines if "progress file=c.raw" in line]
+    assert len(progress) >= 4 and "pct=100.00" in progress[-1] and "rate_mib_s=" in progress[0]
+    summary = next(line for line in lines if "upload summary key=c.raw" in line)
+    fields = dict(re.findall(r"(\w+)=(\S+)", summary))
+    assert fields["key"] == "c.raw" and fields["size"] == str(4 * PART)
+    assert fields["parts_sent"] == "4" and fields["parts_reused"] == "0" and fields["skipped"] == "false"
+    assert calls[-1] == (4 * PART, 4 * PART)
+
+
+def test_known_etag_skips_without_reading_the_file(hook, bucket, make_file) -> None:
+    path = make_file("d.raw", 2 * PART + 1)
+    first = hook.upload_verified(path, bucket, "d.raw", part_size=PART)
+    # Same size, other bytes: had the hook read the file, the ETag check would fail.
+    path.write_bytes(random.Random(99).randbytes(2 * PART + 1))
+    second = hook.upload_verified(path, bucket, "d.raw", part_size=PART, expected_etag=first.etag)
+    assert second.skipped and second.bytes_read == 0 and second.bytes_sent == 0
+    assert second.etag == first.etag
+
+
+def test_unknown_etag_skip_hashes_once_with_the_objects_part_size(hook, bucket, make_file) -> None:
+    path = make_file("e.raw", 3 * PART)
+    hook.upload_verified(path, bucket, "e.raw", part_size=PART)
+    again = hook.upload_verified(path, bucket, "e.raw", part_size=6 * MIB)  # other default part size
+    assert again.skipped and again.bytes_sent == 0 and again.bytes_read == 3 * PART
+    assert again.part_size == PART
+
+
+def test_known_md5_in_metadata_skips_without_reading(hook, bucket, make_file) -> None:
+    path = make_file("f.raw", 2 * PART)
+    md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    hook.upload_verified(path, bucket, "f.raw", part_size=PART, expected_md5=md5)
+    again = hook.upload_verified(path, bucket, "f.raw", part_size=PART, expected_md5=md5)
+    assert again.skipped and again.bytes_read == 0
+
+
+def test_upload_id_is_reported_before_any_part_is_sent(hook, s3_client, bucket, make_file) -> None:
+    path = make_file("g.raw", 2 * PART + 1)
+    seen: list[tuple[str | None, int]] = []
+
+    def remember(upload_id: str | None) -> None:
+        parts = []
+        if upload_id:
+            parts = s3_client.list_parts(Bucket=bucket, Key="g.raw", UploadId=upload_id).get("Parts", [])
+        seen.append((upload_id, len(parts)))
+
+    hook.upload_verified(path, bucket, "g.raw", part_size=PART, on_upload_id=remember)
+    assert seen[0][0] and seen[0][1] == 0
+    assert seen[-1] == (None, 0)  # cleared once completed
+
+
+def test_resume_after_a_cut_connection_sends_only_missing_parts(
+    moto_server: MotoServer, monkeypatch, s3_client, bucket, make_file
+) -> None:
+    size = 6 * PART + 100
+    path = make_file("h.raw", size)
+    upload_ids: list[str | None] = []
+    proxy = CuttingProxy(moto_server.port, cut_after=3 * PART + PART // 2)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AWS_FLAKY",
+        aws_connection_json(proxy.url, retries={"mode": "standard", "max_attempts": 2}),
+    )
+    with proxy.running(), pytest.raises(S3TransientError, match="retrying will resume"):
+        KrakenS3Hook(aws_conn_id="aws_flaky", max_concurrency=1).upload_verified(
+            path, bucket, "h.raw", part_size=PART, on_upload_id=upload_ids.append
+        )
+    upload_id = upload_ids[-1]
+    assert upload_id, "the upload must be kept after a transient failure"
+    in_s3 = s3_client.list_parts(Bucket=bucket, Key="h.raw", UploadId=upload_id)["Parts"]
+    assert 1 <= len(in_s3) < 7
+
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", aws_connection_json(moto_server.url))
+    result = KrakenS3Hook().upload_verified(path, bucket, "h.raw", part_size=PART, upload_id=upload_id)
+    assert result.parts_reused == len(in_s3)
+    assert result.parts_sent == 7 - len(in_s3)
+    assert result.bytes_sent == size - len(in_s3) * PART
+    assert result.etag == s3_etag(s3_client, bucket, "h.raw") == compute_s3_etag(path, PART)
+
+
+def test_resume_resends_parts_that_changed_locally(hook, s3_client, bucket, make_file) -> None:
+    path = make_file("i.raw", 3 * PART)
+    upload_id = s3_client.create_multipart_upload(Bucket=bucket, Key="i.raw")["UploadId"]
+    stale = random.Random(5).randbytes(PART)  # same size as part 1, other bytes
+    s3_client.upload_part(Bucket=bucket, Key="i.raw", UploadId=upload_id, PartNumber=1, Body=stale)
+    good = path.read_bytes()[PART : 2 * PART]
+    s3_client.upload_part(Bucket=bucket, Key="i.raw", UploadId=upload_id, PartNumber=2, Body=good)
+    result = hook.upload_verified(path, bucket, "i.raw", part_size=PART, upload_id=upload_id)
+    assert (result.parts_reused, result.parts_sent) == (1, 2)
+    assert s3_client.get_object(Bucket=bucket, Key="i.raw")["Body"].read() == path.read_bytes()
+
+
+def test_stale_upload_id_starts_a_new_upload(hook, s3_client, bucket, make_file, task_log) -> None:
+    path = make_file("j.raw", 2 * PART)
+    upload_id = s3_client.create_multipart_upload(Bucket=bucket, Key="j.raw")["UploadId"]
+    s3_client.abort_multipart_upload(Bucket=bucket, Key="j.raw", UploadId=upload_id)
+    result = hook.upload_verified(path, bucket, "j.raw", part_size=PART, upload_id=upload_id)
+    assert result.parts_sent == 2 and "no longer exists" in task_log()
+
+
+def test_file_changed_since_inventory_is_detected_and_not_completed(
+    hook, s3_client, bucket, make_file
+) -> None:
+    path = make_file("k.raw", 2 * PART + 5)
+    expected = compute_s3_etag(path, PART)
+    data = bytearray(path.read_bytes())
+    data[PART + 1] ^= 0xFF  # one flipped bit in part 2
+    path.write_bytes(bytes(data))
+    upload_ids: list[str | None] = []
+    with pytest.raises(IntegrityError, match=r"differs from the inventory.*not completed"):
+        hook.upload_verified(
+            path, bucket, "k.raw", part_size=PART, expected_etag=expected, on_upload_id=upload_ids.append
+        )
+    assert s3_client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+    with pytest.raises(s3_client.exceptions.NoSuchUpload):
+        s3_client.list_parts(Bucket=bucket, Key="k.raw", UploadId=upload_ids[0])  # aborted
+    assert upload_ids[-1] is None
+
+
+def test_wrong_expected_md5_is_not_completed(hook, s3_client, bucket, make_file) -> None:
+    path = make_file("l.raw", 3 * PART + 1)
+    with pytest.raises(IntegrityError, match="inventory says 0123"):
+        hook.upload_verified(path, bucket, "l.raw", part_size=PART, expected_md5="0123" + "0" * 28)
+    assert s3_client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+def test_expected_etag_with_other_part_count_means_local_file_differs(hook, bucket, make_file) -> None:
+    path = make_file("m.raw", 2 * PART)
+    with pytest.raises(IntegrityError, match="differs from the inventory"):
+        hook.upload_verified(path, bucket, "m.raw", part_size=PART, expected_etag="a" * 32 + "-5")
+
+
+def test_a_verified_backup_is_kept_when_the_local_copy_goes_bad(hook, s3_client, bucket, make_file) -> None:
+    path = make_file("n.raw", 1000, seed=1)
+    good_md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    hook.upload_verified(path, bucket, "n.raw", part_size=PART, expected_md5=good_md5)
+    path.write_bytes(random.Random(2).randbytes(1000))  # the local copy went bad
+    again = hook.upload_verified(path, bucket, "n.raw", part_size=PART, expected_md5=good_md5)
+    assert again.skipped and again.bytes_sent == 0
+    assert s3_etag(s3_client, bucket, "n.raw") == good_md5
+
+
+@pytest.mark.parametrize("size", [1000, 2 * PART + 1])
+def test_a_bad_local_copy_never_replaces_an_object(hook, s3_client, bucket, make_file, size: int) -> None:
+    path = make_file("p.raw", size, seed=1)
+    good_etag, good_md5 = compute_s3_etag_and_md5(path, PART)
+    s3_client.put_object(Bucket=bucket, Key="p.raw", Body=random.Random(3).randbytes(size))
+    path.write_bytes(random.Random(2).randbytes(size))  # neither S3 nor the local copy is the acquired file
+    before = s3_etag(s3_client, bucket, "p.raw")
+    for expected in ({"expected_etag": good_etag}, {"expected_md5": good_md5}):
+        with pytest.raises(IntegrityError, match="local (copy|file)"):
+            hook.upload_verified(path, bucket, "p.raw", part_size=PART, **expected)
+        assert s3_etag(s3_client, bucket, "p.raw") == before
+
+
+def test_a_differing_object_is_replaced_when_the_local_file_verifies(
+    hook, s3_client, bucket, make_file, task_log
+) -> None:
+    path = make_file("o.raw", 2 * PART)
+    s3_client.put_object(Bucket=bucket, Key="o.raw", Body=b"something else")
+    etag, md5 = compute_s3_etag_and_md5(path, PART)
+    result = hook.upload_verified(path, bucket, "o.raw", part_size=PART, expected_md5=md5)
+    assert "REPLACING s3://" in task_log()
+    assert result.etag == etag == s3_etag(s3_client, bucket, "o.raw")
+    assert result.replaced_etag == hashlib.md5(b"something else").hexdigest()
+
+
+def test_missing_local_file(hook, bucket, tmp_path) -> None:
+    with pytest.raises(LocalFileChangedError, match="does not exist; nothing was uploaded"):
+        hook.upload_verified(tmp_path / "nope.raw", bucket, "nope.raw")
+
+
+def test_missing_bucket_is_named_with_region(hook) -> None:
+    with pytest.raises(
+        BucketNotFoundError, match=r"bucket 'no-such-bucket-x' \(region us-east-1.*does not exist"
+    ):
+        hook.check_bucket("no-such-bucket-x")
+
+
+def test_existing_bucket_passes_and_connection_test_works(hook, bucket) -> None:
+    hook.check_bucket(bucket)
+    ok, message = hook.test_connection()
+    assert ok and "bucket(s) visible" in message
+
+
+@pytest.fixture(scope="module")
+def iam_moto_server():
+    """A moto server that enforces IAM after the first 4 unauthenticated calls (our setup below)."""
+    with MotoServer.start(extra_env={"INITIAL_NO_AUTH_ACTION_COUNT": "4"}) as server:
+        yield server
+
+
+def test_denied_access_is_a_clear_error(iam_moto_server, monkeypatch) -> None:
+    import boto3
+
+    admin = dict(
+        endpoint_url=iam_moto_server.url,
+        region_name="us-east-1",
+        aws_access_key_id="a",
+        aws_secret_access_key="b",
+    )
+    boto3.client("s3", **admin).create_bucket(Bucket="locked-bucket")
+    iam = boto3.client("iam", **admin)
+    iam.create_user(UserName="kraken")
+    key = iam.create_access_key(UserName="kraken")["AccessKey"]
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "arn:aws:s3:::other/*"}],
+    }
+    iam.put_user_policy(UserName="kraken", PolicyName="p", PolicyDocument=json.dumps(policy))
+    connection = {
+        "conn_type": "aws",
+        "login": key["AccessKeyId"],
+        "password": key["SecretAccessKey"],
+        "extra": {"endpoint_url": iam_moto_server.url, "region_name": "us-east-1"},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_LIMITED", json.dumps(connection))
+    with pytest.raises(
+        BucketAccessDeniedError, match=r"access denied to bucket 'locked-bucket'.*aws_limited"
+    ):
+        KrakenS3Hook(aws_conn_id="aws_limited").check_bucket("locked-bucket")

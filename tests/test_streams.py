@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_kraken_s3.errors import LocalFileChangedError
+from airflow_provider_kraken_s3.parts import MIB, plan_parts
+from airflow_provider_kraken_s3.streams import STREAM_BLOCK, PartBody, SequentialMd5
+
+
+@pytest.fixture
+def data_file(tmp_path: Path) -> tuple[Path, bytes]:
+    data = random.Random(1).randbytes(3 * STREAM_BLOCK + 777)
+    path = tmp_path / "x.raw"
+    path.write_bytes(data)
+    return path, data
+
+
+def test_part_body_hashes_each_byte_once_even_when_reread(data_file) -> None:
+    path, data = data_file
+    part = next(plan_parts(len(data), 5 * MIB).parts())
+    progress: list[int] = []
+    body = PartBody(path, part, on_progress=progress.append)
+    assert len(body) == len(data)
+    assert body.read(10) == data[:10]
+    body.seek(0)  # a botocore retry rewinds the body
+    assert body.read() == data
+    body.seek(5)
+    assert body.read(3) == data[5:8]
+    assert body.tell() == 8
+    body.close()
+    assert body.read() == data[8:]  # reopens after close
+    assert body.hexdigest() == hashlib.md5(data).hexdigest()
+    assert sum(progress) == len(data)
+
+
+def test_part_body_refuses_digest_before_fully_read(data_file) -> None:
+    path, data = data_file
+    body = PartBody(path, next(plan_parts(len(data), 5 * MIB).parts()))
+    body.read(100)
+    with pytest.raises(RuntimeError, match="was read only"):
+        body.hexdigest()
+
+
+def test_part_body_notices_a_truncated_file(data_file) -> None:
+    path, data = data_file
+    body = PartBody(path, next(plan_parts(len(data), 5 * MIB).parts()))
+    path.write_bytes(data[:100])
+    with pytest.raises(LocalFileChangedError, match="became shorter"):
+        body.read()
+
+
+@pytest.mark.parametrize("max_buffer", [0, STREAM_BLOCK, 64 * MIB])
+def test_sequential_md5_with_parts_read_in_any_order(tmp_path: Path, max_buffer: int) -> None:
+    data = random.Random(2).randbytes(12 * MIB + 5)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    plan = plan_parts(len(data), 5 * MIB)
+    whole = SequentialMd5(path, plan, max_buffer=max_buffer)
+    whole.start()
+    bodies = [PartBody(path, part, on_new_bytes=whole.offer) for part in plan.parts()]
+    for body in reversed(bodies):  # last part first: the worst order for a sequential digest
+        body.drain()
+    assert whole.hexdigest(timeout=30) == hashlib.md5(data).hexdigest()
+    if max_buffer == 0:
+        assert whole.reread_bytes > 0  # out-of-order blocks came back from the page cache
+    assert whole.reread_bytes <= len(data)
+
+
+def test_sequential_md5_stop_ends_the_follower(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * (11 * MIB))
+    whole = SequentialMd5(path, plan_parts(11 * MIB, 5 * MIB))
+    whole.start()
+    whole.stop()
+    with pytest.raises(RuntimeError, match="stopped at byte 0"):
+        whole.hexdigest(timeout=5)
