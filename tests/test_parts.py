@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -25,7 +26,7 @@ def test_plan_covers_the_file_within_s3_limits(size: int, part_size: int) -> Non
     assert len(parts) == plan.part_count <= MAX_PARTS
     assert parts[0].offset == 0
     assert sum(p.length for p in parts) == size
-    assert all(a.end == b.offset for a, b in zip(parts, parts[1:], strict=False))
+    assert all(a.end == b.offset for a, b in itertools.pairwise(parts))
     assert [p.number for p in parts] == list(range(1, len(parts) + 1))
     assert MIN_PART_SIZE <= plan.part_size <= MAX_PART_SIZE
     assert plan.is_multipart == (size > plan.part_size)

@@ -213,7 +213,7 @@ def test_a_bad_local_copy_never_replaces_an_object(hook, s3_client, bucket, make
     path.write_bytes(random.Random(2).randbytes(size))  # neither S3 nor the local copy is the acquired file
     before = s3_etag(s3_client, bucket, "p.raw")
     for expected in ({"expected_etag": good_etag}, {"expected_md5": good_md5}):
-        with pytest.raises(IntegrityError, match="local (copy|file)"):
+        with pytest.raises(IntegrityError, match=r"local (copy|file)"):
             hook.upload_verified(path, bucket, "p.raw", part_size=PART, **expected)
         assert s3_etag(s3_client, bucket, "p.raw") == before
 

@@ -1,0 +1,296 @@
+"""RawFileS3BackupOperator against moto server (real HTTP) and mongomock behind a real Airflow connection."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException
+
+from airflow_provider_kraken_s3.errors import S3TransientError
+from airflow_provider_kraken_s3.etag import compute_s3_etag
+from airflow_provider_kraken_s3.layout import set_etag
+from airflow_provider_kraken_s3.models import BackupStatus, RawFile
+from airflow_provider_kraken_s3.operators.raw_file_backup import RawFileS3BackupOperator
+from airflow_provider_kraken_s3.parts import MIB
+from tests.conftest import aws_connection_json
+from tests.conftest_mongo import insert_raw_file
+from tests.proxy import CuttingProxy
+
+PART = 5 * MIB
+PREFIX = "kraken-lab"
+PROJECT = "P1234"
+BUCKET = "kraken-lab-p1234"
+
+
+@pytest.fixture
+def project_bucket(s3_client) -> str:
+    s3_client.create_bucket(Bucket=BUCKET)
+    yield BUCKET
+    for version in s3_client.list_object_versions(Bucket=BUCKET).get("Versions", []):
+        s3_client.delete_object(Bucket=BUCKET, Key=version["Key"], VersionId=version["VersionId"])
+    for upload in s3_client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []):
+        s3_client.abort_multipart_upload(Bucket=BUCKET, Key=upload["Key"], UploadId=upload["UploadId"])
+    s3_client.delete_bucket(Bucket=BUCKET)
+
+
+@pytest.fixture
+def stage(tmp_path: Path, kraken_mongo):
+    """Write a raw file's files under a backup folder and insert its RawFile with a real inventory."""
+
+    def make(raw_file_id: str, sizes: dict[str, int], *, with_etag: bool = False, **fields) -> Path:
+        base = tmp_path / "backup"
+        file_info = {}
+        for index, (relative, size) in enumerate(sizes.items()):
+            path = base / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            data = random.Random(f"{raw_file_id}/{index}").randbytes(size)
+            path.write_bytes(data)
+            entry = [size, hashlib.md5(data).hexdigest()]
+            if with_etag:
+                entry.append(f"{compute_s3_etag(path, PART)}__{PART // MIB}")
+            file_info[relative] = entry
+        values = {"project_id": PROJECT, "backup_base_path": str(base), "file_info": file_info, **fields}
+        insert_raw_file(raw_file_id, size=sum(sizes.values()), **values)
+        return base
+
+    return make
+
+
+def operator(raw_file_id: str, **kwargs) -> RawFileS3BackupOperator:
+    kwargs.setdefault("bucket_prefix", PREFIX)
+    kwargs.setdefault("part_size", PART)
+    return RawFileS3BackupOperator(task_id="upload_to_s3", raw_file_id=raw_file_id, **kwargs)
+
+
+def reload(raw_file_id: str) -> RawFile:
+    return RawFile.objects.get(id=raw_file_id)
+
+
+def etag_of(s3_client, key: str) -> str:
+    return s3_client.head_object(Bucket=BUCKET, Key=key)["ETag"].strip('"')
+
+
+def test_single_raw_file(aws_conn, s3_client, project_bucket, stage) -> None:
+    stage("s1.raw", {"s1.raw": 2 * PART + 3})
+    result = operator("s1.raw").execute(context={})
+    raw = reload("s1.raw")
+    etag = etag_of(s3_client, "s1.raw")
+    assert raw.backup_status == BackupStatus.DONE
+    assert (raw.s3_bucket, raw.s3_backup_key, raw.s3_etag) == (BUCKET, "s1.raw", etag)
+    assert raw.file_info["s1.raw"][2] == f"{etag}__5" and etag.endswith("-3")
+    assert raw.s3_upload_ids == {} and "verified 1 file(s)" in raw.s3_backup_details
+    assert result == {
+        "status": BackupStatus.DONE,
+        "bucket": BUCKET,
+        "s3_backup_key": "s1.raw",
+        "s3_etag": etag,
+        "files": 1,
+        "bytes": 2 * PART + 3,
+        "bytes_uploaded": 2 * PART + 3,
+        "files_skipped": 0,
+        "seconds": result["seconds"],
+    }
+
+
+def test_bruker_d_folder(aws_conn, s3_client, project_bucket, stage) -> None:
+    sizes = {"b.d/analysis.tdf": 1000, "b.d/analysis.tdf_bin": PART + 7, "b.d/sub/x.method": 0}
+    stage("b.d", sizes)
+    result = operator("b.d").execute(context={})
+    keys = sorted(o["Key"] for o in s3_client.list_objects_v2(Bucket=BUCKET)["Contents"])
+    assert keys == sorted(sizes)
+    raw = reload("b.d")
+    assert raw.s3_backup_key == "b.d/" == result["s3_backup_key"]
+    assert raw.s3_etag == set_etag({key: etag_of(s3_client, key) for key in keys})
+    assert all(raw.file_info[key][2].startswith(etag_of(s3_client, key)) for key in keys)
+
+
+def test_sciex_wiff_set_goes_under_the_raw_file_id(aws_conn, s3_client, project_bucket, stage) -> None:
+    stage("w.wiff", {"w.wiff": 100, "w.wiff2": 200, "w.wiff.scan": PART + 1})
+    operator("w.wiff").execute(context={})
+    keys = sorted(o["Key"] for o in s3_client.list_objects_v2(Bucket=BUCKET)["Contents"])
+    assert keys == ["w.wiff/w.wiff", "w.wiff/w.wiff.scan", "w.wiff/w.wiff2"]
+    assert reload("w.wiff").s3_backup_key == "w.wiff/"
+
+
+def test_rerun_with_known_etags_reads_and_sends_nothing(aws_conn, project_bucket, stage) -> None:
+    base = stage("r.d", {"r.d/a": PART + 1, "r.d/b": 10}, with_etag=True)
+    first = operator("r.d").execute(context={})
+    for name, size in (("a", PART + 1), ("b", 10)):  # same sizes, other bytes: reading them would fail
+        (base / "r.d" / name).write_bytes(random.Random(7).randbytes(size))
+    second = operator("r.d").execute(context={})
+    assert second["files_skipped"] == 2 and second["bytes_uploaded"] == 0
+    assert second["s3_etag"] == first["s3_etag"] and reload("r.d").backup_status == BackupStatus.DONE
+
+
+def test_done_row_is_rechecked_not_trusted(aws_conn, s3_client, project_bucket, stage) -> None:
+    stage("d1.raw", {"d1.raw": 1000})
+    operator("d1.raw").execute(context={})
+    s3_client.delete_object(Bucket=BUCKET, Key="d1.raw")  # someone removed the backup
+    result = operator("d1.raw").execute(context={})
+    assert result["bytes_uploaded"] == 1000 and etag_of(s3_client, "d1.raw")
+
+
+def test_resume_across_a_retry(moto_server, monkeypatch, s3_client, project_bucket, stage) -> None:
+    stage("big.raw", {"big.raw": 6 * PART})
+    proxy = CuttingProxy(moto_server.port, cut_after=3 * PART)
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_FLAKY", aws_connection_json(proxy.url, retries={"max_attempts": 2}))
+    first_try = {"ti": SimpleNamespace(try_number=1)}
+    with proxy.running(), pytest.raises(S3TransientError):
+        operator("big.raw", aws_conn_id="aws_flaky", retries=2, max_concurrency=1).execute(context=first_try)
+    raw = reload("big.raw")
+    assert raw.backup_status == BackupStatus.FAILED
+    assert "try 1 of 3: Airflow retries and resumes" in raw.s3_backup_details
+    upload_id = raw.s3_upload_ids["big.raw"]
+    kept = len(s3_client.list_parts(Bucket=BUCKET, Key="big.raw", UploadId=upload_id)["Parts"])
+    assert kept >= 1
+
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", aws_connection_json(moto_server.url))
+    result = operator("big.raw", retries=2).execute(context={"ti": SimpleNamespace(try_number=2)})
+    assert result["bytes_uploaded"] == 6 * PART - kept * PART
+    raw = reload("big.raw")
+    assert raw.backup_status == BackupStatus.DONE and raw.s3_upload_ids == {}
+    assert etag_of(s3_client, "big.raw") == compute_s3_etag(Path(raw.backup_base_path) / "big.raw", PART)
+
+
+def test_missing_bucket_fails_without_retry(aws_conn, stage) -> None:
+    stage("m.raw", {"m.raw": 10}, project_id="nobucket")
+    with pytest.raises(AirflowFailException, match=r"kraken-lab-nobucket' .*does not exist"):
+        operator("m.raw").execute(context={})
+    raw = reload("m.raw")
+    assert raw.backup_status == BackupStatus.FAILED and "does not exist" in raw.s3_backup_details
+    assert raw.s3_bucket == "kraken-lab-nobucket"
+
+
+def test_unknown_raw_file(aws_conn, kraken_mongo) -> None:
+    with pytest.raises(AirflowFailException, match=r"nope\.raw"):
+        operator("nope.raw").execute(context={})
+
+
+@pytest.mark.parametrize(
+    ("file_info", "message"),
+    [
+        ({}, "empty file_info"),
+        ({"../etc/passwd": [1, "0" * 32]}, r"\.\."),
+        ({"/abs.raw": [1, "0" * 32]}, "absolute"),
+        ({"x.raw": [1, "not-an-md5"]}, "md5"),
+    ],
+)
+def test_bad_inventories_fail_and_upload_nothing(
+    aws_conn, s3_client, project_bucket, kraken_mongo, file_info, message
+) -> None:
+    insert_raw_file("x.raw", project_id=PROJECT, file_info=file_info, backup_base_path="/tmp")
+    with pytest.raises(AirflowFailException, match=message):
+        operator("x.raw").execute(context={})
+    assert reload("x.raw").backup_status == BackupStatus.FAILED
+    assert s3_client.list_objects_v2(Bucket=BUCKET)["KeyCount"] == 0
+
+
+def test_missing_local_file(aws_conn, s3_client, project_bucket, stage) -> None:
+    base = stage("gone.d", {"gone.d/a": 10, "gone.d/b": 20})
+    (base / "gone.d" / "b").unlink()
+    with pytest.raises(AirflowFailException, match="does not exist"):
+        operator("gone.d").execute(context={})
+    assert s3_client.list_objects_v2(Bucket=BUCKET)["KeyCount"] == 0  # checked before any upload
+
+
+def test_local_file_differing_from_inventory_md5_is_not_uploaded(
+    aws_conn, s3_client, project_bucket, stage
+) -> None:
+    base = stage("bad.raw", {"bad.raw": 3 * PART})
+    (base / "bad.raw").write_bytes(random.Random(1).randbytes(3 * PART))
+    with pytest.raises(AirflowFailException, match="inventory says"):
+        operator("bad.raw").execute(context={})
+    assert s3_client.list_objects_v2(Bucket=BUCKET)["KeyCount"] == 0
+    raw = reload("bad.raw")
+    assert raw.backup_status == BackupStatus.FAILED and "IntegrityError" in raw.s3_backup_details
+
+
+def test_a_differing_object_is_replaced_only_by_a_verified_local_file(
+    aws_conn, s3_client, project_bucket, stage, task_log
+) -> None:
+    s3_client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    base = stage("v.raw", {"v.raw": 2 * PART})
+    s3_client.put_object(Bucket=BUCKET, Key="v.raw", Body=b"old, different bytes")
+    operator("v.raw").execute(context={})
+    assert "REPLACING s3://" in task_log()
+    versions = s3_client.list_object_versions(Bucket=BUCKET, Prefix="v.raw")["Versions"]
+    assert len(versions) == 2  # the old version is kept
+    good = etag_of(s3_client, "v.raw")
+    (base / "v.raw").write_bytes(random.Random(3).randbytes(2 * PART))  # the local copy goes bad
+    s3_client.put_object(Bucket=BUCKET, Key="v.raw", Body=b"tampered")
+    with pytest.raises(AirflowFailException, match="local"):
+        operator("v.raw").execute(context={})
+    assert etag_of(s3_client, "v.raw") == hashlib.md5(b"tampered").hexdigest() != good
+
+
+def test_raise_on_failure_false_records_and_succeeds(aws_conn, stage) -> None:
+    stage("q.raw", {"q.raw": 10}, project_id="nobucket")
+    result = operator("q.raw", raise_on_failure=False).execute(context={})
+    assert result["status"] == BackupStatus.FAILED and "does not exist" in result["error"]
+    assert reload("q.raw").backup_status == BackupStatus.FAILED
+
+
+def test_raise_on_failure_false_still_retries_transient_errors(monkeypatch, stage, project_bucket) -> None:
+    stage("t.raw", {"t.raw": 10})
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AWS_DEAD", aws_connection_json("http://127.0.0.1:9", retries={"max_attempts": 1})
+    )
+    op = operator("t.raw", aws_conn_id="aws_dead", raise_on_failure=False, retries=1)
+    with pytest.raises(S3TransientError):
+        op.execute(context={"ti": SimpleNamespace(try_number=1)})
+    result = op.execute(context={"ti": SimpleNamespace(try_number=2)})
+    assert result["status"] == BackupStatus.FAILED and "last of 2 tries" in result["error"]
+
+
+def test_local_backup_type_skips_and_leaves_the_row_alone(aws_conn, stage) -> None:
+    stage("l.raw", {"l.raw": 10})
+    before = reload("l.raw").to_mongo().to_dict()
+    with pytest.raises(AirflowSkipException, match="backup_type is 'local'"):
+        operator("l.raw", backup_type="local").execute(context={})
+    assert reload("l.raw").to_mongo().to_dict() == before
+
+
+def test_settings_from_yaml(aws_conn, s3_client, project_bucket, stage, tmp_path) -> None:
+    stage("y.raw", {"y.raw": 10})
+    settings = tmp_path / "alphakraken.yaml"
+    settings.write_text(
+        "backup:\n  backup_type: s3\n  s3:\n    region: us-east-1\n    bucket_prefix: kraken-lab\n"
+    )
+    result = operator("y.raw", bucket_prefix=None, settings_path=str(settings)).execute(context={})
+    assert result["bucket"] == BUCKET
+
+
+def test_unknown_fields_survive(aws_conn, project_bucket, stage, kraken_db) -> None:
+    stage("u.raw", {"u.raw": 10})
+    kraken_db.raw_file.update_one({"_id": "u.raw"}, {"$set": {"lab_note": "keep me", "status": "done"}})
+    operator("u.raw").execute(context={})
+    document = kraken_db.raw_file.find_one({"_id": "u.raw"})
+    assert document["lab_note"] == "keep me" and document["status"] == "done"
+    assert document["backup_status"] == BackupStatus.DONE
+
+
+def test_create_bucket_if_missing(aws_conn, s3_client, stage) -> None:
+    stage("c.raw", {"c.raw": 10}, project_id="fresh")
+    operator("c.raw", create_bucket_if_missing=True).execute(context={})
+    bucket = "kraken-lab-fresh"
+    assert s3_client.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    rules = s3_client.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert rules[0]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 7}
+    block = s3_client.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+    assert all(block.values())
+    encryption = s3_client.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]
+    assert encryption["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    tags = {t["Key"]: t["Value"] for t in s3_client.get_bucket_tagging(Bucket=bucket)["TagSet"]}
+    assert tags["project_id"] == "fresh"
+    assert reload("c.raw").backup_status == BackupStatus.DONE
+
+
+def test_invalid_arguments_fail_at_parse_time() -> None:
+    with pytest.raises(ValueError, match="backup_type"):
+        operator("x.raw", backup_type="tape")
+    with pytest.raises(ValueError, match="part_size"):
+        operator("x.raw", part_size=1)
