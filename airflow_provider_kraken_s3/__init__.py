@@ -28,7 +28,37 @@ def get_provider_info() -> dict[str, Any]:
                 "integration-name": _INTEGRATION,
                 "python-modules": [
                     "airflow_provider_kraken_s3.hooks.kraken_s3",
+                    "airflow_provider_kraken_s3.hooks.kraken_mongo",
                 ],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": _INTEGRATION,
+                "python-modules": ["airflow_provider_kraken_s3.operators.raw_file_backup"],
+            }
+        ],
+        # S3 reuses the Amazon provider's ``aws`` connection type; only MongoDB gets a type of its own.
+        "connection-types": [
+            {
+                "hook-class-name": "airflow_provider_kraken_s3.hooks.kraken_mongo.KrakenMongoHook",
+                "hook-name": "Kraken MongoDB",
+                "connection-type": "kraken_mongo",
+                "ui-field-behaviour": {
+                    "hidden-fields": [],
+                    "relabeling": {
+                        "host": "Host or mongodb:// URI",
+                        "schema": "Database",
+                        "login": "Username",
+                    },
+                    "placeholders": {
+                        "host": "mongo.example.org  or  mongodb+srv://cluster.example.org",
+                        "port": "27017",
+                        "schema": "krakendb",
+                        "login": "kraken",
+                        "extra": '{"authSource": "krakendb", "tls": true, "serverSelectionTimeoutMS": 10000}',
+                    },
+                },
             }
         ],
     }

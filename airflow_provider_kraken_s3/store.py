@@ -230,3 +230,36 @@ def set_backup_status(raw_file_id: str, status: str) -> None:
             f"Unknown backup status {status!r}; expected one of {sorted(BackupStatus.ALL)}."
         )
     _update(raw_file_id, f"setting backup_status to {status!r}", set__backup_status=status)
+
+
+def register_raw_file(raw_file_id: str, *, project_id: str, instrument_id: str, size: int) -> None:
+    """Create the RawFile if it does not exist yet (alphakraken's instrument watcher does this).
+
+    An existing document is left exactly as it is (``$setOnInsert``), so re-running a DAG never resets it.
+    """
+    _check_id(raw_file_id)
+    with _mongo_errors("registering the raw file", raw_file_id):
+        RawFile._get_collection().update_one(
+            {"_id": raw_file_id},
+            {
+                "$setOnInsert": {
+                    "project_id": project_id,
+                    "instrument_id": instrument_id,
+                    "size": size,
+                    "created_at": _now(),
+                }
+            },
+            upsert=True,
+        )
+
+
+def record_local_copy(
+    raw_file_id: str, *, backup_base_path: str, file_info: Mapping[str, Sequence[Any]]
+) -> None:
+    """Record where the local copy lives and its inventory, in one atomic update."""
+    _update(
+        raw_file_id,
+        "recording the local copy",
+        set__backup_base_path=str(backup_base_path),
+        set__file_info=_normalise_file_info(file_info),
+    )

@@ -16,10 +16,11 @@ import pytest
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="kraken-airflow-home-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(Path(__file__).resolve().parents[1] / "example_dags"))
 
 import boto3
 
-from airflow_provider_kraken_s3.embedded import MotoServer
+from airflow_provider_kraken_s3.embedded import MotoServer, migrate_airflow_db
 
 pytest_plugins = ["tests.conftest_mongo"]
 
@@ -36,6 +37,12 @@ def aws_connection_json(endpoint_url: str, **config_kwargs: object) -> str:
 def moto_server() -> Iterator[MotoServer]:
     with MotoServer.start() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """A migrated metadata database in the test run's AIRFLOW_HOME, for ``airflow dags test``."""
+    migrate_airflow_db()
 
 
 @pytest.fixture

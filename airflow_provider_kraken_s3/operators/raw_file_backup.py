@@ -55,9 +55,9 @@ class RawFileS3BackupOperator(BaseOperator):
     :param raw_file_id: id of the ``RawFile`` document (templated).
     :param aws_conn_id: Airflow ``aws`` connection (credentials, region, endpoint).
     :param mongo_conn_id: Airflow connection of alphakraken's MongoDB (``kraken_mongo`` or ``mongo`` type).
-    :param backup_type: ``s3`` or ``local`` (then the task is skipped); overrides ``settings_path``.
+    :param backup_type: ``s3`` or ``local`` (then the task is skipped); overrides ``settings_path`` (templated).
     :param bucket_prefix: bucket prefix; the bucket is ``{prefix}-{project_id}``, normalised (templated).
-    :param region_name: region of the bucket; overrides the connection's.
+    :param region_name: region of the bucket; overrides the connection's (templated).
     :param part_size: multipart part size in bytes (default 500 MiB), unless a file's inventory fixes it.
     :param settings_path: alphakraken-style YAML (``backup: {backup_type, s3: {region, bucket_prefix}}``);
         arguments win over it (templated).
@@ -68,7 +68,13 @@ class RawFileS3BackupOperator(BaseOperator):
     :param max_concurrency: parts in flight at once per file.
     """
 
-    template_fields: Sequence[str] = ("raw_file_id", "bucket_prefix", "settings_path")
+    template_fields: Sequence[str] = (
+        "raw_file_id",
+        "backup_type",
+        "bucket_prefix",
+        "region_name",
+        "settings_path",
+    )
     ui_color = "#c9e4f6"
 
     def __init__(
@@ -158,7 +164,6 @@ class RawFileS3BackupOperator(BaseOperator):
                 bucket=bucket,
                 files=len(objects),
                 bytes=total,
-                part_size_mib=settings.part_size / MIB,
             ),
         )
         upload_ids = dict(raw_file.s3_upload_ids or {})

@@ -1,0 +1,220 @@
+"""S3BackupVerifiedSensor: wait until a raw file's backup is recorded DONE *and* S3 confirms it.
+
+Gate anything destructive (deleting the instrument's copy) on this sensor, not on ``backup_status`` alone:
+it re-reads every recorded object with a HEAD request and compares ETag, size and (where the object
+carries it) the whole-file MD5 in its ``kraken-md5`` metadata. HEAD only: no object is downloaded, and the
+RawFile is never modified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSensorTimeout,
+    BaseSensorOperator,
+    PokeReturnValue,
+)
+
+from airflow_provider_kraken_s3.errors import InvalidInputError, PermanentBackupError, TransientBackupError
+from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook
+from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
+from airflow_provider_kraken_s3.triggers.backup_verified import (
+    BackupVerifiedTrigger,
+    read_raw_file_record,
+    validate_mode,
+)
+from airflow_provider_kraken_s3.verification import (
+    Action,
+    ExpectedObject,
+    HeadResult,
+    Outcome,
+    assess_raw_file,
+    conclude,
+    explicit_objects,
+    verify_objects,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+def _is_concrete(value: Any) -> bool:
+    """True for a value that is final at DAG-parse time (not a Jinja string, not an XComArg)."""
+    if isinstance(value, str):
+        return "{{" not in value and "{%" not in value
+    return isinstance(value, (list, tuple, dict)) or value is None
+
+
+class S3BackupVerifiedSensor(BaseSensorOperator):
+    """Succeed once a backup is verifiably in S3; return what was verified.
+
+    Two modes (exactly one):
+
+    - ``raw_file_id``: read the RawFile from alphakraken's MongoDB. Succeeds only when ``backup_status`` is
+      DONE and every object of ``file_info`` (layout from :func:`~airflow_provider_kraken_s3.inventory.
+      backup_objects`) exists in ``s3_bucket`` with the recorded ETag and size. Not started, in progress
+      or another status: keep waiting. FAILED: keep waiting (a retry may fix it) unless
+      ``fail_on_failed``. DONE but S3 disagrees, or a DONE record without recorded ETags: fail at once,
+      without retries (possible data loss). An unknown id fails at once too, instead of waiting forever.
+    - ``bucket`` + ``keys`` + ``expected_etags`` (+ optional ``expected_sizes``): no MongoDB. Missing
+      objects: keep waiting; an object with another ETag/size: fail.
+
+    Returns (XCom) ``{"bucket", "raw_file_id", "objects": [{"key", "etag", "size"[, "path"]}],
+    "verified_at"}`` (``path`` is the file_info path, in RawFile mode; ``verified_at`` ISO 8601 UTC).
+
+    :param raw_file_id: id of the RawFile (templated).
+    :param mongo_conn_id: connection of alphakraken's MongoDB.
+    :param aws_conn_id: Airflow ``aws`` connection.
+    :param fail_on_failed: fail (with the recorded ``s3_backup_details``) as soon as the record is FAILED.
+    :param bucket: explicit mode: the bucket (templated).
+    :param keys: explicit mode: object keys (templated).
+    :param expected_etags: explicit mode: key → ETag (templated).
+    :param expected_sizes: explicit mode, optional: key → size in bytes (templated).
+    :param deferrable: wait in the triggerer (:class:`BackupVerifiedTrigger`) instead of a worker slot.
+    """
+
+    template_fields: Sequence[str] = ("raw_file_id", "bucket", "keys", "expected_etags", "expected_sizes")
+    ui_color = "#b5e3c3"
+
+    def __init__(
+        self,
+        *,
+        raw_file_id: str | None = None,
+        mongo_conn_id: str = KrakenMongoHook.default_conn_name,
+        aws_conn_id: str | None = "aws_default",
+        fail_on_failed: bool = False,
+        bucket: str | None = None,
+        keys: Sequence[str] | None = None,
+        expected_etags: Mapping[str, str] | None = None,
+        expected_sizes: Mapping[str, int] | None = None,
+        deferrable: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        validate_mode(raw_file_id, bucket, keys, expected_etags, expected_sizes)
+        if raw_file_id is None and all(_is_concrete(v) for v in (keys, expected_etags, expected_sizes)):
+            try:
+                explicit_objects(keys, expected_etags, expected_sizes)  # type: ignore[arg-type]
+            except InvalidInputError as error:
+                raise ValueError(str(error)) from error
+        self.raw_file_id = raw_file_id
+        self.mongo_conn_id = mongo_conn_id
+        self.aws_conn_id = aws_conn_id
+        self.fail_on_failed = fail_on_failed
+        self.bucket = bucket
+        self.keys = keys
+        self.expected_etags = expected_etags
+        self.expected_sizes = expected_sizes
+        self.deferrable = deferrable
+
+    # ------------------------------------------------------------------ poking
+
+    def poke(self, context: Context) -> bool | PokeReturnValue:
+        outcome = self.check()
+        if outcome.action is Action.SUCCESS:
+            self.log.info("%s", outcome.message)
+            return PokeReturnValue(is_done=True, xcom_value=outcome.xcom)
+        if outcome.action is Action.FAIL:
+            self.log.error("%s", outcome.message)
+            raise AirflowFailException(outcome.message)
+        self.log.info("not verified yet: %s", outcome.message)
+        return False
+
+    def check(self) -> Outcome:
+        """One synchronous verification round (the trigger runs the same steps asynchronously)."""
+        if self.raw_file_id is not None:
+            if not isinstance(self.raw_file_id, str) or not self.raw_file_id:
+                return Outcome(
+                    Action.FAIL, f"raw_file_id must be a non-empty string, got {self.raw_file_id!r}"
+                )
+            try:
+                record = read_raw_file_record(self.mongo_conn_id, self.raw_file_id)
+            except TransientBackupError as error:
+                return Outcome(Action.WAIT, f"cannot read the RawFile right now ({error})")
+            except PermanentBackupError as error:
+                return Outcome(Action.FAIL, f"cannot verify raw file {self.raw_file_id!r}: {error}")
+            assessed = assess_raw_file(record, fail_on_failed=self.fail_on_failed)
+            if assessed.action is not Action.VERIFY:
+                return assessed
+            expected = assessed.expected
+            if expected is None or not expected.bucket:  # pragma: no cover - assess_raw_file guarantees both
+                return Outcome(Action.FAIL, f"record of {self.raw_file_id!r} names no bucket")
+            bucket, objects = expected.bucket, expected.objects
+        else:
+            try:
+                objects = explicit_objects(self.keys, self.expected_etags, self.expected_sizes)  # type: ignore[arg-type]
+            except InvalidInputError as error:
+                return Outcome(Action.FAIL, f"invalid expected objects: {error}")
+            bucket = str(self.bucket)
+        try:
+            found = self._head_all(bucket, objects)
+        except TransientBackupError as error:
+            return Outcome(Action.WAIT, f"S3 not answering properly ({error})")
+        except PermanentBackupError as error:
+            return Outcome(Action.FAIL, f"cannot read the backup in s3://{bucket}/: {error}")
+        return conclude(verify_objects(objects, found), bucket=bucket, raw_file_id=self.raw_file_id)
+
+    def _head_all(self, bucket: str, objects: Sequence[ExpectedObject]) -> dict[str, HeadResult | None]:
+        hook = KrakenS3Hook(aws_conn_id=self.aws_conn_id)
+        found: dict[str, HeadResult | None] = {}
+        for item in objects:
+            remote = hook.head(bucket, item.key)
+            found[item.key] = (
+                None if remote is None else HeadResult(remote.etag, remote.size, dict(remote.metadata or {}))
+            )
+        return found
+
+    # ------------------------------------------------------------------ deferring
+
+    def trigger(self) -> BackupVerifiedTrigger:
+        """The trigger that continues this (rendered) sensor's wait in the triggerer."""
+        if self.raw_file_id is not None:
+            return BackupVerifiedTrigger(
+                raw_file_id=self.raw_file_id,
+                mongo_conn_id=self.mongo_conn_id,
+                aws_conn_id=self.aws_conn_id,
+                poll_interval=self.poke_interval,
+                fail_on_failed=self.fail_on_failed,
+            )
+        return BackupVerifiedTrigger(
+            bucket=self.bucket,
+            keys=self.keys,
+            expected_etags=self.expected_etags,
+            expected_sizes=self.expected_sizes,
+            aws_conn_id=self.aws_conn_id,
+            poll_interval=self.poke_interval,
+        )
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        returned = self.poke(context)
+        if returned:
+            return returned.xcom_value if isinstance(returned, PokeReturnValue) else None
+        self.defer(
+            trigger=self.trigger(),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout),
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        """Resume after the trigger fired: return the verified objects, or fail with the trigger's reason."""
+        if not event:
+            raise AirflowException("the backup verification trigger ended without an event")
+        status = event.get("status")
+        if status == "success":
+            self.log.info("%s", event.get("message") or "backup verified")
+            return event.get("xcom")
+        message = str(event.get("message") or event)
+        if status == "error":
+            if event.get("retryable"):
+                raise AirflowException(message)
+            raise AirflowFailException(message)
+        if status == "timeout":
+            raise AirflowSensorTimeout(f"backup not verified within {self.timeout} s: {message}")
+        raise AirflowException(f"unexpected event from the backup verification trigger: {event!r}")

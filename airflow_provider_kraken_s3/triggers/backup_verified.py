@@ -1,0 +1,225 @@
+"""BackupVerifiedTrigger: the deferred half of :class:`S3BackupVerifiedSensor`.
+
+Runs in the triggerer's event loop, so nothing here may block it: the RawFile is read by the synchronous
+store code in a worker thread (``asyncio.to_thread``), and objects are HEAD-ed with the Amazon provider's
+asynchronous (aiobotocore) client. The decision itself is :mod:`airflow_provider_kraken_s3.verification`,
+the same code the poking sensor uses, so both modes always agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_kraken_s3 import store
+from airflow_provider_kraken_s3.errors import InvalidInputError, PermanentBackupError, TransientBackupError
+from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook
+from airflow_provider_kraken_s3.verification import (
+    Action,
+    ExpectedObject,
+    HeadResult,
+    Outcome,
+    RawFileRecord,
+    assess_raw_file,
+    classify_head_error,
+    conclude,
+    explicit_objects,
+    verify_objects,
+)
+
+CLASSPATH = "airflow_provider_kraken_s3.triggers.backup_verified.BackupVerifiedTrigger"
+
+# mongoengine aliases are process-global; a triggerer runs many triggers in one process (and their reads in
+# several threads), so connecting the alias and reading through it happen under one lock.
+_MONGO_LOCK = threading.Lock()
+
+
+class HeadFailed(Exception):
+    """A HEAD request failed for a reason other than a missing object; ``kind`` as classify_head_error."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def read_raw_file_record(mongo_conn_id: str, raw_file_id: str) -> RawFileRecord:
+    """Blocking: connect the ``kraken_s3`` alias and snapshot one RawFile (never modifies it)."""
+    with _MONGO_LOCK:
+        KrakenMongoHook(mongo_conn_id=mongo_conn_id).connect()
+        return RawFileRecord.of(store.get_raw_file(raw_file_id))
+
+
+def validate_mode(
+    raw_file_id: Any,
+    bucket: Any,
+    keys: Any,
+    expected_etags: Any,
+    expected_sizes: Any,
+) -> None:
+    """Exactly one mode: a RawFile id, or bucket + keys + expected_etags (and optionally expected_sizes)."""
+    explicit = {"bucket": bucket, "keys": keys, "expected_etags": expected_etags}
+    given = sorted(name for name, value in explicit.items() if value is not None)
+    if raw_file_id is not None:
+        if given or expected_sizes is not None:
+            extra = [*given, *(["expected_sizes"] if expected_sizes is not None else [])]
+            raise ValueError(
+                f"give either raw_file_id or bucket + keys + expected_etags, not both (also got {extra})"
+            )
+        return
+    if len(given) != len(explicit):
+        missing = sorted(set(explicit) - set(given))
+        raise ValueError(
+            "give raw_file_id (verify a RawFile's recorded backup) or all of bucket, keys and expected_etags "
+            f"(verify given objects); missing {missing}"
+        )
+
+
+class BackupVerifiedTrigger(BaseTrigger):
+    """Poll until a backup is verified in S3 (or proven wrong), then fire one event.
+
+    Events: ``{"status": "success", "xcom": {...}}``; ``{"status": "error", "message": ...,
+    "retryable": bool}`` (``retryable`` is False for a verdict such as "DONE but S3 disagrees", True for an
+    unexpected error inside the trigger). While the backup is not finished it sleeps ``poll_interval``
+    seconds and checks again; the task's defer timeout bounds the wait.
+    """
+
+    def __init__(
+        self,
+        *,
+        raw_file_id: str | None = None,
+        bucket: str | None = None,
+        keys: Sequence[str] | None = None,
+        expected_etags: Mapping[str, str] | None = None,
+        expected_sizes: Mapping[str, int] | None = None,
+        mongo_conn_id: str = KrakenMongoHook.default_conn_name,
+        aws_conn_id: str | None = "aws_default",
+        poll_interval: float = 60.0,
+        fail_on_failed: bool = False,
+    ) -> None:
+        super().__init__()
+        validate_mode(raw_file_id, bucket, keys, expected_etags, expected_sizes)
+        if raw_file_id is None:
+            explicit_objects(keys, expected_etags, expected_sizes)  # type: ignore[arg-type]  # refuse early
+        self.raw_file_id = raw_file_id
+        self.bucket = bucket
+        self.keys = list(keys) if keys is not None else None
+        self.expected_etags = dict(expected_etags) if expected_etags is not None else None
+        self.expected_sizes = dict(expected_sizes) if expected_sizes is not None else None
+        self.mongo_conn_id = mongo_conn_id
+        self.aws_conn_id = aws_conn_id
+        self.poll_interval = float(poll_interval)
+        self.fail_on_failed = bool(fail_on_failed)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """Classpath and the arguments of this mode only (JSON-friendly)."""
+        kwargs: dict[str, Any] = {"aws_conn_id": self.aws_conn_id, "poll_interval": self.poll_interval}
+        if self.raw_file_id is not None:
+            kwargs.update(
+                raw_file_id=self.raw_file_id,
+                mongo_conn_id=self.mongo_conn_id,
+                fail_on_failed=self.fail_on_failed,
+            )
+        else:
+            kwargs.update(
+                bucket=self.bucket,
+                keys=list(self.keys or []),
+                expected_etags=dict(self.expected_etags or {}),
+                expected_sizes=dict(self.expected_sizes) if self.expected_sizes is not None else None,
+            )
+        return CLASSPATH, kwargs
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        try:
+            while True:
+                outcome = await self.check_once()
+                if outcome.action is Action.SUCCESS:
+                    self.log.info("%s", outcome.message)
+                    yield TriggerEvent(
+                        {"status": "success", "xcom": outcome.xcom, "message": outcome.message}
+                    )
+                    return
+                if outcome.action is Action.FAIL:
+                    yield TriggerEvent({"status": "error", "message": outcome.message, "retryable": False})
+                    return
+                self.log.info("%s; next check in %s s", outcome.message, self.poll_interval)
+                await asyncio.sleep(self.poll_interval)
+        except Exception as error:  # a bug or an unexpected library error: let the task retry
+            self.log.exception("backup verification trigger failed")
+            yield TriggerEvent(
+                {
+                    "status": "error",
+                    "message": f"backup verification trigger failed: {type(error).__name__}: {error}",
+                    "retryable": True,
+                }
+            )
+
+    async def check_once(self) -> Outcome:
+        """One round: read the record (if any), HEAD every expected object, decide."""
+        if self.raw_file_id is not None:
+            try:
+                record = await asyncio.to_thread(read_raw_file_record, self.mongo_conn_id, self.raw_file_id)
+            except TransientBackupError as error:
+                return Outcome(Action.WAIT, f"cannot read the RawFile right now ({error})")
+            except PermanentBackupError as error:  # no such RawFile, bad connection settings
+                return Outcome(Action.FAIL, f"cannot verify raw file {self.raw_file_id!r}: {error}")
+            assessed = assess_raw_file(record, fail_on_failed=self.fail_on_failed)
+            if assessed.action is not Action.VERIFY:
+                return assessed
+            expected = assessed.expected
+            if expected is None or not expected.bucket:  # pragma: no cover - assess_raw_file guarantees both
+                return Outcome(Action.FAIL, f"record of {self.raw_file_id!r} names no bucket")
+            bucket, objects = expected.bucket, expected.objects
+        else:
+            try:
+                objects = explicit_objects(self.keys or [], self.expected_etags or {}, self.expected_sizes)
+            except InvalidInputError as error:
+                return Outcome(Action.FAIL, f"invalid expected objects: {error}")
+            bucket = str(self.bucket)
+        try:
+            found = await self._head_all(bucket, objects)
+        except HeadFailed as error:
+            if error.kind == "transient":
+                return Outcome(Action.WAIT, f"S3 not answering properly ({error})")
+            return Outcome(Action.FAIL, str(error))
+        result = verify_objects(objects, found)
+        return conclude(result, bucket=bucket, raw_file_id=self.raw_file_id)
+
+    async def _head_all(self, bucket: str, objects: Sequence[ExpectedObject]) -> dict[str, HeadResult | None]:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        hook = S3Hook(aws_conn_id=self.aws_conn_id)
+        found: dict[str, HeadResult | None] = {}
+        # A fresh client per round: a wait can outlast temporary credentials.
+        async with await hook.get_async_conn() as client:
+            for item in objects:
+                where = f"s3://{bucket}/{item.key}"
+                try:
+                    response = await client.head_object(Bucket=bucket, Key=item.key)
+                except ClientError as error:
+                    status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+                    code = str(error.response.get("Error", {}).get("Code", ""))
+                    kind = classify_head_error(status, code)
+                    if kind == "missing":
+                        found[item.key] = None
+                        continue
+                    if kind == "denied":
+                        raise HeadFailed(
+                            kind,
+                            f"access denied reading {where} (connection {self.aws_conn_id!r}, {code or status}); "
+                            "grant s3:GetObject (and s3:ListBucket, without which S3 reports a missing key "
+                            "as 403) on the bucket",
+                        ) from error
+                    raise HeadFailed(kind, f"HEAD {where} failed ({code or status}): {error}") from error
+                except (BotoCoreError, OSError, asyncio.TimeoutError) as error:
+                    raise HeadFailed("transient", f"HEAD {where} failed: {error}") from error
+                found[item.key] = HeadResult(
+                    etag=str(response.get("ETag", "")),
+                    size=int(response.get("ContentLength", -1)),
+                    metadata=dict(response.get("Metadata") or {}),
+                )
+        return found
