@@ -17,6 +17,10 @@ from airflow_provider_kraken_s3.parts import MIB, Part, PartPlan
 STREAM_BLOCK = 1 * MIB
 
 
+class UploadStopped(RuntimeError):
+    """Raised inside a part's body when another part failed: not an OSError, so botocore does not retry it."""
+
+
 class PartBody:
     """A seekable, read-only view of one part of a file that MD5-hashes the bytes as they are first read.
 
@@ -49,6 +53,7 @@ class PartBody:
         self._block: bytes = b""
         self._block_start = 0
         self._fd: int | None = None
+        self.failure: LocalFileChangedError | UploadStopped | None = None
 
     def __len__(self) -> int:
         return self._part.length
@@ -85,8 +90,24 @@ class PartBody:
         return True
 
     def read(self, amount: int | None = -1) -> bytes:
+        try:
+            return self._read(amount)
+        except (LocalFileChangedError, UploadStopped) as error:
+            self.failure = error
+            raise
+
+    def raise_failure(self) -> None:
+        """Re-raise the error that stopped an earlier read, if any.
+
+        botocore wraps whatever a body raises into a retryable ``HTTPClientError`` and would retry a part
+        whose file is gone; the hook calls this before every (re)send, so the real error surfaces at once.
+        """
+        if self.failure is not None:
+            raise self.failure
+
+    def _read(self, amount: int | None) -> bytes:
         if self._should_stop is not None and self._should_stop():
-            raise InterruptedError(f"upload of part {self._part.number} stopped: another part failed")
+            raise UploadStopped(f"upload of part {self._part.number} stopped: another part failed")
         if amount is None or amount < 0:
             amount = self._part.length - self._position
         chunks = []

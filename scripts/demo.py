@@ -158,7 +158,9 @@ def report(s3, bucket: str, raw_file_ids: list[str]) -> None:
     for raw_file_id in raw_file_ids:
         raw = RawFile.objects.get(id=raw_file_id)
         print(f"  {raw.id}")
-        print(f"    backup_status={raw.backup_status}  s3_bucket={raw.s3_bucket}  s3_backup_key={raw.s3_backup_key}")
+        print(
+            f"    backup_status={raw.backup_status}  s3_bucket={raw.s3_bucket}  s3_backup_key={raw.s3_backup_key}"
+        )
         print(f"    s3_etag={raw.s3_etag}")
         print(f"    s3_backup_details={raw.s3_backup_details}")
 

@@ -46,7 +46,7 @@ from airflow_provider_kraken_s3.etag import (
 )
 from airflow_provider_kraken_s3.parts import DEFAULT_PART_SIZE, MIB, Part, PartPlan, plan_parts
 from airflow_provider_kraken_s3.progress import ProgressReporter, kv
-from airflow_provider_kraken_s3.streams import PartBody, SequentialMd5
+from airflow_provider_kraken_s3.streams import PartBody, SequentialMd5, UploadStopped
 
 #: User metadata written on every object we upload: part-size-independent proof for later verifiers.
 META_PART_SIZE = "kraken-part-size"
@@ -131,6 +131,17 @@ class KrakenS3Hook(S3Hook):
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         self.max_concurrency = max_concurrency
+
+    def get_conn(self) -> Any:
+        """The boto3 client, with a hook that surfaces errors of our part bodies instead of retrying them."""
+        client = super().get_conn()
+        for operation in ("PutObject", "UploadPart"):
+            client.meta.events.register_first(
+                f"before-send.s3.{operation}",
+                _raise_body_failure,
+                unique_id=f"kraken-body-failure-{operation}",
+            )
+        return client
 
     @property
     def config(self) -> Config:
@@ -629,7 +640,7 @@ class KrakenS3Hook(S3Hook):
                     )
                 except (ClientError, BotoCoreError) as error:
                     if stop.is_set():
-                        raise InterruptedError("stopped") from error
+                        raise UploadStopped("stopped") from error
                     raise self._translate(
                         error, f"sending part {part.number} of s3://{bucket}/{key}"
                     ) from error
@@ -731,10 +742,17 @@ class KrakenS3Hook(S3Hook):
         )
 
 
+def _raise_body_failure(request: Any, **_: Any) -> None:
+    """botocore ``before-send`` handler: a body that failed to read (file gone, upload stopped) is not
+    worth a retry; raising here, outside botocore's HTTP error wrapping, ends the call with the real error."""
+    if isinstance(request.body, PartBody):
+        request.body.raise_failure()
+
+
 def _first_real_error(failed: list[Future[_PartOutcome]]) -> BaseException:
-    """The error that stopped the parts, not the ``InterruptedError`` of the parts it stopped."""
+    """The error that stopped the parts, not the ``UploadStopped`` of the parts it stopped."""
     errors = [f.exception() for f in failed]
-    real = [e for e in errors if e is not None and not isinstance(e, InterruptedError)]
+    real = [e for e in errors if e is not None and not isinstance(e, UploadStopped)]
     return (real or errors)[0]  # type: ignore[return-value]
 
 

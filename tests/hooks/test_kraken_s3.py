@@ -284,3 +284,40 @@ def test_denied_access_is_a_clear_error(iam_moto_server, monkeypatch) -> None:
         BucketAccessDeniedError, match=r"access denied to bucket 'locked-bucket'.*aws_limited"
     ):
         KrakenS3Hook(aws_conn_id="aws_limited").check_bucket("locked-bucket")
+
+
+def test_file_truncated_during_the_upload_aborts_it(hook, s3_client, bucket, make_file) -> None:
+    path = make_file("t.raw", 4 * PART)
+    upload_ids: list[str | None] = []
+
+    def truncate_once(done: int, total: int) -> None:
+        if done >= PART and path.stat().st_size == total:
+            with open(path, "r+b") as handle:
+                handle.truncate(PART + 10)
+
+    with pytest.raises(LocalFileChangedError, match="became shorter"):
+        hook.upload_verified(
+            path,
+            bucket,
+            "t.raw",
+            part_size=PART,
+            progress=truncate_once,
+            on_upload_id=upload_ids.append,
+            max_concurrency=2,
+        )
+    assert upload_ids[-1] is None  # aborted, and the caller was told
+    with pytest.raises(s3_client.exceptions.NoSuchUpload):
+        s3_client.list_parts(Bucket=bucket, Key="t.raw", UploadId=upload_ids[0])
+    assert s3_client.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+
+
+def test_file_rewritten_in_place_during_the_upload_is_detected(hook, s3_client, bucket, make_file) -> None:
+    path = make_file("u.raw", 3 * PART)
+
+    def touch_once(done: int, total: int) -> None:
+        if done == total:
+            path.write_bytes(random.Random(4).randbytes(total))  # same size, new content and mtime
+
+    with pytest.raises(LocalFileChangedError, match="changed during the upload"):
+        hook.upload_verified(path, bucket, "u.raw", part_size=PART, progress=touch_once)
+    assert s3_client.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
