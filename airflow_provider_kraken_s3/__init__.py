@@ -8,6 +8,20 @@ __version__ = "0.1.0"
 
 _INTEGRATION = "Kraken S3 Backup"
 
+#: Labels and placeholders of the ``kraken_mongo`` Connection form. Declared here (Airflow >= 3.2 reads
+#: provider info) and returned by ``KrakenMongoHook.get_ui_field_behaviour`` (older Airflow asks the hook).
+MONGO_UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": [],
+    "relabeling": {"host": "Host or mongodb:// URI", "schema": "Database", "login": "Username"},
+    "placeholders": {
+        "host": "mongo.example.org  or  mongodb+srv://cluster.example.org",
+        "port": "27017",
+        "schema": "krakendb",
+        "login": "kraken",
+        "extra": '{"authSource": "krakendb", "tls": true, "serverSelectionTimeoutMS": 10000}',
+    },
+}
+
 
 def get_provider_info() -> dict[str, Any]:
     """Describe this provider to Airflow's ProvidersManager (entry point ``apache_airflow_provider``)."""
@@ -44,21 +58,7 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-class-name": "airflow_provider_kraken_s3.hooks.kraken_mongo.KrakenMongoHook",
                 "hook-name": "Kraken MongoDB",
                 "connection-type": "kraken_mongo",
-                "ui-field-behaviour": {
-                    "hidden-fields": [],
-                    "relabeling": {
-                        "host": "Host or mongodb:// URI",
-                        "schema": "Database",
-                        "login": "Username",
-                    },
-                    "placeholders": {
-                        "host": "mongo.example.org  or  mongodb+srv://cluster.example.org",
-                        "port": "27017",
-                        "schema": "krakendb",
-                        "login": "kraken",
-                        "extra": '{"authSource": "krakendb", "tls": true, "serverSelectionTimeoutMS": 10000}',
-                    },
-                },
+                "ui-field-behaviour": MONGO_UI_FIELD_BEHAVIOUR,
             }
         ],
     }

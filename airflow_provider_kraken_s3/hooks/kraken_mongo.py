@@ -16,7 +16,6 @@ through this hook with the same Airflow Connection sees the same in-memory datab
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -28,6 +27,7 @@ from airflow.providers.common.compat.sdk import BaseHook
 from pymongo.database import Database
 from pymongo.errors import ConfigurationError, PyMongoError
 
+from airflow_provider_kraken_s3 import MONGO_UI_FIELD_BEHAVIOUR
 from airflow_provider_kraken_s3.errors import InvalidInputError, MongoUnavailableError
 from airflow_provider_kraken_s3.models import KRAKEN_DB_ALIAS, RawFile
 
@@ -259,23 +259,9 @@ class KrakenMongoHook(BaseHook):
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Labels and placeholders of the Connection form (Airflow < 3.2 reads them from here)."""
-        return {
-            "hidden_fields": [],
-            "relabeling": {
-                "host": "Host or mongodb:// URI",
-                "schema": "Database",
-                "login": "Username",
-            },
-            "placeholders": {
-                "host": "mongo.example.org  or  mongodb+srv://cluster.example.org",
-                "port": "27017",
-                "schema": "krakendb",
-                "login": "kraken",
-                "extra": json.dumps(
-                    {"authSource": "krakendb", "tls": True, "serverSelectionTimeoutMS": 10000}, indent=2
-                ),
-            },
-        }
+        behaviour = dict(MONGO_UI_FIELD_BEHAVIOUR)
+        behaviour["hidden_fields"] = behaviour.pop("hidden-fields")  # the hook spells it with "_"
+        return behaviour
 
     def get_connection_settings(self) -> KrakenMongoSettings:
         """Read and parse the Airflow Connection once per hook instance."""
