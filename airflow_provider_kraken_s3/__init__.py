@@ -52,6 +52,18 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_kraken_s3.operators.raw_file_backup"],
             }
         ],
+        "sensors": [
+            {
+                "integration-name": _INTEGRATION,
+                "python-modules": ["airflow_provider_kraken_s3.sensors.backup_verified"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": _INTEGRATION,
+                "python-modules": ["airflow_provider_kraken_s3.triggers.backup_verified"],
+            }
+        ],
         # S3 reuses the Amazon provider's ``aws`` connection type; only MongoDB gets a type of its own.
         "connection-types": [
             {

@@ -36,6 +36,10 @@ def test_provider_info_modules_import_and_classes_exist() -> None:
     [
         (("providers", "list"), "airflow-provider-kraken-s3"),
         (("providers", "hooks"), "airflow_provider_kraken_s3.hooks.kraken_mongo.KrakenMongoHook"),
+        (
+            ("providers", "triggers"),
+            "airflow_provider_kraken_s3.triggers.backup_verified",
+        ),
     ],
 )
 def test_airflow_cli_lists_the_provider(command: tuple[str, ...], expected: str) -> None:

@@ -47,7 +47,11 @@ def _is_concrete(value: Any) -> bool:
     """True for a value that is final at DAG-parse time (not a Jinja string, not an XComArg)."""
     if isinstance(value, str):
         return "{{" not in value and "{%" not in value
-    return isinstance(value, (list, tuple, dict)) or value is None
+    if isinstance(value, (list, tuple)):
+        return all(_is_concrete(item) for item in value)
+    if isinstance(value, dict):
+        return all(_is_concrete(k) and _is_concrete(v) for k, v in value.items())
+    return value is None or isinstance(value, (int, float))
 
 
 class S3BackupVerifiedSensor(BaseSensorOperator):

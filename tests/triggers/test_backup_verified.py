@@ -1,0 +1,241 @@
+"""BackupVerifiedTrigger: serialisation, and run() driven by asyncio against moto server and mongomock."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+
+import pytest
+from airflow.triggers.base import BaseTrigger
+
+import airflow_provider_kraken_s3.triggers.backup_verified as trigger_module
+from airflow_provider_kraken_s3 import store
+from airflow_provider_kraken_s3.triggers.backup_verified import CLASSPATH, BackupVerifiedTrigger
+from airflow_provider_kraken_s3.verification import DISAGREES_PREFIX
+from tests.sensors.test_backup_verified import PART, etag_of, run_backup, stage_raw_file
+
+
+def _import(classpath: str):
+    module, _, name = classpath.rpartition(".")
+    return getattr(__import__(module, fromlist=[name]), name)
+
+
+async def _first_event(trigger: BaseTrigger, timeout: float = 60) -> dict:
+    async def first():
+        async for event in trigger.run():
+            return event.payload
+        raise AssertionError("run() ended without an event")
+
+    return await asyncio.wait_for(first(), timeout)
+
+
+def fire(trigger: BaseTrigger) -> dict:
+    return asyncio.run(_first_event(trigger))
+
+
+@pytest.fixture
+def staged(tmp_path, s3_client, kraken_mongo):
+    return stage_raw_file(tmp_path, s3_client, "t.raw", {"t.raw": PART + 11})
+
+
+# ------------------------------------------------------------------ serialisation
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {
+            "raw_file_id": "x.raw",
+            "mongo_conn_id": "kraken_mongo_prod",
+            "aws_conn_id": "aws_backup",
+            "poll_interval": 120.0,
+            "fail_on_failed": True,
+        },
+        {
+            "bucket": "b",
+            "keys": ["x.d/a", "x.d/b"],
+            "expected_etags": {"x.d/a": "a" * 32, "x.d/b": "b" * 32 + "-2"},
+            "expected_sizes": {"x.d/b": 12},
+            "aws_conn_id": "aws_default",
+            "poll_interval": 5.0,
+        },
+    ],
+)
+def test_serialize_round_trip(kwargs) -> None:
+    classpath, serialized = BackupVerifiedTrigger(**kwargs).serialize()
+    assert (
+        classpath == CLASSPATH == "airflow_provider_kraken_s3.triggers.backup_verified.BackupVerifiedTrigger"
+    )
+    assert serialized == kwargs
+    rebuilt = _import(classpath)(**json.loads(json.dumps(serialized)))  # survives JSON, as in the metadata DB
+    assert rebuilt.serialize() == (classpath, serialized)
+
+
+def test_serialize_only_carries_the_modes_arguments() -> None:
+    _, kwargs = BackupVerifiedTrigger(raw_file_id="x.raw").serialize()
+    assert set(kwargs) == {"raw_file_id", "mongo_conn_id", "aws_conn_id", "poll_interval", "fail_on_failed"}
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"raw_file_id": "x", "bucket": "b"}, {"bucket": "b", "keys": ["k"], "expected_etags": {}}],
+)
+def test_refuses_bad_arguments(kwargs) -> None:
+    with pytest.raises(ValueError):
+        BackupVerifiedTrigger(**kwargs)
+
+
+# ------------------------------------------------------------------ run(): RawFile mode
+
+
+def test_success_event_carries_the_xcom(aws_conn, s3_client, staged, kraken_db) -> None:
+    run_backup("t.raw")
+    before = kraken_db.raw_file.find_one({"_id": "t.raw"})
+    event = fire(BackupVerifiedTrigger(raw_file_id="t.raw", poll_interval=0.1))
+    assert event["status"] == "success"
+    assert event["xcom"]["objects"] == [
+        {
+            "key": "t.raw",
+            "etag": etag_of(s3_client, staged.bucket, "t.raw"),
+            "size": PART + 11,
+            "path": "t.raw",
+        }
+    ]
+    assert event["xcom"]["bucket"] == staged.bucket and event["xcom"]["raw_file_id"] == "t.raw"
+    json.dumps(event)
+    assert kraken_db.raw_file.find_one({"_id": "t.raw"}) == before
+
+
+def test_waits_while_not_done_then_succeeds(aws_conn, staged) -> None:
+    async def scenario():
+        task = asyncio.create_task(
+            _first_event(BackupVerifiedTrigger(raw_file_id="t.raw", poll_interval=0.1))
+        )
+        await asyncio.sleep(0.6)
+        assert not task.done()  # several rounds: not DONE yet, so no event
+        store.mark_failed("t.raw", "transient, try 1 of 3")  # FAILED: still waiting by default
+        await asyncio.sleep(0.4)
+        assert not task.done()
+        run_backup("t.raw")  # blocks the loop briefly; the trigger is asleep meanwhile
+        return await task
+
+    event = asyncio.run(scenario())
+    assert event["status"] == "success" and event["xcom"]["raw_file_id"] == "t.raw"
+
+
+def test_tampered_after_done_gives_error_event(aws_conn, s3_client, staged) -> None:
+    run_backup("t.raw")
+    recorded = etag_of(s3_client, staged.bucket, "t.raw")
+    s3_client.put_object(Bucket=staged.bucket, Key="t.raw", Body=b"x" * 10)
+    event = fire(BackupVerifiedTrigger(raw_file_id="t.raw", poll_interval=0.1))
+    assert event["status"] == "error" and event["retryable"] is False
+    assert event["message"].startswith(DISAGREES_PREFIX)
+    assert f"t.raw: ETag expected {recorded}, found {hashlib.md5(b'x' * 10).hexdigest()}" in event["message"]
+    assert f"size expected {PART + 11} bytes, found 10 bytes" in event["message"]
+
+
+def test_failed_with_fail_on_failed_gives_error_event(aws_conn, staged) -> None:
+    store.mark_failed("t.raw", "BucketAccessDeniedError: access denied")
+    event = fire(BackupVerifiedTrigger(raw_file_id="t.raw", poll_interval=0.1, fail_on_failed=True))
+    assert event["status"] == "error" and "access denied" in event["message"] and not event["retryable"]
+
+
+def test_unknown_raw_file_gives_error_event(aws_conn, kraken_mongo) -> None:
+    event = fire(BackupVerifiedTrigger(raw_file_id="typo.raw", poll_interval=0.1))
+    assert event["status"] == "error" and "No RawFile 'typo.raw'" in event["message"]
+
+
+def test_unexpected_exception_gives_retryable_error_event(aws_conn, staged, monkeypatch) -> None:
+    def broken(mongo_conn_id, raw_file_id):
+        raise RuntimeError("driver bug")
+
+    monkeypatch.setattr(trigger_module, "read_raw_file_record", broken)
+    event = fire(BackupVerifiedTrigger(raw_file_id="t.raw", poll_interval=0.1))
+    assert event == {
+        "status": "error",
+        "message": "backup verification trigger failed: RuntimeError: driver bug",
+        "retryable": True,
+    }
+
+
+def test_mongo_reads_do_not_block_the_event_loop(aws_conn, staged, monkeypatch) -> None:
+    """The blocking store read runs in a thread: other coroutines keep running meanwhile."""
+    real = trigger_module.read_raw_file_record
+
+    def slow(mongo_conn_id, raw_file_id):
+        time.sleep(0.8)
+        return real(mongo_conn_id, raw_file_id)
+
+    monkeypatch.setattr(trigger_module, "read_raw_file_record", slow)
+    run_backup("t.raw")
+
+    async def scenario():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.05)
+                ticks += 1
+
+        ticking = asyncio.create_task(ticker())
+        event = await _first_event(BackupVerifiedTrigger(raw_file_id="t.raw", poll_interval=0.1))
+        ticking.cancel()
+        return event, ticks
+
+    event, ticks = asyncio.run(scenario())
+    assert event["status"] == "success" and ticks >= 8
+
+
+# ------------------------------------------------------------------ run(): explicit mode
+
+
+def test_explicit_mode_waits_for_missing_objects_then_succeeds(aws_conn, s3_client, bucket) -> None:
+    data = b"explicit"
+    etag = hashlib.md5(data).hexdigest()
+
+    async def scenario():
+        trigger = BackupVerifiedTrigger(
+            bucket=bucket,
+            keys=["e/k"],
+            expected_etags={"e/k": etag},
+            expected_sizes={"e/k": 8},
+            poll_interval=0.1,
+        )
+        task = asyncio.create_task(_first_event(trigger))
+        await asyncio.sleep(0.5)
+        assert not task.done()
+        s3_client.put_object(Bucket=bucket, Key="e/k", Body=data)
+        return await task
+
+    event = asyncio.run(scenario())
+    assert event["status"] == "success"
+    assert event["xcom"]["objects"] == [{"key": "e/k", "etag": etag, "size": 8}]
+    assert event["xcom"]["raw_file_id"] is None
+
+
+def test_explicit_mode_wrong_object_gives_error_event(aws_conn, s3_client, bucket) -> None:
+    s3_client.put_object(Bucket=bucket, Key="e/k", Body=b"other")
+    trigger = BackupVerifiedTrigger(
+        bucket=bucket, keys=["e/k"], expected_etags={"e/k": "0" * 32}, poll_interval=0.1
+    )
+    event = fire(trigger)
+    assert event["status"] == "error"
+    assert event["message"].startswith(
+        "S3 disagrees with the expected objects: e/k: ETag expected " + "0" * 32
+    )
+
+
+def test_s3_outage_means_wait(moto_server, monkeypatch, bucket) -> None:
+    from tests.conftest import aws_connection_json
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AWS_DOWN", aws_connection_json("http://127.0.0.1:9", retries={"max_attempts": 1})
+    )
+    trigger = BackupVerifiedTrigger(
+        bucket=bucket, keys=["k"], expected_etags={"k": "0" * 32}, aws_conn_id="aws_down", poll_interval=0.1
+    )
+    outcome = asyncio.run(trigger.check_once())
+    assert outcome.action.value == "wait" and "S3 not answering properly" in outcome.message
