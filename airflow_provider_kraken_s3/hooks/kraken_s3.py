@@ -94,12 +94,27 @@ class _RemoteObject:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _RemotePart:
+    etag: str
+    size: int
+    crc32: str | None
+
+
 @dataclass
 class _PartOutcome:
     part: Part
     etag: str
     digest: bytes
     reused: bool
+    crc32: str | None = None
+
+    def completed_part(self) -> dict[str, Any]:
+        """The part's entry in CompleteMultipartUpload (with its CRC32 when it was sent with one)."""
+        entry: dict[str, Any] = {"ETag": self.etag, "PartNumber": self.part.number}
+        if self.crc32:
+            entry["ChecksumCRC32"] = self.crc32
+        return entry
 
 
 class KrakenS3Hook(S3Hook):
@@ -113,13 +128,12 @@ class KrakenS3Hook(S3Hook):
 
     hook_name = "Kraken S3 (verified upload)"
 
-    #: Transient errors are retried inside botocore first (adaptive backoff), then by Airflow.
-    #: Flexible checksums and payload signing are off because every part is MD5-verified by us against
-    #: the ETag S3 returns: paying for a second checksum over 100 GB buys nothing.
+    #: Transient errors are retried inside botocore first (standard mode, backoff), then by Airflow.
+    #: botocore's default CRC32 per part stays on: S3 validates it on arrival, and over HTTPS botocore streams
+    #: it as a trailer in the same read pass. Payload signing is off: over plain HTTP (on-prem stores)
+    #: botocore would otherwise SHA-256 every part once more, a third checksum that buys nothing.
     default_client_config = Config(
         retries={"mode": "standard", "max_attempts": 8},
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
         s3={"payload_signing_enabled": False},
         connect_timeout=20,
         read_timeout=300,
@@ -522,9 +536,9 @@ class KrakenS3Hook(S3Hook):
             upload_id = None
         if upload_id is None:
             try:
-                upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=metadata)[
-                    "UploadId"
-                ]
+                upload_id = client.create_multipart_upload(
+                    Bucket=bucket, Key=key, Metadata=metadata, **self._checksum_argument()
+                )["UploadId"]
             except (ClientError, BotoCoreError) as error:
                 raise self._translate(error, f"starting the upload of {target}") from error
             remote_parts = {}
@@ -562,9 +576,7 @@ class KrakenS3Hook(S3Hook):
                     Bucket=bucket,
                     Key=key,
                     UploadId=upload_id,
-                    MultipartUpload={
-                        "Parts": [{"ETag": o.etag, "PartNumber": o.part.number} for o in outcomes]
-                    },
+                    MultipartUpload={"Parts": [o.completed_part() for o in outcomes]},
                 )
             except (ClientError, BotoCoreError) as error:
                 raise self._translate(error, f"completing {target}") from error
@@ -604,7 +616,7 @@ class KrakenS3Hook(S3Hook):
         key: str,
         plan: PartPlan,
         upload_id: str,
-        remote_parts: dict[int, tuple[str, int]],
+        remote_parts: dict[int, _RemotePart],
         whole: SequentialMd5 | None,
         reporter: ProgressReporter,
         stop: threading.Event,
@@ -623,10 +635,10 @@ class KrakenS3Hook(S3Hook):
             )
             try:
                 remote = remote_parts.get(part.number)
-                if remote is not None and remote[1] == part.length:
+                if remote is not None and remote.size == part.length:
                     body.drain()
-                    if remote[0] == body.hexdigest():
-                        return _PartOutcome(part, remote[0], body.digest(), reused=True)
+                    if remote.etag == body.hexdigest():
+                        return _PartOutcome(part, remote.etag, body.digest(), reused=True, crc32=remote.crc32)
                     self.log.info("part %d in S3 differs from the local part; sending it again", part.number)
                 body.seek(0)
                 try:
@@ -650,7 +662,9 @@ class KrakenS3Hook(S3Hook):
                         f"S3 acknowledged part {part.number} of s3://{bucket}/{key} with ETag {returned}, but "
                         f"the bytes read have MD5 {body.hexdigest()}: corrupted in transit or the file changed."
                     )
-                return _PartOutcome(part, returned, body.digest(), reused=False)
+                return _PartOutcome(
+                    part, returned, body.digest(), reused=False, crc32=response.get("ChecksumCRC32")
+                )
             finally:
                 body.close()
 
@@ -667,18 +681,20 @@ class KrakenS3Hook(S3Hook):
             stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _list_parts(self, bucket: str, key: str, upload_id: str) -> dict[int, tuple[str, int]] | None:
+    def _list_parts(self, bucket: str, key: str, upload_id: str) -> dict[int, _RemotePart] | None:
         """Parts already in S3 for ``upload_id`` (number → (etag, size)); None if the upload is gone.
 
         Uses ListParts with the stored id, so s3:ListBucketMultipartUploads is never needed.
         """
-        parts: dict[int, tuple[str, int]] = {}
+        parts: dict[int, _RemotePart] = {}
         kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "UploadId": upload_id}
         try:
             while True:
                 response = self.get_conn().list_parts(**kwargs)
                 for item in response.get("Parts", []):
-                    parts[int(item["PartNumber"])] = (normalize_etag(item["ETag"]), int(item["Size"]))
+                    parts[int(item["PartNumber"])] = _RemotePart(
+                        normalize_etag(item["ETag"]), int(item["Size"]), item.get("ChecksumCRC32")
+                    )
                 if not response.get("IsTruncated"):
                     return parts
                 kwargs["PartNumberMarker"] = response["NextPartNumberMarker"]
@@ -688,6 +704,13 @@ class KrakenS3Hook(S3Hook):
             raise self._translate(error, f"listing parts of upload {upload_id}") from error
         except BotoCoreError as error:
             raise self._translate(error, f"listing parts of upload {upload_id}") from error
+
+    def _checksum_argument(self) -> dict[str, str]:
+        """Declare CRC32 part checksums on new uploads, unless the connection turned checksums off
+        (``config_kwargs: {"request_checksum_calculation": "when_required"}``, e.g. for stores without them)."""
+        if getattr(self.config, "request_checksum_calculation", None) == "when_required":
+            return {}
+        return {"ChecksumAlgorithm": "CRC32"}
 
     def _abort(self, bucket: str, key: str, upload_id: str, *, reason: str) -> None:
         """Abort our upload after a permanent failure; never let cleanup hide the original error."""
