@@ -25,7 +25,8 @@ from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook
 from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
 from airflow_provider_kraken_s3.triggers.backup_verified import (
     BackupVerifiedTrigger,
-    read_raw_file_record,
+    fetch_record,
+    objects_to_check,
     validate_mode,
 )
 from airflow_provider_kraken_s3.verification import (
@@ -33,7 +34,6 @@ from airflow_provider_kraken_s3.verification import (
     ExpectedObject,
     HeadResult,
     Outcome,
-    assess_raw_file,
     conclude,
     explicit_objects,
     verify_objects,
@@ -131,30 +131,18 @@ class S3BackupVerifiedSensor(BaseSensorOperator):
 
     def check(self) -> Outcome:
         """One synchronous verification round (the trigger runs the same steps asynchronously)."""
-        if self.raw_file_id is not None:
-            if not isinstance(self.raw_file_id, str) or not self.raw_file_id:
-                return Outcome(
-                    Action.FAIL, f"raw_file_id must be a non-empty string, got {self.raw_file_id!r}"
-                )
-            try:
-                record = read_raw_file_record(self.mongo_conn_id, self.raw_file_id)
-            except TransientBackupError as error:
-                return Outcome(Action.WAIT, f"cannot read the RawFile right now ({error})")
-            except PermanentBackupError as error:
-                return Outcome(Action.FAIL, f"cannot verify raw file {self.raw_file_id!r}: {error}")
-            assessed = assess_raw_file(record, fail_on_failed=self.fail_on_failed)
-            if assessed.action is not Action.VERIFY:
-                return assessed
-            expected = assessed.expected
-            if expected is None or not expected.bucket:  # pragma: no cover - assess_raw_file guarantees both
-                return Outcome(Action.FAIL, f"record of {self.raw_file_id!r} names no bucket")
-            bucket, objects = expected.bucket, expected.objects
-        else:
-            try:
-                objects = explicit_objects(self.keys, self.expected_etags, self.expected_sizes)  # type: ignore[arg-type]
-            except InvalidInputError as error:
-                return Outcome(Action.FAIL, f"invalid expected objects: {error}")
-            bucket = str(self.bucket)
+        record = fetch_record(self.mongo_conn_id, self.raw_file_id) if self.raw_file_id is not None else None
+        target = objects_to_check(
+            record,
+            fail_on_failed=self.fail_on_failed,
+            bucket=self.bucket,
+            keys=self.keys,
+            expected_etags=self.expected_etags,
+            expected_sizes=self.expected_sizes,
+        )
+        if isinstance(target, Outcome):
+            return target
+        bucket, objects = target
         try:
             found = self._head_all(bucket, objects)
         except TransientBackupError as error:

@@ -53,6 +53,49 @@ def read_raw_file_record(mongo_conn_id: str, raw_file_id: str) -> RawFileRecord:
         return RawFileRecord.of(store.get_raw_file(raw_file_id))
 
 
+def fetch_record(mongo_conn_id: str, raw_file_id: str) -> RawFileRecord | Outcome:
+    """Blocking: the RawFile snapshot, or the Outcome to report when it cannot be read."""
+    if not isinstance(raw_file_id, str) or not raw_file_id:
+        return Outcome(Action.FAIL, f"raw_file_id must be a non-empty string, got {raw_file_id!r}")
+    try:
+        return read_raw_file_record(mongo_conn_id, raw_file_id)
+    except TransientBackupError as error:
+        return Outcome(Action.WAIT, f"cannot read the RawFile right now ({error})")
+    except PermanentBackupError as error:  # no such RawFile, bad connection settings
+        return Outcome(Action.FAIL, f"cannot verify raw file {raw_file_id!r}: {error}")
+
+
+def objects_to_check(
+    record: RawFileRecord | Outcome | None,
+    *,
+    fail_on_failed: bool,
+    bucket: Any,
+    keys: Any,
+    expected_etags: Any,
+    expected_sizes: Any,
+) -> Outcome | tuple[str, list[ExpectedObject]]:
+    """What one verification round HEADs: ``(bucket, objects)``, or the Outcome that ends the round early.
+
+    Shared by the sensor (synchronous) and the trigger (asynchronous), so both decide alike. ``record`` is
+    what :func:`fetch_record` returned in RawFile mode, ``None`` in explicit mode.
+    """
+    if isinstance(record, Outcome):
+        return record
+    if record is not None:
+        assessed = assess_raw_file(record, fail_on_failed=fail_on_failed)
+        if assessed.action is not Action.VERIFY:
+            return assessed
+        expected = assessed.expected
+        if expected is None or not expected.bucket:  # pragma: no cover - assess_raw_file guarantees both
+            return Outcome(Action.FAIL, f"record of {record.id!r} names no bucket")
+        return expected.bucket, list(expected.objects)
+    try:
+        objects = explicit_objects(keys or [], expected_etags or {}, expected_sizes)
+    except InvalidInputError as error:
+        return Outcome(Action.FAIL, f"invalid expected objects: {error}")
+    return str(bucket), list(objects)
+
+
 def validate_mode(
     raw_file_id: Any,
     bucket: Any,
@@ -159,26 +202,20 @@ class BackupVerifiedTrigger(BaseTrigger):
 
     async def check_once(self) -> Outcome:
         """One round: read the record (if any), HEAD every expected object, decide."""
+        record: RawFileRecord | Outcome | None = None
         if self.raw_file_id is not None:
-            try:
-                record = await asyncio.to_thread(read_raw_file_record, self.mongo_conn_id, self.raw_file_id)
-            except TransientBackupError as error:
-                return Outcome(Action.WAIT, f"cannot read the RawFile right now ({error})")
-            except PermanentBackupError as error:  # no such RawFile, bad connection settings
-                return Outcome(Action.FAIL, f"cannot verify raw file {self.raw_file_id!r}: {error}")
-            assessed = assess_raw_file(record, fail_on_failed=self.fail_on_failed)
-            if assessed.action is not Action.VERIFY:
-                return assessed
-            expected = assessed.expected
-            if expected is None or not expected.bucket:  # pragma: no cover - assess_raw_file guarantees both
-                return Outcome(Action.FAIL, f"record of {self.raw_file_id!r} names no bucket")
-            bucket, objects = expected.bucket, expected.objects
-        else:
-            try:
-                objects = explicit_objects(self.keys or [], self.expected_etags or {}, self.expected_sizes)
-            except InvalidInputError as error:
-                return Outcome(Action.FAIL, f"invalid expected objects: {error}")
-            bucket = str(self.bucket)
+            record = await asyncio.to_thread(fetch_record, self.mongo_conn_id, self.raw_file_id)
+        target = objects_to_check(
+            record,
+            fail_on_failed=self.fail_on_failed,
+            bucket=self.bucket,
+            keys=self.keys,
+            expected_etags=self.expected_etags,
+            expected_sizes=self.expected_sizes,
+        )
+        if isinstance(target, Outcome):
+            return target
+        bucket, objects = target
         try:
             found = await self._head_all(bucket, objects)
         except HeadFailed as error:
