@@ -125,7 +125,9 @@ class RawFileS3BackupOperator(BaseOperator):
                 f"backup_type is {settings.backup_type!r}, not 's3': no S3 backup for {self.raw_file_id}; "
                 "the RawFile is left untouched."
             )
-        KrakenMongoHook(mongo_conn_id=self.mongo_conn_id).connect()
+        mongo = KrakenMongoHook(mongo_conn_id=self.mongo_conn_id)
+        mongo.connect()
+        mongo.check_reachable()  # unreachable: MongoUnavailableError naming host and database; Airflow retries
         started = time.monotonic()
         bucket: str | None = None
         try:

@@ -294,3 +294,16 @@ def test_invalid_arguments_fail_at_parse_time() -> None:
         operator("x.raw", backup_type="tape")
     with pytest.raises(ValueError, match="part_size"):
         operator("x.raw", part_size=1)
+
+
+def test_unreachable_mongodb_names_host_and_database_and_is_retried(aws_conn, monkeypatch) -> None:
+    from airflow_provider_kraken_s3.errors import MongoUnavailableError
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_KRAKEN_MONGO_DOWN",
+        '{"conn_type": "kraken_mongo", "host": "127.0.0.1", "port": 1, "schema": "krakendb",'
+        ' "login": "u", "password": "secret-pw", "extra": {"serverSelectionTimeoutMS": 200}}',
+    )
+    with pytest.raises(MongoUnavailableError, match=r"127\.0\.0\.1.*krakendb") as raised:
+        operator("x.raw", mongo_conn_id="kraken_mongo_down").execute(context={})
+    assert "secret-pw" not in str(raised.value)
