@@ -316,7 +316,8 @@ def test_file_rewritten_in_place_during_the_upload_is_detected(hook, s3_client, 
 
     def touch_once(done: int, total: int) -> None:
         if done == total:
-            path.write_bytes(random.Random(4).randbytes(total))  # same size, new content and mtime
+            with open(path, "r+b") as handle:  # in place, never shorter: same size, new content and mtime
+                handle.write(random.Random(4).randbytes(total))
 
     # Caught by the part ETag check (bytes sent differ from bytes hashed) or by the final stat check,
     # depending on whether the rewrite lands before or after a part is sent: either way, nothing completes.
