@@ -415,7 +415,7 @@ def children_cpu_seconds() -> float:
 
 def hash_round(path: Path, part_size: int) -> dict[str, Any]:
     """One timing of each hasher, back to back, plus the CPU other processes used meanwhile."""
-    from airflow_provider_kraken_s3.etag import compute_s3_etag, compute_s3_etag_and_md5
+    from airflow_provider_kraken_s3.transfer.hashing import compute_s3_etag, compute_s3_etag_and_md5
 
     busy0, own0 = machine_busy_seconds(), time.process_time() + children_cpu_seconds()
     started = time.perf_counter()

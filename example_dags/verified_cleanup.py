@@ -31,8 +31,8 @@ from airflow.providers.common.compat.sdk import (
     task_group,
 )
 
-from airflow_provider_kraken_s3.errors import InvalidInputError
-from airflow_provider_kraken_s3.layout import local_path
+from airflow_provider_kraken_s3.core.errors import InvalidInputError
+from airflow_provider_kraken_s3.core.layout import local_path
 from airflow_provider_kraken_s3.sensors.backup_verified import S3BackupVerifiedSensor
 
 log = logging.getLogger(__name__)

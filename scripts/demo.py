@@ -146,7 +146,7 @@ def generate_data(instrument_dir: Path) -> list[str]:
 def report(s3, bucket: str, raw_file_ids: list[str]) -> None:
     """What is in S3 and what the RawFile documents say."""
     from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook
-    from airflow_provider_kraken_s3.models import RawFile
+    from airflow_provider_kraken_s3.records.models import RawFile
 
     print(f"\ns3://{bucket}/  (object, size, ETag, versions)")
     versions = s3.list_object_versions(Bucket=bucket).get("Versions", [])

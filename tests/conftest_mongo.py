@@ -29,7 +29,7 @@ os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook
-from airflow_provider_kraken_s3.models import KRAKEN_DB_ALIAS, BackupStatus, RawFile
+from airflow_provider_kraken_s3.records.models import KRAKEN_DB_ALIAS, BackupStatus, RawFile
 
 KRAKEN_MONGO_CONN_ENV = "AIRFLOW_CONN_KRAKEN_MONGO_DEFAULT"
 

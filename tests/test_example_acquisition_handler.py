@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_kraken_s3.embedded import airflow_dags_test
-from airflow_provider_kraken_s3.models import BackupStatus, RawFile
+from airflow_provider_kraken_s3.records.models import BackupStatus, RawFile
 
 PROJECT = "P42"
 PREFIX = "kraken-dag"

@@ -28,8 +28,8 @@ from pymongo.database import Database
 from pymongo.errors import ConfigurationError, PyMongoError
 
 from airflow_provider_kraken_s3 import MONGO_UI_FIELD_BEHAVIOUR
-from airflow_provider_kraken_s3.errors import InvalidInputError, MongoUnavailableError
-from airflow_provider_kraken_s3.models import KRAKEN_DB_ALIAS, RawFile
+from airflow_provider_kraken_s3.core.errors import InvalidInputError, MongoUnavailableError
+from airflow_provider_kraken_s3.records.models import KRAKEN_DB_ALIAS, RawFile
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ class KrakenMongoHook(BaseHook):
     """Connect mongoengine's ``kraken_s3`` alias to alphakraken's MongoDB from an Airflow Connection.
 
     Usage: ``KrakenMongoHook(mongo_conn_id).connect()`` once per task, then use
-    :mod:`airflow_provider_kraken_s3.store`. ``check_reachable()`` turns an unreachable server into a
+    :mod:`airflow_provider_kraken_s3.records.store`. ``check_reachable()`` turns an unreachable server into a
     :class:`MongoUnavailableError`, which the operators let Airflow retry.
     """
 
@@ -367,3 +367,8 @@ class KrakenMongoHook(BaseHook):
             password = self._settings.password if self._settings is not None else None
             return False, _redact(str(err), password)
         return True, f"Connected to {settings.describe()}."
+
+
+def connect(mongo_conn_id: str) -> str:
+    """Connect the ``kraken_s3`` alias from an Airflow connection id (for code that takes a connector)."""
+    return KrakenMongoHook(mongo_conn_id=mongo_conn_id).connect()

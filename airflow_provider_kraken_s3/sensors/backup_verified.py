@@ -1,8 +1,8 @@
 """S3BackupVerifiedSensor: wait until a raw file's backup is recorded DONE *and* S3 confirms it.
 
 Gate anything destructive (deleting the instrument's copy) on this sensor, not on ``backup_status`` alone:
-it re-reads every recorded object with a HEAD request and compares ETag, size and (where the object
-carries it) the whole-file MD5 in its ``kraken-md5`` metadata. HEAD only: no object is downloaded, and the
+it re-reads every recorded object with a HEAD request and compares ETag and size (the rule the upload
+uses to skip, :func:`~airflow_provider_kraken_s3.core.decision.judge`; object metadata is never proof). HEAD only: no object is downloaded, and the
 RawFile is never modified.
 """
 
@@ -20,24 +20,24 @@ from airflow.providers.common.compat.sdk import (
     PokeReturnValue,
 )
 
-from airflow_provider_kraken_s3.errors import InvalidInputError, PermanentBackupError, TransientBackupError
-from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook
-from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
-from airflow_provider_kraken_s3.triggers.backup_verified import (
-    BackupVerifiedTrigger,
-    fetch_record,
-    objects_to_check,
-    validate_mode,
+from airflow_provider_kraken_s3.core.decision import RemoteObject
+from airflow_provider_kraken_s3.core.errors import (
+    InvalidInputError,
+    PermanentBackupError,
+    TransientBackupError,
 )
-from airflow_provider_kraken_s3.verification import (
+from airflow_provider_kraken_s3.core.verdict import (
     Action,
     ExpectedObject,
-    HeadResult,
     Outcome,
     conclude,
     explicit_objects,
     verify_objects,
 )
+from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook, connect
+from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
+from airflow_provider_kraken_s3.services.verify import fetch_record, objects_to_check, validate_mode
+from airflow_provider_kraken_s3.triggers.backup_verified import BackupVerifiedTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -60,7 +60,7 @@ class S3BackupVerifiedSensor(BaseSensorOperator):
     Two modes (exactly one):
 
     - ``raw_file_id``: read the RawFile from alphakraken's MongoDB. Succeeds only when ``backup_status`` is
-      DONE and every object of ``file_info`` (layout from :func:`~airflow_provider_kraken_s3.inventory.
+      DONE and every object of ``file_info`` (layout from :func:`~airflow_provider_kraken_s3.core.inventory.
       backup_objects`) exists in ``s3_bucket`` with the recorded ETag and size. Not started, in progress
       or another status: keep waiting. FAILED: keep waiting (a retry may fix it) unless
       ``fail_on_failed``. DONE but S3 disagrees, or a DONE record without recorded ETags: fail at once,
@@ -131,7 +131,11 @@ class S3BackupVerifiedSensor(BaseSensorOperator):
 
     def check(self) -> Outcome:
         """One synchronous verification round (the trigger runs the same steps asynchronously)."""
-        record = fetch_record(self.mongo_conn_id, self.raw_file_id) if self.raw_file_id is not None else None
+        record = (
+            fetch_record(connect, self.mongo_conn_id, self.raw_file_id)
+            if self.raw_file_id is not None
+            else None
+        )
         target = objects_to_check(
             record,
             fail_on_failed=self.fail_on_failed,
@@ -151,15 +155,9 @@ class S3BackupVerifiedSensor(BaseSensorOperator):
             return Outcome(Action.FAIL, f"cannot read the backup in s3://{bucket}/: {error}")
         return conclude(verify_objects(objects, found), bucket=bucket, raw_file_id=self.raw_file_id)
 
-    def _head_all(self, bucket: str, objects: Sequence[ExpectedObject]) -> dict[str, HeadResult | None]:
+    def _head_all(self, bucket: str, objects: Sequence[ExpectedObject]) -> dict[str, RemoteObject | None]:
         hook = KrakenS3Hook(aws_conn_id=self.aws_conn_id)
-        found: dict[str, HeadResult | None] = {}
-        for item in objects:
-            remote = hook.head(bucket, item.key)
-            found[item.key] = (
-                None if remote is None else HeadResult(remote.etag, remote.size, dict(remote.metadata or {}))
-            )
-        return found
+        return {item.key: hook.head(bucket, item.key) for item in objects}
 
     # ------------------------------------------------------------------ deferring
 

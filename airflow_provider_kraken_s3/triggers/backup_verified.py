@@ -2,123 +2,41 @@
 
 Runs in the triggerer's event loop, so nothing here may block it: the RawFile is read by the synchronous
 store code in a worker thread (``asyncio.to_thread``), and objects are HEAD-ed with the Amazon provider's
-asynchronous (aiobotocore) client. The decision itself is :mod:`airflow_provider_kraken_s3.verification`,
+asynchronous (aiobotocore) client. The decision itself is :mod:`airflow_provider_kraken_s3.core.verdict`,
 the same code the poking sensor uses, so both modes always agree.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_kraken_s3 import store
-from airflow_provider_kraken_s3.errors import InvalidInputError, PermanentBackupError, TransientBackupError
-from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook
-from airflow_provider_kraken_s3.verification import (
+from airflow_provider_kraken_s3.core.decision import RemoteObject
+from airflow_provider_kraken_s3.core.errors import S3ErrorKind, classify_s3_error
+from airflow_provider_kraken_s3.core.verdict import (
     Action,
     ExpectedObject,
-    HeadResult,
     Outcome,
     RawFileRecord,
-    assess_raw_file,
-    classify_head_error,
     conclude,
     explicit_objects,
     verify_objects,
 )
+from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook, connect
+from airflow_provider_kraken_s3.services.verify import fetch_record, objects_to_check, validate_mode
 
 CLASSPATH = "airflow_provider_kraken_s3.triggers.backup_verified.BackupVerifiedTrigger"
 
-# mongoengine aliases are process-global; a triggerer runs many triggers in one process (and their reads in
-# several threads), so connecting the alias and reading through it happen under one lock.
-_MONGO_LOCK = threading.Lock()
-
 
 class HeadFailed(Exception):
-    """A HEAD request failed for a reason other than a missing object; ``kind`` as classify_head_error."""
+    """A HEAD request failed for a reason other than a missing object (``kind``: what it means for us)."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: S3ErrorKind, message: str) -> None:
         super().__init__(message)
         self.kind = kind
-
-
-def read_raw_file_record(mongo_conn_id: str, raw_file_id: str) -> RawFileRecord:
-    """Blocking: connect the ``kraken_s3`` alias and snapshot one RawFile (never modifies it)."""
-    with _MONGO_LOCK:
-        KrakenMongoHook(mongo_conn_id=mongo_conn_id).connect()
-        return RawFileRecord.of(store.get_raw_file(raw_file_id))
-
-
-def fetch_record(mongo_conn_id: str, raw_file_id: str) -> RawFileRecord | Outcome:
-    """Blocking: the RawFile snapshot, or the Outcome to report when it cannot be read."""
-    if not isinstance(raw_file_id, str) or not raw_file_id:
-        return Outcome(Action.FAIL, f"raw_file_id must be a non-empty string, got {raw_file_id!r}")
-    try:
-        return read_raw_file_record(mongo_conn_id, raw_file_id)
-    except TransientBackupError as error:
-        return Outcome(Action.WAIT, f"cannot read the RawFile right now ({error})")
-    except PermanentBackupError as error:  # no such RawFile, bad connection settings
-        return Outcome(Action.FAIL, f"cannot verify raw file {raw_file_id!r}: {error}")
-
-
-def objects_to_check(
-    record: RawFileRecord | Outcome | None,
-    *,
-    fail_on_failed: bool,
-    bucket: Any,
-    keys: Any,
-    expected_etags: Any,
-    expected_sizes: Any,
-) -> Outcome | tuple[str, list[ExpectedObject]]:
-    """What one verification round HEADs: ``(bucket, objects)``, or the Outcome that ends the round early.
-
-    Shared by the sensor (synchronous) and the trigger (asynchronous), so both decide alike. ``record`` is
-    what :func:`fetch_record` returned in RawFile mode, ``None`` in explicit mode.
-    """
-    if isinstance(record, Outcome):
-        return record
-    if record is not None:
-        assessed = assess_raw_file(record, fail_on_failed=fail_on_failed)
-        if assessed.action is not Action.VERIFY:
-            return assessed
-        expected = assessed.expected
-        if expected is None or not expected.bucket:  # pragma: no cover - assess_raw_file guarantees both
-            return Outcome(Action.FAIL, f"record of {record.id!r} names no bucket")
-        return expected.bucket, list(expected.objects)
-    try:
-        objects = explicit_objects(keys or [], expected_etags or {}, expected_sizes)
-    except InvalidInputError as error:
-        return Outcome(Action.FAIL, f"invalid expected objects: {error}")
-    return str(bucket), list(objects)
-
-
-def validate_mode(
-    raw_file_id: Any,
-    bucket: Any,
-    keys: Any,
-    expected_etags: Any,
-    expected_sizes: Any,
-) -> None:
-    """Exactly one mode: a RawFile id, or bucket + keys + expected_etags (and optionally expected_sizes)."""
-    explicit = {"bucket": bucket, "keys": keys, "expected_etags": expected_etags}
-    given = sorted(name for name, value in explicit.items() if value is not None)
-    if raw_file_id is not None:
-        if given or expected_sizes is not None:
-            extra = [*given, *(["expected_sizes"] if expected_sizes is not None else [])]
-            raise ValueError(
-                f"give either raw_file_id or bucket + keys + expected_etags, not both (also got {extra})"
-            )
-        return
-    if len(given) != len(explicit):
-        missing = sorted(set(explicit) - set(given))
-        raise ValueError(
-            "give raw_file_id (verify a RawFile's recorded backup) or all of bucket, keys and expected_etags "
-            f"(verify given objects); missing {missing}"
-        )
 
 
 class BackupVerifiedTrigger(BaseTrigger):
@@ -204,7 +122,7 @@ class BackupVerifiedTrigger(BaseTrigger):
         """One round: read the record (if any), HEAD every expected object, decide."""
         record: RawFileRecord | Outcome | None = None
         if self.raw_file_id is not None:
-            record = await asyncio.to_thread(fetch_record, self.mongo_conn_id, self.raw_file_id)
+            record = await asyncio.to_thread(fetch_record, connect, self.mongo_conn_id, self.raw_file_id)
         target = objects_to_check(
             record,
             fail_on_failed=self.fail_on_failed,
@@ -219,18 +137,20 @@ class BackupVerifiedTrigger(BaseTrigger):
         try:
             found = await self._head_all(bucket, objects)
         except HeadFailed as error:
-            if error.kind == "transient":
+            if error.kind is S3ErrorKind.TRANSIENT:
                 return Outcome(Action.WAIT, f"S3 not answering properly ({error})")
             return Outcome(Action.FAIL, str(error))
         result = verify_objects(objects, found)
         return conclude(result, bucket=bucket, raw_file_id=self.raw_file_id)
 
-    async def _head_all(self, bucket: str, objects: Sequence[ExpectedObject]) -> dict[str, HeadResult | None]:
+    async def _head_all(
+        self, bucket: str, objects: Sequence[ExpectedObject]
+    ) -> dict[str, RemoteObject | None]:
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
         from botocore.exceptions import BotoCoreError, ClientError
 
         hook = S3Hook(aws_conn_id=self.aws_conn_id)
-        found: dict[str, HeadResult | None] = {}
+        found: dict[str, RemoteObject | None] = {}
         # A fresh client per round: a wait can outlast temporary credentials.
         async with await hook.get_async_conn() as client:
             for item in objects:
@@ -240,11 +160,11 @@ class BackupVerifiedTrigger(BaseTrigger):
                 except ClientError as error:
                     status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
                     code = str(error.response.get("Error", {}).get("Code", ""))
-                    kind = classify_head_error(status, code)
-                    if kind == "missing":
+                    kind = classify_s3_error(status, code)
+                    if kind in (S3ErrorKind.NOT_FOUND, S3ErrorKind.NO_SUCH_BUCKET):
                         found[item.key] = None
                         continue
-                    if kind == "denied":
+                    if kind is S3ErrorKind.DENIED:
                         raise HeadFailed(
                             kind,
                             f"access denied reading {where} (connection {self.aws_conn_id!r}, {code or status}); "
@@ -253,8 +173,8 @@ class BackupVerifiedTrigger(BaseTrigger):
                         ) from error
                     raise HeadFailed(kind, f"HEAD {where} failed ({code or status}): {error}") from error
                 except (BotoCoreError, OSError, asyncio.TimeoutError) as error:
-                    raise HeadFailed("transient", f"HEAD {where} failed: {error}") from error
-                found[item.key] = HeadResult(
+                    raise HeadFailed(S3ErrorKind.TRANSIENT, f"HEAD {where} failed: {error}") from error
+                found[item.key] = RemoteObject(
                     etag=str(response.get("ETag", "")),
                     size=int(response.get("ContentLength", -1)),
                     metadata=dict(response.get("Metadata") or {}),

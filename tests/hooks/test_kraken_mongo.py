@@ -11,10 +11,10 @@ import mongomock
 import pytest
 from mongoengine.base.common import _document_registry
 
-from airflow_provider_kraken_s3 import store
-from airflow_provider_kraken_s3.errors import InvalidInputError, MongoUnavailableError
+from airflow_provider_kraken_s3.core.errors import InvalidInputError, MongoUnavailableError
 from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook, KrakenMongoSettings
-from airflow_provider_kraken_s3.models import KRAKEN_DB_ALIAS, RawFile
+from airflow_provider_kraken_s3.records import store
+from airflow_provider_kraken_s3.records.models import KRAKEN_DB_ALIAS, RawFile
 from tests.conftest_mongo import KRAKEN_MONGO_CONN_ENV, disconnect_kraken_alias, mongomock_connection_json
 
 PASSWORD = "s3cr3t-P@ss"

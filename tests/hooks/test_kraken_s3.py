@@ -9,17 +9,19 @@ import re
 
 import pytest
 
-from airflow_provider_kraken_s3.embedded import MotoServer
-from airflow_provider_kraken_s3.errors import (
+from airflow_provider_kraken_s3.core.errors import (
     BucketAccessDeniedError,
     BucketNotFoundError,
     IntegrityError,
     LocalFileChangedError,
+    ObjectConflictError,
     S3TransientError,
 )
-from airflow_provider_kraken_s3.etag import compute_s3_etag, compute_s3_etag_and_md5
-from airflow_provider_kraken_s3.hooks.kraken_s3 import META_MD5, META_PART_SIZE, KrakenS3Hook
-from airflow_provider_kraken_s3.parts import MIB
+from airflow_provider_kraken_s3.core.parts import MIB
+from airflow_provider_kraken_s3.embedded import MotoServer
+from airflow_provider_kraken_s3.core.decision import META_MD5, META_PART_SIZE
+from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
+from airflow_provider_kraken_s3.transfer.hashing import compute_s3_etag, compute_s3_etag_and_md5
 from tests.conftest import aws_connection_json
 from tests.proxy import CuttingProxy
 
@@ -92,19 +94,22 @@ def test_unknown_etag_skip_hashes_once_with_the_objects_part_size(hook, bucket, 
     assert again.part_size == PART
 
 
-def test_known_md5_in_metadata_skips_without_reading(hook, bucket, make_file) -> None:
+def test_our_metadata_is_a_hint_the_local_bytes_prove_the_skip(hook, bucket, make_file) -> None:
+    """Defect 2: ``kraken-md5`` says which part size to hash with, never that the bytes are right."""
     path = make_file("f.raw", 2 * PART)
     md5 = hashlib.md5(path.read_bytes()).hexdigest()
-    hook.upload_verified(path, bucket, "f.raw", part_size=PART, expected_md5=md5)
+    hook.upload_verified(path, bucket, "f.raw", part_size=6 * MIB, expected_md5=md5)
     again = hook.upload_verified(path, bucket, "f.raw", part_size=PART, expected_md5=md5)
-    assert again.skipped and again.bytes_read == 0
+    assert again.skipped and again.bytes_read == 2 * PART and again.part_size == 6 * MIB
+    assert "ETag of the local bytes at the object's part size" in again.reason
 
 
 def test_upload_id_is_reported_before_any_part_is_sent(hook, s3_client, bucket, make_file) -> None:
     path = make_file("g.raw", 2 * PART + 1)
     seen: list[tuple[str | None, int]] = []
 
-    def remember(upload_id: str | None) -> None:
+    def remember(upload_id: str | None, part_size: int) -> None:
+        assert part_size == PART
         parts = []
         if upload_id:
             parts = s3_client.list_parts(Bucket=bucket, Key="g.raw", UploadId=upload_id).get("Parts", [])
@@ -128,7 +133,11 @@ def test_resume_after_a_cut_connection_sends_only_missing_parts(
     )
     with proxy.running(), pytest.raises(S3TransientError, match="retrying will resume"):
         KrakenS3Hook(aws_conn_id="aws_flaky", max_concurrency=1).upload_verified(
-            path, bucket, "h.raw", part_size=PART, on_upload_id=upload_ids.append
+            path,
+            bucket,
+            "h.raw",
+            part_size=PART,
+            on_upload_id=lambda upload_id, _: upload_ids.append(upload_id),
         )
     upload_id = upload_ids[-1]
     assert upload_id, "the upload must be kept after a transient failure"
@@ -174,7 +183,12 @@ def test_file_changed_since_inventory_is_detected_and_not_completed(
     upload_ids: list[str | None] = []
     with pytest.raises(IntegrityError, match=r"differs from the inventory.*not completed"):
         hook.upload_verified(
-            path, bucket, "k.raw", part_size=PART, expected_etag=expected, on_upload_id=upload_ids.append
+            path,
+            bucket,
+            "k.raw",
+            part_size=PART,
+            expected_etag=expected,
+            on_upload_id=lambda upload_id, _: upload_ids.append(upload_id),
         )
     assert s3_client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
     with pytest.raises(s3_client.exceptions.NoSuchUpload):
@@ -206,14 +220,21 @@ def test_a_verified_backup_is_kept_when_the_local_copy_goes_bad(hook, s3_client,
 
 
 @pytest.mark.parametrize("size", [1000, 2 * PART + 1])
-def test_a_bad_local_copy_never_replaces_an_object(hook, s3_client, bucket, make_file, size: int) -> None:
+@pytest.mark.parametrize("versioned", [True, False])
+def test_a_bad_local_copy_never_replaces_an_object(
+    hook, s3_client, bucket, make_file, size: int, versioned: bool
+) -> None:
+    if versioned:
+        s3_client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     path = make_file("p.raw", size, seed=1)
     good_etag, good_md5 = compute_s3_etag_and_md5(path, PART)
     s3_client.put_object(Bucket=bucket, Key="p.raw", Body=random.Random(3).randbytes(size))
     path.write_bytes(random.Random(2).randbytes(size))  # neither S3 nor the local copy is the acquired file
     before = s3_etag(s3_client, bucket, "p.raw")
     for expected in ({"expected_etag": good_etag}, {"expected_md5": good_md5}):
-        with pytest.raises(IntegrityError, match=r"local (copy|file)"):
+        # Versioned: the local copy is checked and refused. Unversioned: nothing is replaced at all.
+        refusal = (IntegrityError, r"local (copy|file)") if versioned else (ObjectConflictError, "versioning")
+        with pytest.raises(refusal[0], match=refusal[1]):
             hook.upload_verified(path, bucket, "p.raw", part_size=PART, **expected)
         assert s3_etag(s3_client, bucket, "p.raw") == before
 
@@ -221,6 +242,7 @@ def test_a_bad_local_copy_never_replaces_an_object(hook, s3_client, bucket, make
 def test_a_differing_object_is_replaced_when_the_local_file_verifies(
     hook, s3_client, bucket, make_file, task_log
 ) -> None:
+    s3_client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     path = make_file("o.raw", 2 * PART)
     s3_client.put_object(Bucket=bucket, Key="o.raw", Body=b"something else")
     etag, md5 = compute_s3_etag_and_md5(path, PART)
@@ -302,7 +324,7 @@ def test_file_truncated_during_the_upload_aborts_it(hook, s3_client, bucket, mak
             "t.raw",
             part_size=PART,
             progress=truncate_once,
-            on_upload_id=upload_ids.append,
+            on_upload_id=lambda upload_id, _: upload_ids.append(upload_id),
             max_concurrency=2,
         )
     assert upload_ids[-1] is None  # aborted, and the caller was told

@@ -10,12 +10,12 @@ from types import SimpleNamespace
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException
 
-from airflow_provider_kraken_s3.errors import S3TransientError
-from airflow_provider_kraken_s3.etag import compute_s3_etag
-from airflow_provider_kraken_s3.layout import set_etag
-from airflow_provider_kraken_s3.models import BackupStatus, RawFile
+from airflow_provider_kraken_s3.core.errors import S3TransientError
+from airflow_provider_kraken_s3.core.layout import set_etag
+from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.operators.raw_file_backup import RawFileS3BackupOperator
-from airflow_provider_kraken_s3.parts import MIB
+from airflow_provider_kraken_s3.records.models import BackupStatus, RawFile
+from airflow_provider_kraken_s3.transfer.hashing import compute_s3_etag
 from tests.conftest import aws_connection_json
 from tests.conftest_mongo import insert_raw_file
 from tests.proxy import CuttingProxy
@@ -297,7 +297,7 @@ def test_invalid_arguments_fail_at_parse_time() -> None:
 
 
 def test_unreachable_mongodb_names_host_and_database_and_is_retried(aws_conn, monkeypatch) -> None:
-    from airflow_provider_kraken_s3.errors import MongoUnavailableError
+    from airflow_provider_kraken_s3.core.errors import MongoUnavailableError
 
     monkeypatch.setenv(
         "AIRFLOW_CONN_KRAKEN_MONGO_DOWN",

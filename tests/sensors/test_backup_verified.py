@@ -23,16 +23,16 @@ from airflow.providers.common.compat.sdk import (
     TaskDeferred,
 )
 
-from airflow_provider_kraken_s3 import store
-from airflow_provider_kraken_s3.errors import MongoUnavailableError
-from airflow_provider_kraken_s3.hooks.kraken_s3 import META_MD5
-from airflow_provider_kraken_s3.models import BackupStatus
-from airflow_provider_kraken_s3.naming import bucket_name
+from airflow_provider_kraken_s3.core.errors import MongoUnavailableError
+from airflow_provider_kraken_s3.core.naming import bucket_name
+from airflow_provider_kraken_s3.core.parts import MIB
+from airflow_provider_kraken_s3.core.verdict import DISAGREES_PREFIX
+from airflow_provider_kraken_s3.core.decision import META_MD5
 from airflow_provider_kraken_s3.operators.raw_file_backup import RawFileS3BackupOperator
-from airflow_provider_kraken_s3.parts import MIB
+from airflow_provider_kraken_s3.records import store
+from airflow_provider_kraken_s3.records.models import BackupStatus
 from airflow_provider_kraken_s3.sensors.backup_verified import S3BackupVerifiedSensor
 from airflow_provider_kraken_s3.triggers.backup_verified import BackupVerifiedTrigger
-from airflow_provider_kraken_s3.verification import DISAGREES_PREFIX
 from tests.conftest import aws_connection_json
 from tests.conftest_mongo import insert_raw_file
 

@@ -11,9 +11,9 @@ import pytest
 from airflow.triggers.base import BaseTrigger
 
 import airflow_provider_kraken_s3.triggers.backup_verified as trigger_module
-from airflow_provider_kraken_s3 import store
+from airflow_provider_kraken_s3.core.verdict import DISAGREES_PREFIX
+from airflow_provider_kraken_s3.records import store
 from airflow_provider_kraken_s3.triggers.backup_verified import CLASSPATH, BackupVerifiedTrigger
-from airflow_provider_kraken_s3.verification import DISAGREES_PREFIX
 from tests.sensors.test_backup_verified import PART, etag_of, run_backup, stage_raw_file
 
 

@@ -1,0 +1,262 @@
+"""What to do about one file, given what S3 holds: the one place where proof is decided.
+
+The invariant, in the words the code follows:
+
+    **Proof** is what S3 computed from the bytes it received (the object's ETag), equal to what we computed
+    from the bytes we read and sent, and those bytes match the inventory (its MD5, or its precomputed
+    ``"<etag>__<MiB>"``, which alphakraken computes in the same instrument read as the MD5).
+
+Object metadata (``kraken-md5``, ``kraken-part-size``), an mtime or a record we wrote are *hints*: a hint may
+say which part size to hash with, never that the bytes are right. So an object is proven without reading
+the local file only when
+
+- its ETag equals the inventory's precomputed ETag and its size the inventory's size, or
+- it is a single-part object (its ETag *is* the MD5 of its bytes) whose ETag equals the inventory MD5.
+
+Otherwise the local file has to be hashed (at the object's part size, from a hint) and both digests compared,
+or the object is uploaded. The operator (:func:`decide`), the post-hash step (:func:`after_hashing`) and the
+sensor (:func:`judge`) share :func:`prove`, so they can never disagree about the same object.
+
+Pure module: no Airflow, no boto3, no I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from airflow_provider_kraken_s3.core.etag import etag_part_count, normalize_etag
+
+#: User metadata we write on multipart objects whose whole-file MD5 was verified before completion.
+META_PART_SIZE = "kraken-part-size"
+META_MD5 = "kraken-md5"
+
+_MIB = 1024**2
+_MIN_PART_MIB = 5
+_MD5_ETAG = re.compile(r"[0-9a-f]{32}(-[1-9][0-9]{0,4})?")
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What the inventory says one file is: its size, its MD5 and, if precomputed, its ETag and part size."""
+
+    size: int
+    md5: str | None  # None only for a plain upload without an inventory (the hook used directly)
+    etag: str | None = None
+    part_size: int | None = None
+
+
+@dataclass(frozen=True)
+class RemoteObject:
+    """What HEAD returned for an existing object. ``metadata`` is user metadata: hints only."""
+
+    etag: str
+    size: int
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def is_multipart(self) -> bool:
+        return etag_part_count(self.etag) is not None
+
+    @property
+    def etag_is_md5_based(self) -> bool:
+        """False for ETags that are not MD5-derived (SSE-KMS, SSE-C, some stores): nothing can be proven."""
+        return bool(_MD5_ETAG.fullmatch(normalize_etag(self.etag)))
+
+    def meta(self, name: str) -> str | None:
+        for key, value in self.metadata.items():
+            if key.lower() == name:
+                return str(value).strip().lower()
+        return None
+
+    @property
+    def part_size_hint(self) -> int | None:
+        """The part size our metadata claims: a hint of which part size to hash the local file with."""
+        value = self.meta(META_PART_SIZE) or ""
+        return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def prove(remote: RemoteObject, expected: Expectation) -> str | None:
+    """Why ``remote`` is proven to hold the inventory's bytes without reading them, or None if it is not."""
+    if remote.size != expected.size or not remote.etag_is_md5_based:
+        return None
+    etag = normalize_etag(remote.etag)
+    if expected.etag is not None and etag == normalize_etag(expected.etag):
+        return "S3's ETag and size equal the inventory's"
+    if not remote.is_multipart and etag == expected.md5:
+        return "S3's ETag of this single-part object (the MD5 of its bytes) equals the inventory MD5"
+    return None
+
+
+def metadata_notes(remote: RemoteObject, expected: Expectation) -> list[str]:
+    """Hints that contradict the inventory: worth a warning, never a verdict."""
+    claimed = remote.meta(META_MD5)
+    if claimed is not None and expected.md5 is not None and claimed != expected.md5:
+        return [
+            f"metadata {META_MD5}={claimed} contradicts the inventory MD5 {expected.md5}; ignored (metadata is "
+            "a hint, the ETag is the proof)"
+        ]
+    return []
+
+
+class Action(str, enum.Enum):
+    """What the engine does with one file."""
+
+    SKIP = "skip"  # proven in S3 already: nothing is read or sent
+    UPLOAD = "upload"  # nothing there: upload and prove
+    HASH_FIRST = "hash_first"  # something there that only the local bytes can prove or disprove
+    REPLACE = "replace"  # something else there: upload a verified copy over it (a versioned bucket keeps it)
+    REFUSE = "refuse"  # neither proven nor safe to replace: a person decides
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str
+    #: HASH_FIRST: the part size to hash the local file with. REPLACE: the ETag being replaced.
+    part_size: int | None = None
+    replaced_etag: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+def decide(
+    remote: RemoteObject | None,
+    expected: Expectation,
+    *,
+    versioned: bool,
+    part_size_hint: int | None = None,
+) -> Decision:
+    """The upload decision for one file, from HEAD alone.
+
+    :param versioned: whether the bucket keeps old versions; without it, replacing would destroy whatever is
+        there, so a differing object is refused rather than overwritten.
+    :param part_size_hint: the object's part size when S3 told us (HEAD ``partNumber=1``); our metadata's
+        ``kraken-part-size`` is used when this is None. Only used to choose how to hash the local file.
+    """
+    if remote is None:
+        return Decision(Action.UPLOAD, "not in S3 yet")
+    notes = tuple(metadata_notes(remote, expected))
+    proof = prove(remote, expected)
+    if proof is not None:
+        return Decision(Action.SKIP, f"already in S3: {proof}", notes=notes)
+    if not remote.etag_is_md5_based:
+        return Decision(
+            Action.REFUSE,
+            f"an object with ETag {remote.etag} exists; that ETag is not MD5-based (SSE-KMS or a store with "
+            "other ETags), so it can neither be proven equal nor safely replaced. Check the object and the "
+            "bucket's encryption (use SSE-S3), then move it away and re-run.",
+            notes=notes,
+        )
+    if remote.size == expected.size and not remote.is_multipart and expected.md5 is None:
+        # Nothing known about the local file: its MD5 (one read) is what the object's ETag must equal.
+        whole_file = max(-(-expected.size // _MIB), _MIN_PART_MIB) * _MIB
+        return Decision(
+            Action.HASH_FIRST,
+            f"an object of the same size exists with ETag {remote.etag}; hashing the local file to compare",
+            part_size=whole_file,
+            notes=notes,
+        )
+    if remote.size == expected.size and remote.is_multipart:
+        hint = part_size_hint or remote.part_size_hint
+        if hint is not None and hint == expected.part_size:
+            # Same part size as the inventory's ETag, other ETag: the difference is already shown.
+            difference = (
+                f"its ETag {remote.etag} differs from the inventory's {expected.etag} at the same part size"
+            )
+            return _replace_or_refuse(remote, expected, versioned, notes, difference)
+        if hint is not None:
+            return Decision(
+                Action.HASH_FIRST,
+                f"an object of the same size exists with ETag {remote.etag}; hashing the local file at its "
+                f"part size ({hint} bytes) to compare",
+                part_size=hint,
+                notes=notes,
+            )
+    return _replace_or_refuse(
+        remote, expected, versioned, notes, _difference(remote, expected, part_size_hint)
+    )
+
+
+def after_hashing(
+    remote: RemoteObject,
+    expected: Expectation,
+    *,
+    local_etag: str,
+    local_md5: str,
+    versioned: bool,
+) -> Decision:
+    """The decision once the local file was hashed at the object's part size (after ``HASH_FIRST``).
+
+    The local MD5 must be the inventory's first: otherwise the local copy is not the acquired file and
+    proves nothing (and must never replace anything).
+    """
+    if expected.md5 is not None and local_md5 != expected.md5:
+        return Decision(
+            Action.REFUSE,
+            f"the local file has MD5 {local_md5}, the inventory says {expected.md5}: the local copy is not the "
+            "acquired file. Nothing was uploaded; restore it from the instrument.",
+        )
+    if normalize_etag(local_etag) == normalize_etag(remote.etag):
+        return Decision(
+            Action.SKIP,
+            "already in S3: S3's ETag equals the ETag of the local bytes at the object's part size, and those "
+            "bytes have the inventory MD5",
+        )
+    difference = f"its ETag {remote.etag} differs from the local file's {local_etag} at the same part size"
+    return _replace_or_refuse(remote, expected, versioned, (), difference)
+
+
+def _difference(remote: RemoteObject, expected: Expectation, part_size_hint: int | None) -> str:
+    """Words for what was *shown* to differ; "cannot be compared" when nothing was."""
+    if remote.size != expected.size:
+        return f"it has {remote.size} bytes, the inventory {expected.size}"
+    if not remote.is_multipart:
+        return f"its ETag {remote.etag} (the MD5 of its bytes) differs from the inventory MD5 {expected.md5}"
+    if expected.etag is not None and part_size_hint is None and remote.part_size_hint is None:
+        return (
+            f"its ETag {remote.etag} differs from the inventory's {expected.etag}, and its part size is unknown, "
+            "so it cannot be compared with the local file"
+        )
+    return f"it cannot be compared with the local file (ETag {remote.etag}, part size unknown)"
+
+
+def _replace_or_refuse(
+    remote: RemoteObject, expected: Expectation, versioned: bool, notes: tuple[str, ...], difference: str
+) -> Decision:
+    if not versioned:
+        return Decision(
+            Action.REFUSE,
+            f"an object exists where this file belongs and {difference}; the bucket does not keep old versions, "
+            "so replacing it would destroy it. Enable versioning on the bucket (or move the object away), then "
+            "re-run.",
+            notes=notes,
+        )
+    return Decision(
+        Action.REPLACE,
+        f"an object exists and {difference}; it is replaced only by a verified upload (the bucket keeps the old "
+        "version)",
+        replaced_etag=normalize_etag(remote.etag),
+        notes=notes,
+    )
+
+
+class Verdict(str, enum.Enum):
+    """The sensor's view of one recorded object."""
+
+    PROVEN = "proven"
+    MISSING = "missing"
+    DIFFERS = "differs"
+
+
+def judge(remote: RemoteObject | None, expected: Expectation) -> tuple[Verdict, str]:
+    """Is a recorded object still proven in S3? The same rule as the upload's skip (:func:`prove`)."""
+    if remote is None:
+        return Verdict.MISSING, "object missing"
+    proof = prove(remote, expected)
+    if proof is not None:
+        return Verdict.PROVEN, proof
+    found = f"ETag {normalize_etag(remote.etag)}, {remote.size} bytes"
+    wanted = f"ETag {normalize_etag(expected.etag or expected.md5)}, {expected.size} bytes"
+    return Verdict.DIFFERS, f"expected {wanted}, found {found}"

@@ -1,0 +1,257 @@
+"""Backup settings: explicit operator arguments first, then the alphakraken YAML, then defaults.
+
+The YAML shape follows alphakraken's ``envs/alphakraken.{env}.yaml``::
+
+    backup:
+      backup_type: s3          # or "local"
+      s3:
+        region: eu-central-1
+        bucket_prefix: alphakraken   # buckets are "alphakraken-{project_id}"
+
+Everything is checked here, before any byte is read or sent, so a typo fails the task at once with a
+message naming the setting, instead of surfacing as a confusing S3 error hours into an upload.
+
+Pure module (stdlib + pyyaml).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from airflow_provider_kraken_s3.core.errors import InvalidInputError
+from airflow_provider_kraken_s3.core.naming import check_bucket_prefix
+from airflow_provider_kraken_s3.core.parts import (
+    DEFAULT_PART_SIZE,
+    MAX_PART_SIZE,
+    MIN_PART_SIZE,
+    check_part_size,
+)
+
+__all__ = [
+    "BACKUP_TYPES",
+    "DEFAULT_PART_SIZE",
+    "MAX_PART_SIZE",
+    "MIN_PART_SIZE",
+    "BackupSettings",
+    "check_part_size",
+    "is_templated",
+    "load_settings_file",
+    "parse_settings_mapping",
+    "resolve_settings",
+    "validate_arguments",
+]
+
+BACKUP_TYPES: tuple[str, ...] = ("local", "s3")
+DEFAULT_BACKUP_TYPE = "s3"
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    """The resolved, validated settings of one backup; constructing one checks it."""
+
+    backup_type: str
+    bucket_prefix: str | None
+    region_name: str | None
+    part_size: int
+
+    def __post_init__(self) -> None:
+        _check_backup_type(self.backup_type, "backup_type")
+        if self.bucket_prefix is not None:
+            _check_string(self.bucket_prefix, "bucket_prefix")
+        if self.region_name is not None:
+            _check_region(self.region_name, "region_name")
+        check_part_size(self.part_size)
+        if self.backup_type == "s3":
+            if self.bucket_prefix is None:
+                raise InvalidInputError(
+                    "backup_type is 's3' but no bucket prefix is set; pass bucket_prefix= to the "
+                    "operator or set backup.s3.bucket_prefix in the YAML settings"
+                )
+            check_bucket_prefix(self.bucket_prefix)
+
+
+def is_templated(value: object) -> bool:
+    """True for a string Airflow has yet to render (``"{{ var.value.x }}"``); it is checked once rendered."""
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def _check_backup_type(value: object, where: str) -> str:
+    if not isinstance(value, str) or value not in BACKUP_TYPES:
+        valid = " or ".join(repr(t) for t in BACKUP_TYPES)
+        raise InvalidInputError(f"{where} must be {valid}, got {value!r}; set it to one of these values")
+    return value
+
+
+def _check_string(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidInputError(
+            f"{where} must be a string, got {type(value).__name__} {value!r}; write it as text"
+        )
+    return value
+
+
+def _check_region(value: object, where: str) -> str:
+    """Light check only: S3-compatible stores accept region names that AWS does not have."""
+    region = _check_string(value, where)
+    if not region or region != region.strip() or any(c.isspace() or not c.isprintable() for c in region):
+        raise InvalidInputError(
+            f"{where} {region!r} is empty or contains whitespace; set a region name such as 'eu-central-1' "
+            "or leave it unset to use the AWS default"
+        )
+    return region
+
+
+def _optional_mapping(value: object, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(
+            f"{where} must be a mapping (YAML 'key: value' entries), got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _optional_string(section: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = section.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInputError(
+            f"{where} must be a string, got {type(value).__name__} {value!r}; quote it in the YAML"
+        )
+    return value
+
+
+def parse_settings_mapping(data: Mapping[str, Any] | None) -> dict[str, str | None]:
+    """Read the ``backup`` section of loaded YAML into ``backup_type``, ``bucket_prefix``, ``region_name``.
+
+    Missing sections and keys give ``None`` (the YAML may configure other things only); wrong types are
+    errors naming the YAML key path. Values are checked by :func:`resolve_settings`, not here, so that an
+    explicit argument can still override a bad YAML value.
+    """
+    top = _optional_mapping(data, "the settings (top level)")
+    backup = _optional_mapping(top.get("backup"), "backup")
+    s3 = _optional_mapping(backup.get("s3"), "backup.s3")
+    return {
+        "backup_type": _optional_string(backup, "backup_type", "backup.backup_type"),
+        "bucket_prefix": _optional_string(s3, "bucket_prefix", "backup.s3.bucket_prefix"),
+        "region_name": _optional_string(s3, "region", "backup.s3.region"),
+    }
+
+
+def load_settings_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a YAML settings file with ``yaml.safe_load``; an empty file is an empty mapping.
+
+    Returns the whole document (other tools' sections included); pass it to :func:`parse_settings_mapping`.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except FileNotFoundError:
+        raise InvalidInputError(
+            f"settings file {os.fspath(path)!r} does not exist; fix settings_path or create the file"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(
+            f"settings file {os.fspath(path)!r} cannot be read ({exc}); fix settings_path or the file's "
+            "permissions and encoding (UTF-8)"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise InvalidInputError(
+            f"settings file {os.fspath(path)!r} is not valid YAML: {exc}; fix the YAML syntax"
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InvalidInputError(
+            f"settings file {os.fspath(path)!r} must contain a YAML mapping at the top level, got "
+            f"{type(data).__name__}; start it with 'backup:'"
+        )
+    return data
+
+
+def resolve_settings(
+    *,
+    backup_type: str | None = None,
+    bucket_prefix: str | None = None,
+    region_name: str | None = None,
+    part_size: int | None = None,
+    settings_path: str | os.PathLike[str] | None = None,
+) -> BackupSettings:
+    """Merge explicit arguments (win), the YAML at ``settings_path`` and defaults into checked settings.
+
+    Defaults: ``backup_type`` "s3" (this provider exists to back up to S3), ``part_size``
+    :data:`DEFAULT_PART_SIZE`, ``region_name`` None (boto3's own default chain). ``bucket_prefix`` has no
+    default: guessing it could send a project's data into someone else's bucket.
+    """
+    from_yaml: dict[str, str | None] = {"backup_type": None, "bucket_prefix": None, "region_name": None}
+    if settings_path is not None:
+        document = load_settings_file(settings_path)
+        try:
+            from_yaml = parse_settings_mapping(document)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"settings file {os.fspath(settings_path)!r}: {exc}") from None
+    source = f" in settings file {os.fspath(settings_path)!r}" if settings_path is not None else ""
+
+    def pick(name: str, explicit: Any, yaml_key: str) -> tuple[Any, str]:
+        if explicit is not None:
+            return explicit, name
+        return from_yaml[name], f"{yaml_key}{source}"
+
+    chosen_type, type_where = pick("backup_type", backup_type, "backup.backup_type")
+    if chosen_type is None:
+        chosen_type = DEFAULT_BACKUP_TYPE
+    _check_backup_type(chosen_type, type_where)
+    prefix, prefix_where = pick("bucket_prefix", bucket_prefix, "backup.s3.bucket_prefix")
+    if prefix is not None and chosen_type == "s3" and bucket_prefix is None:
+        try:  # BackupSettings checks it too, but could not say that the value came from the YAML
+            check_bucket_prefix(prefix)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{prefix_where}: {exc}") from None
+    region, region_where = pick("region_name", region_name, "backup.s3.region")
+    if region is not None:
+        _check_region(region, region_where)
+    return BackupSettings(
+        backup_type=chosen_type,
+        bucket_prefix=prefix,
+        region_name=region,
+        part_size=part_size if part_size is not None else DEFAULT_PART_SIZE,
+    )
+
+
+def validate_arguments(
+    *,
+    backup_type: object = None,
+    bucket_prefix: object = None,
+    region_name: object = None,
+    part_size: object = None,
+    settings_path: object = None,
+) -> None:
+    """Check operator arguments at DAG-parse time, without reading files or contacting anything.
+
+    Only what is already known is checked: ``None`` (to come from the YAML) and templated strings
+    (``"{{ ... }}"``, rendered later by Airflow) are skipped; :func:`resolve_settings` checks the
+    final values when the task runs. Whether a bucket prefix is needed is left to run time too, since
+    the YAML may supply it.
+    """
+    if backup_type is not None and not is_templated(backup_type):
+        _check_backup_type(backup_type, "backup_type")
+    if bucket_prefix is not None and not is_templated(bucket_prefix):
+        check_bucket_prefix(_check_string(bucket_prefix, "bucket_prefix"))
+    if region_name is not None and not is_templated(region_name):
+        _check_region(region_name, "region_name")
+    if part_size is not None and not is_templated(part_size):
+        check_part_size(part_size)
+    if settings_path is not None and not is_templated(settings_path):
+        if isinstance(settings_path, os.PathLike):
+            settings_path = os.fspath(settings_path)
+        if not isinstance(settings_path, str) or not settings_path:
+            raise InvalidInputError(
+                f"settings_path must be a non-empty path string, got {settings_path!r}; pass the path of "
+                "the alphakraken YAML file or leave it unset"
+            )

@@ -1,0 +1,109 @@
+"""One owner per RawFile backup at a time: a lease naming the attempt, with an expiry it renews while it works.
+
+An attempt *claims* the record atomically (free, expired, or already its own); a second attempt finds it
+held and backs off (:class:`LeaseHeldError`, transient: Airflow retries it later). While the upload runs, a
+:class:`LeaseKeeper` renews the expiry; if a renewal finds the lease gone (it expired while the worker was
+frozen, and another attempt took it), the keeper cancels the upload, and every later write of this attempt
+is refused by its filter. A worker killed with SIGKILL renews nothing: its lease simply expires, and the next
+attempt claims it and resumes the stored multipart uploads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from airflow_provider_kraken_s3.core.errors import LeaseHeldError, LeaseLostError
+from airflow_provider_kraken_s3.records import store
+
+log = logging.getLogger(__name__)
+
+#: Long enough to survive a stalled NFS read or a slow MongoDB; short enough that a killed worker's backup
+#: is picked up by the next retry (Airflow's default retry delay is 5 minutes).
+DEFAULT_TTL = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """Who is backing up: a readable label (task and try) plus a unique suffix, and the lease length."""
+
+    owner: str
+    ttl: timedelta = DEFAULT_TTL
+
+    @classmethod
+    def new(cls, label: str, ttl: timedelta = DEFAULT_TTL) -> Attempt:
+        return cls(owner=f"{label}#{uuid.uuid4().hex[:12]}", ttl=ttl)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def claim(raw_file_id: str, attempt: Attempt) -> None:
+    """Take the lease, or raise :class:`LeaseHeldError` naming the holder and its expiry."""
+    now = _now()
+    claimed = store.update_where(
+        raw_file_id,
+        "claiming the backup",
+        {
+            "$or": [
+                {"s3_lease_owner": None},
+                {"s3_lease_expires_at": {"$lt": now}},
+                {"s3_lease_owner": attempt.owner},
+            ]
+        },
+        {"$set": {"s3_lease_owner": attempt.owner, "s3_lease_expires_at": now + attempt.ttl}},
+    )
+    if claimed:
+        return
+    holder = store.read_fields(raw_file_id, "s3_lease_owner", "s3_lease_expires_at")
+    raise LeaseHeldError(
+        f"the backup of raw file {raw_file_id!r} is being done by attempt {holder.get('s3_lease_owner')!r} "
+        f"(lease until {holder.get('s3_lease_expires_at')} UTC); this attempt does not upload the same files "
+        "concurrently and will be retried."
+    )
+
+
+def renew(raw_file_id: str, attempt: Attempt) -> None:
+    """Push the expiry forward; :class:`LeaseLostError` if the lease is no longer ours."""
+    store.owned_update(
+        raw_file_id,
+        attempt.owner,
+        "renewing the lease",
+        {"$set": {"s3_lease_expires_at": _now() + attempt.ttl}},
+    )
+
+
+class LeaseKeeper:
+    """Renews the lease every third of its length while the upload runs; on loss, sets ``cancel``."""
+
+    def __init__(self, raw_file_id: str, attempt: Attempt, cancel: threading.Event) -> None:
+        self.raw_file_id = raw_file_id
+        self.attempt = attempt
+        self.cancel = cancel
+        self.lost: LeaseLostError | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kraken-lease", daemon=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        interval = self.attempt.ttl.total_seconds() / 3
+        while not self._stop.wait(interval):
+            try:
+                renew(self.raw_file_id, self.attempt)
+            except LeaseLostError as error:
+                self.lost = error
+                self.cancel.set()
+                return
+            except Exception as error:  # MongoDB blip: try again next round, the lease has time left
+                log.warning("could not renew the lease on %s: %s", self.raw_file_id, error)

@@ -1,0 +1,360 @@
+"""Reads and writes of alphakraken ``RawFile`` documents: the provider's only contact with MongoDB.
+
+Rules every function here follows, and why:
+
+- **Atomic updates only** (``update_one(set__...)``), never ``save()`` of a loaded document. alphakraken's
+  own DAGs update the same documents concurrently; a read-modify-write would put back whatever they changed
+  in between, and a whole-document save would drop fields this provider's model does not declare.
+- **Dict fields with dotted keys are written whole** (``set__file_info=...``). A ``$set`` on a path such as
+  ``file_info.x.raw`` would be read by MongoDB as nested keys ``x`` → ``raw``.
+- **Connection trouble becomes** :class:`MongoUnavailableError` (transient: Airflow retries the task);
+  a missing document becomes :class:`RawFileNotFoundError` (permanent: a person must look).
+
+Call ``KrakenMongoHook(...).connect()`` first; the functions use the ``kraken_s3`` mongoengine alias.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import mongoengine
+from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError
+
+from airflow_provider_kraken_s3.core.errors import (
+    IntegrityError,
+    InvalidInputError,
+    LeaseLostError,
+    MongoUnavailableError,
+    PermanentBackupError,
+    RawFileNotFoundError,
+)
+from airflow_provider_kraken_s3.records.models import (
+    KRAKEN_DB_ALIAS,
+    RAW_FILE_COLLECTION,
+    BackupStatus,
+    RawFile,
+)
+
+log = logging.getLogger(__name__)
+
+# All are ConnectionFailure subclasses; listed so a reader sees which driver errors count as "retry later".
+_CONNECTION_ERRORS = (ServerSelectionTimeoutError, NetworkTimeout, AutoReconnect, ConnectionFailure)
+
+#: Longest ``s3_backup_details`` stored. The field is read by people; a full traceback or a list of many
+#: failed parts would bloat every RawFile read, so longer texts keep their start and end.
+DETAILS_MAX_LENGTH = 4000
+
+
+def _now() -> datetime:
+    """Timestamp for ``s3_backup_updated_at``: timezone-aware UTC (MongoDB stores UTC)."""
+    return datetime.now(timezone.utc)
+
+
+def _clip(details: str) -> str:
+    """Keep details readable and bounded; the middle of an over-long message is the least useful part."""
+    details = str(details)
+    if len(details) <= DETAILS_MAX_LENGTH:
+        return details
+    marker = " […] "
+    keep = (DETAILS_MAX_LENGTH - len(marker)) // 2
+    return details[:keep] + marker + details[-keep:]
+
+
+def _check_id(raw_file_id: str) -> None:
+    """Reject ids that cannot name a document, before they turn into confusing database errors."""
+    if not isinstance(raw_file_id, str) or not raw_file_id:
+        raise InvalidInputError(f"RawFile id must be a non-empty string, got {raw_file_id!r}.")
+
+
+def _check_dict_keys(name: str, value: Mapping[str, Any]) -> None:
+    """Keys become MongoDB field names: they must be strings and may not start with ``$``."""
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(f"{name} must be a dict, got {type(value).__name__}.")
+    for key in value:
+        if not isinstance(key, str) or not key or key.startswith("$"):
+            raise InvalidInputError(
+                f"{name} has an invalid key {key!r} (must be a string not starting with '$')."
+            )
+
+
+def _normalise_file_info(file_info: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
+    """Validate ``file_info`` entries (``[size, md5]`` or ``[size, md5, etag_info]``) and make them lists."""
+    _check_dict_keys("file_info", file_info)
+    normalised: dict[str, list[Any]] = {}
+    for path, entry in file_info.items():
+        if isinstance(entry, str | bytes) or not isinstance(entry, Sequence) or len(entry) not in (2, 3):
+            raise InvalidInputError(
+                f"file_info[{path!r}] must be [size, md5] or [size, md5, etag_info], got {entry!r}."
+            )
+        normalised[path] = list(entry)
+    return normalised
+
+
+def _check_field(field_name: str, value: Any) -> None:
+    """Apply the model's own field validation (e.g. the 1024-character key limit) to one value.
+
+    ``update_one`` does not validate, so without this a too-long value would be stored silently.
+    """
+    try:
+        RawFile._fields[field_name].validate(value)
+    except mongoengine.ValidationError as err:
+        raise InvalidInputError(f"Invalid value for RawFile.{field_name}: {err}") from err
+
+
+def _database_name() -> str:
+    """Name of the database our alias points at, for error messages (best effort)."""
+    try:
+        return RawFile._get_db().name
+    except Exception:  # only decorates a message; never hide the original problem
+        return "?"
+
+
+@contextlib.contextmanager
+def _mongo_errors(action: str, raw_file_id: str) -> Iterator[None]:
+    """Translate driver and mongoengine connection errors into the provider's error classes."""
+    try:
+        yield
+    except _CONNECTION_ERRORS as err:
+        raise MongoUnavailableError(
+            f"MongoDB unavailable while {action} for raw file {raw_file_id!r}: {err}. The task will be retried."
+        ) from err
+    except mongoengine.connection.ConnectionFailure as err:
+        raise PermanentBackupError(
+            f"mongoengine alias {KRAKEN_DB_ALIAS!r} is not connected while {action} for raw file "
+            f"{raw_file_id!r}; call KrakenMongoHook(...).connect() first ({err})."
+        ) from err
+
+
+def _not_found(raw_file_id: str) -> RawFileNotFoundError:
+    return RawFileNotFoundError(
+        f"No RawFile {raw_file_id!r} in collection {RAW_FILE_COLLECTION!r} of database "
+        f"{_database_name()!r}; check the id (alphakraken may have prefixed it after a name collision)."
+    )
+
+
+def _update(raw_file_id: str, action: str, **updates: Any) -> None:
+    """One atomic ``update_one`` on an existing document; unknown fields stay untouched."""
+    _check_id(raw_file_id)
+    with _mongo_errors(action, raw_file_id):
+        result = RawFile.objects(id=raw_file_id).update_one(upsert=False, full_result=True, **updates)
+    if result.matched_count == 0:
+        raise _not_found(raw_file_id)
+    log.debug("RawFile %r: %s (%s).", raw_file_id, action, ", ".join(sorted(updates)))
+
+
+def get_raw_file(raw_file_id: str) -> RawFile:
+    """Load one RawFile (read-only use: never ``save()`` it, see the module docstring)."""
+    _check_id(raw_file_id)
+    with _mongo_errors("reading the document", raw_file_id):
+        raw_file = RawFile.objects(id=raw_file_id).first()
+    if raw_file is None:
+        raise _not_found(raw_file_id)
+    return raw_file
+
+
+def update_where(
+    raw_file_id: str, action: str, condition: Mapping[str, Any], update: Mapping[str, Any]
+) -> bool:
+    """One atomic ``update_one`` on the document if it also matches ``condition``; False if it does not.
+
+    Raw pymongo on purpose: these are the writes whose filter is the point, and mongoengine's query
+    language would hide it.
+    """
+    _check_id(raw_file_id)
+    with _mongo_errors(action, raw_file_id):
+        result = RawFile._get_collection().update_one({"_id": raw_file_id, **condition}, dict(update))
+        if result.matched_count:
+            log.debug("RawFile %r: %s.", raw_file_id, action)
+            return True
+        if RawFile._get_collection().count_documents({"_id": raw_file_id}, limit=1) == 0:
+            raise _not_found(raw_file_id)
+    return False
+
+
+def read_fields(raw_file_id: str, *fields: str) -> dict[str, Any]:
+    """The named fields of one document, as stored (for messages and compare-and-swap)."""
+    _check_id(raw_file_id)
+    with _mongo_errors("reading the document", raw_file_id):
+        document = RawFile._get_collection().find_one({"_id": raw_file_id}, {name: 1 for name in fields})
+    if document is None:
+        raise _not_found(raw_file_id)
+    return document
+
+
+def owned_update(
+    raw_file_id: str, owner: str, action: str, update: Mapping[str, Any], **condition: Any
+) -> None:
+    """An update that only the attempt holding the lease may make; :class:`LeaseLostError` otherwise."""
+    if not update_where(raw_file_id, action, {"s3_lease_owner": owner, **condition}, update):
+        _check_owner(raw_file_id, owner, action)
+
+
+def _check_owner(raw_file_id: str, owner: str, action: str) -> None:
+    holder = read_fields(raw_file_id, "s3_lease_owner").get("s3_lease_owner")
+    if holder != owner:
+        raise LeaseLostError(
+            f"not {action} for raw file {raw_file_id!r}: this attempt ({owner}) no longer owns its backup "
+            f"(now {holder!r}); a newer attempt's outcome stands."
+        )
+
+
+def _released(**fields: Any) -> dict[str, Any]:
+    """A final write: the given fields, a fresh timestamp, and the lease given back."""
+    return {
+        "$set": {**fields, "s3_backup_updated_at": _now()},
+        "$unset": {"s3_lease_owner": "", "s3_lease_expires_at": ""},
+    }
+
+
+def mark_in_progress(raw_file_id: str, owner: str, details: str) -> None:
+    """Record that this attempt is uploading (written only when there is something to upload)."""
+    owned_update(
+        raw_file_id,
+        owner,
+        "marking the upload in progress",
+        {
+            "$set": {
+                "backup_status": BackupStatus.IN_PROGRESS,
+                "s3_backup_details": _clip(details),
+                "s3_backup_updated_at": _now(),
+            }
+        },
+    )
+
+
+def record_upload(raw_file_id: str, owner: str, entry: Mapping[str, Any]) -> None:
+    """Remember one file's multipart upload (replacing that file's earlier entry), others untouched."""
+    for name in ("path", "key", "upload_id", "part_size", "expect"):
+        if not entry.get(name):
+            raise InvalidInputError(f"upload entry {dict(entry)!r} has no {name}")
+    forget_upload(raw_file_id, owner, entry["path"])
+    owned_update(raw_file_id, owner, "recording a multipart upload", {"$push": {"s3_uploads": dict(entry)}})
+
+
+def forget_upload(raw_file_id: str, owner: str, path: str) -> None:
+    """Drop one file's multipart upload entry (completed, aborted or vanished)."""
+    owned_update(
+        raw_file_id, owner, "forgetting a multipart upload", {"$pull": {"s3_uploads": {"path": path}}}
+    )
+
+
+def mark_done(
+    raw_file_id: str,
+    owner: str,
+    *,
+    bucket: str,
+    backup_key: str,
+    etag: str,
+    verified: Mapping[str, tuple[int, str, str]],
+    details: str,
+) -> None:
+    """Record a verified backup in one atomic update that also gives the lease back.
+
+    ``verified`` maps each file_info path to the ``(size, md5, "<etag>__<MiB>")`` it was verified as. Only
+    those entries' third elements are written, by compare-and-swap on ``file_info`` as it is now: a file
+    alphakraken added meanwhile stays, and an entry whose size or MD5 changed meanwhile (the inventory was
+    redone) refuses the write, since what was verified is no longer what the record describes.
+    """
+    _check_field("s3_bucket", bucket)
+    _check_field("s3_backup_key", backup_key)
+    _check_field("s3_etag", etag)
+    for _ in range(5):
+        current = read_fields(raw_file_id, "file_info").get("file_info") or {}
+        file_info = _with_etags(raw_file_id, current, verified)
+        update = _released(
+            backup_status=BackupStatus.DONE,
+            s3_bucket=bucket,
+            s3_backup_key=backup_key,
+            s3_etag=etag,
+            file_info=file_info,
+            s3_uploads=[],
+            s3_backup_details=_clip(details),
+        )
+        action = "marking the upload done"
+        if update_where(raw_file_id, action, {"s3_lease_owner": owner, "file_info": current}, update):
+            return
+        _check_owner(raw_file_id, owner, action)  # still ours: file_info changed meanwhile, so read it again
+    raise MongoUnavailableError(f"file_info of raw file {raw_file_id!r} kept changing; not marked done")
+
+
+def _with_etags(
+    raw_file_id: str, current: Mapping[str, Any], verified: Mapping[str, tuple[int, str, str]]
+) -> dict[str, Any]:
+    file_info = {path: list(entry) for path, entry in current.items()}
+    for path, (size, md5, etag_info) in verified.items():
+        entry = file_info.get(path)
+        if entry is None or len(entry) < 2 or entry[0] != size or str(entry[1]).lower() != md5:
+            raise IntegrityError(
+                f"file_info[{path!r}] of raw file {raw_file_id!r} is now {entry!r}, but [{size}, {md5!r}] was "
+                "verified: the inventory changed during the upload. Re-run the backup for the new inventory."
+            )
+        file_info[path] = [entry[0], entry[1], etag_info]
+    return file_info
+
+
+def mark_failed(raw_file_id: str, owner: str, details: str, *, bucket: str | None = None) -> None:
+    """Record this attempt's failure and give the lease back.
+
+    ``s3_uploads`` stay as they are: the next attempt resumes those multipart uploads.
+    """
+    fields: dict[str, Any] = {"backup_status": BackupStatus.FAILED, "s3_backup_details": _clip(details)}
+    if bucket is not None:
+        _check_field("s3_bucket", bucket)
+        fields["s3_bucket"] = bucket
+    owned_update(raw_file_id, owner, "marking the upload failed", _released(**fields))
+
+
+def release(raw_file_id: str, owner: str) -> None:
+    """Give the lease back without touching anything else (nothing was done, nothing went wrong)."""
+    owned_update(
+        raw_file_id,
+        owner,
+        "releasing the lease",
+        {"$unset": {"s3_lease_owner": "", "s3_lease_expires_at": ""}},
+    )
+
+
+def set_backup_status(raw_file_id: str, status: str) -> None:
+    """Set only ``backup_status`` (the local-copy path reports its progress this way)."""
+    if status not in BackupStatus.ALL:
+        raise InvalidInputError(
+            f"Unknown backup status {status!r}; expected one of {sorted(BackupStatus.ALL)}."
+        )
+    _update(raw_file_id, f"setting backup_status to {status!r}", set__backup_status=status)
+
+
+def register_raw_file(raw_file_id: str, *, project_id: str, instrument_id: str, size: int) -> None:
+    """Create the RawFile if it does not exist yet (alphakraken's instrument watcher does this).
+
+    An existing document is left exactly as it is (``$setOnInsert``), so re-running a DAG never resets it.
+    """
+    _check_id(raw_file_id)
+    with _mongo_errors("registering the raw file", raw_file_id):
+        RawFile._get_collection().update_one(
+            {"_id": raw_file_id},
+            {
+                "$setOnInsert": {
+                    "project_id": project_id,
+                    "instrument_id": instrument_id,
+                    "size": size,
+                    "created_at": _now(),
+                }
+            },
+            upsert=True,
+        )
+
+
+def record_local_copy(
+    raw_file_id: str, *, backup_base_path: str, file_info: Mapping[str, Sequence[Any]]
+) -> None:
+    """Record where the local copy lives and its inventory, in one atomic update."""
+    _update(
+        raw_file_id,
+        "recording the local copy",
+        set__backup_base_path=str(backup_base_path),
+        set__file_info=_normalise_file_info(file_info),
+    )

@@ -1,0 +1,284 @@
+"""The multipart half of a verified upload: parts in parallel, each proven as it returns, then completion.
+
+Runs for a :class:`~airflow_provider_kraken_s3.transfer.upload.VerifiedUpload` whose file is larger than one
+part. Every part streams from disk in 1 MiB blocks and is MD5-hashed on its first read; S3's ETag of the
+part must equal that MD5. Before completing, the ETag of all part MD5s must equal the inventory's ETag and,
+for ``[size, md5]`` inventories only, a whole-file MD5 (following the parts in the same read pass) must
+equal the inventory's MD5. Only integrity and local-file failures abort the upload; anything else keeps it,
+so the next attempt resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_kraken_s3.core.errors import (
+    BackupInterrupted,
+    IntegrityError,
+    KrakenBackupError,
+    S3ErrorKind,
+    UploadVanishedError,
+    should_abort_multipart,
+)
+from airflow_provider_kraken_s3.core.etag import etag_from_part_digests, normalize_etag
+from airflow_provider_kraken_s3.core.parts import Part, PartPlan
+from airflow_provider_kraken_s3.transfer.progress import ProgressReporter, kv
+from airflow_provider_kraken_s3.transfer.remote import RemotePart
+from airflow_provider_kraken_s3.transfer.streams import (
+    PartBody,
+    SequentialMd5,
+    UploadStopped,
+    check_unchanged,
+)
+
+if TYPE_CHECKING:
+    from airflow_provider_kraken_s3.transfer.upload import VerifiedUpload
+
+
+@dataclass
+class SentPart:
+    """One part in S3: its ETag (= our MD5 of it), its binary MD5, and whether an earlier attempt sent it."""
+
+    part: Part
+    etag: str
+    digest: bytes
+    reused: bool
+    crc32: str | None = None
+
+    def completed_part(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"ETag": self.etag, "PartNumber": self.part.number}
+        if self.crc32:
+            entry["ChecksumCRC32"] = self.crc32
+        return entry
+
+
+class MultipartSender:
+    """Send (or resume) one multipart upload and complete it only once it is proven."""
+
+    def __init__(
+        self, job: VerifiedUpload, plan: PartPlan, stat: os.stat_result, reporter: ProgressReporter
+    ) -> None:
+        self.job = job
+        self.plan = plan
+        self.stat = stat
+        self.reporter = reporter
+        self.upload_id: str | None = None
+        # The whole-file MD5 is paid for only when the inventory has no ETag to prove the parts against.
+        self.whole = SequentialMd5(job.path, plan) if job.expected_md5 and not job.expected_etag else None
+
+    def run(self) -> tuple[str, str | None, list[Part], int]:
+        """(ETag, whole-file MD5 if computed, parts sent now, parts reused)."""
+        job = self.job
+        self.upload_id, in_s3 = job.existing_parts(self.plan)
+        if self.upload_id is None:
+            self.upload_id = self._create()
+            self._record_new_id()
+        elif job.on_upload_id is not None:
+            job.on_upload_id(self.upload_id, self.plan.part_size)
+        try:
+            if self.whole is not None:
+                self.whole.start()
+            sent = self._send_parts(in_s3)
+            check_unchanged(job.path, self.stat)
+            etag = etag_from_part_digests([s.digest for s in sent], multipart=True)
+            md5 = self.whole.hexdigest() if self.whole is not None else None
+            self._prove(etag, md5)
+            self._complete(sent, etag)
+        except BaseException as error:
+            if self.whole is not None:
+                self.whole.stop()
+            self._after_failure(error)
+            raise
+        if job.on_upload_id is not None:
+            job.on_upload_id(None, self.plan.part_size)
+        if self.whole is not None and self.whole.reread_bytes:
+            job.log.info(
+                "whole-file MD5 re-read %d bytes from the page cache (each proven)", self.whole.reread_bytes
+            )
+        fresh = [s.part for s in sent if not s.reused]
+        return etag, md5, fresh, len(sent) - len(fresh)
+
+    def _record_new_id(self) -> None:
+        """Persist a new upload id before any part is sent; if that fails, nobody could ever resume the
+        upload, so it is aborted (it is ours and still empty) and the original error is raised."""
+        if self.job.on_upload_id is None:
+            return
+        try:
+            self.job.on_upload_id(self.upload_id, self.plan.part_size)
+        except BaseException as error:
+            self._abort(f"its id could not be recorded ({type(error).__name__}: {error})")
+            raise
+
+    def _create(self) -> str:
+        job = self.job
+        checksum = {"ChecksumAlgorithm": "CRC32"} if job.access.crc32_parts else {}
+        response = job.access.call(
+            "create_multipart_upload",
+            f"starting the upload of {job.target}",
+            Bucket=job.bucket,
+            Key=job.key,
+            Metadata=job.multipart_metadata(self.plan),
+            **checksum,
+        )
+        upload_id = response["UploadId"]  # type: ignore[index]
+        job.log.info("multipart upload started %s", kv(target=job.target, upload_id=upload_id))
+        return upload_id
+
+    def _prove(self, etag: str, md5: str | None) -> None:
+        job = self.job
+        if job.expected_etag is not None and etag != normalize_etag(job.expected_etag):
+            raise IntegrityError(
+                f"{job.path} was read with ETag {etag}, but {job.expected_etag} was expected: the local file "
+                f"differs from the inventory. The upload was not completed; {job.target} is unchanged."
+            )
+        if job.expected_md5 is not None and md5 is not None and md5 != job.expected_md5:
+            raise IntegrityError(
+                f"{job.path} was read with MD5 {md5}, but the inventory says {job.expected_md5}: the local file "
+                f"differs from the acquired one. The upload was not completed; {job.target} is unchanged."
+            )
+
+    def _complete(self, sent: list[SentPart], etag: str) -> None:
+        job = self.job
+        response = job.access.call(
+            "complete_multipart_upload",
+            f"completing {job.target}",
+            none_on={S3ErrorKind.NO_SUCH_UPLOAD},
+            Bucket=job.bucket,
+            Key=job.key,
+            UploadId=self.upload_id,
+            MultipartUpload={"Parts": [s.completed_part() for s in sent]},
+        )
+        if response is None:  # a retry of a completion whose first response was lost, or someone aborted it
+            if job.completed_elsewhere(etag, self.plan.file_size):
+                job.log.warning(
+                    "completing %s answered NoSuchUpload, but the object is there with ETag %s and %d bytes: "
+                    "the first completion landed and its response was lost",
+                    job.target,
+                    etag,
+                    self.plan.file_size,
+                )
+                return
+            raise UploadVanishedError(
+                f"multipart upload {self.upload_id} of {job.target} vanished before it was completed (aborted "
+                "by a lifecycle rule or by hand); the next attempt starts a new upload."
+            )
+        returned = normalize_etag(response.get("ETag", ""))
+        if returned and returned != etag:
+            raise IntegrityError(
+                f"S3 completed {job.target} with ETag {returned}, but the parts read locally give {etag}. "
+                "The object is corrupt; re-run the backup."
+            )
+
+    def _after_failure(self, error: BaseException) -> None:
+        """Abort only what can never become a true object; keep everything else for a resume."""
+        job = self.job
+        if isinstance(error, UploadVanishedError) or should_abort_multipart(error):
+            if not isinstance(error, UploadVanishedError):
+                self._abort(str(error))
+            if job.on_upload_id is not None:
+                job.on_upload_id(None, self.plan.part_size)
+            return
+        job.log.warning(
+            "upload of %s interrupted (%s: %s); multipart upload %s is kept so the next attempt resumes it",
+            job.target,
+            type(error).__name__,
+            error,
+            self.upload_id,
+        )
+
+    def _abort(self, reason: str) -> None:
+        job = self.job
+        try:
+            job.access.call(
+                "abort_multipart_upload",
+                f"aborting upload {self.upload_id} of {job.target}",
+                none_on={S3ErrorKind.NO_SUCH_UPLOAD, S3ErrorKind.NOT_FOUND},
+                Bucket=job.bucket,
+                Key=job.key,
+                UploadId=self.upload_id,
+            )
+            job.log.warning("aborted multipart upload %s of %s: %s", self.upload_id, job.target, reason)
+        except KrakenBackupError as error:  # never let cleanup hide the original error
+            job.log.warning(
+                "could not abort multipart upload %s of %s (%s); the bucket's lifecycle rule will remove it",
+                self.upload_id,
+                job.target,
+                error,
+            )
+
+    def _send_parts(self, in_s3: dict[int, RemotePart]) -> list[SentPart]:
+        """Hash and send (or re-check) every part on a bounded pool; stop all at the first failure."""
+        stop = threading.Event()
+        pool = ThreadPoolExecutor(max_workers=self.job.max_concurrency, thread_name_prefix="kraken-part")
+        futures: list[Future[SentPart]] = [
+            pool.submit(self._send_part, part, in_s3.get(part.number), stop) for part in self.plan.parts()
+        ]
+        try:
+            while True:
+                done, pending = wait(futures, timeout=1.0, return_when=FIRST_EXCEPTION)
+                failed = [f for f in done if not f.cancelled() and f.exception() is not None]
+                if failed:
+                    raise _first_real_error(failed)
+                if not pending:
+                    return [future.result() for future in futures]
+                if self.job.cancel.is_set():
+                    raise BackupInterrupted(
+                        f"upload of {self.job.target} stopped: the attempt was interrupted"
+                    )
+        finally:
+            # On any failure (ours, a task timeout, a lost lease) stop the other parts quickly.
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _send_part(self, part: Part, in_s3: RemotePart | None, stop: threading.Event) -> SentPart:
+        job = self.job
+        body = PartBody(
+            job.path,
+            part,
+            on_new_bytes=self.whole.offer if self.whole is not None else None,
+            on_progress=self.reporter.add,
+            should_stop=lambda: stop.is_set() or job.cancel.is_set(),
+        )
+        try:
+            if in_s3 is not None and in_s3.size == part.length:
+                body.drain()
+                if in_s3.etag == body.hexdigest():
+                    return SentPart(part, in_s3.etag, body.digest(), reused=True, crc32=in_s3.crc32)
+                job.log.info("part %d in S3 differs from the local part; sending it again", part.number)
+            body.seek(0)
+            try:
+                response = job.access.call(
+                    "upload_part",
+                    f"sending part {part.number} of {job.target}",
+                    Bucket=job.bucket,
+                    Key=job.key,
+                    UploadId=self.upload_id,
+                    PartNumber=part.number,
+                    Body=body,
+                    ContentLength=part.length,
+                )
+            except KrakenBackupError:
+                if stop.is_set() or isinstance(body.failure, UploadStopped):
+                    raise UploadStopped("stopped") from None
+                body.raise_failure()
+                raise
+            returned = normalize_etag(response["ETag"])  # type: ignore[index]
+            if returned != body.hexdigest():
+                raise IntegrityError(
+                    f"S3 acknowledged part {part.number} of {job.target} with ETag {returned}, but the bytes "
+                    f"read have MD5 {body.hexdigest()}: corrupted in transit or the file changed."
+                )
+            return SentPart(part, returned, body.digest(), reused=False, crc32=response.get("ChecksumCRC32"))  # type: ignore[union-attr]
+        finally:
+            body.close()
+
+
+def _first_real_error(failed: list[Future[SentPart]]) -> BaseException:
+    """The error that stopped the parts, not the ``UploadStopped`` of the parts it stopped."""
+    errors = [f.exception() for f in failed]
+    real = [e for e in errors if e is not None and not isinstance(e, UploadStopped)]
+    return real[0] if real else BackupInterrupted("the upload was stopped before every part was sent")
