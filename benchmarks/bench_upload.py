@@ -14,7 +14,15 @@ same file, against the same server, so that is all this script does.
 * Shared, small machines are noisy: each measurement waits for idle CPUs, counts the CPU seconds other
   processes used while it ran, and is redone (``--noisy-retries``, while ``--budget-s`` allows) if that
   exceeded ``NOISE_SHARE``. Medians use the undisturbed runs when there are any; the rest are flagged.
-* A fourth, informational row runs boto3 with the hook's own client config (no payload SHA256, no CRC32):
+* Three ways to call the hook, because they cost differently:
+  - plain ``upload_verified`` (no expectation): part MD5s only, the ETag S3 returns is checked against them;
+  - the operator's path, ``expected_etag`` (alphakraken's precomputed ``"<etag>__<MiB>"``) plus
+    ``expected_md5``: the part MD5s prove the bytes against the ETag, so no second whole-file MD5 is
+    computed. This is what every file with a precomputed ETag in its inventory costs;
+  - ``expected_md5`` alone, the legacy ``[size, md5]`` inventory: a whole-file MD5 in the same read pass,
+    on top of the part MD5s. Measured so its extra cost stays visible; the targets are not about it.
+  Both expectations are computed before any upload (from the hashing phase), never inside a measurement.
+* An informational row runs boto3 with the hook's own client config (no payload SHA256, no CRC32):
   boto3's defaults over plain HTTP hash every part twice more, so that row separates "our transfer loop"
   from "our client settings".
 
@@ -60,15 +68,21 @@ QUIET_CPU_PERCENT = 25.0
 #: A measurement is redone when other processes used more than this share of the machine's CPU during it.
 NOISE_SHARE = 0.10
 
-#: Measured upload methods, in table order. The first three are the ones the targets are about.
+#: Measured upload methods, in table order.
 HOOK = "upload_verified"
+HOOK_ETAG_MD5 = "upload_verified_etag_md5"
 HOOK_MD5 = "upload_verified_md5"
 BOTO3 = "boto3_upload_file"
 BOTO3_TUNED = "boto3_tuned"
-METHODS = (HOOK, HOOK_MD5, BOTO3, BOTO3_TUNED)
+METHODS = (HOOK, HOOK_ETAG_MD5, HOOK_MD5, BOTO3, BOTO3_TUNED)
+HOOK_METHODS = (HOOK, HOOK_ETAG_MD5, HOOK_MD5)
+#: The hook calls the targets are about: plain, and the operator's (precomputed ETag + inventory MD5).
+#: The legacy MD5-only path pays for a second whole-file MD5 by design; it is measured, not targeted.
+TARGET_METHODS = (HOOK, HOOK_ETAG_MD5)
 LABELS = {
     HOOK: "KrakenS3Hook.upload_verified",
-    HOOK_MD5: "upload_verified + expected_md5",
+    HOOK_ETAG_MD5: "upload_verified + ETag + MD5 (operator)",
+    HOOK_MD5: "upload_verified + MD5 only (legacy [size, md5])",
     BOTO3: "boto3 upload_file (defaults)",
     BOTO3_TUNED: "boto3 upload_file (hook's client config)",
 }
@@ -118,7 +132,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tmp-dir", type=Path, help="where to write the test file (a real disk, not tmpfs; default $TMPDIR)"
     )
     # Internal: one measured upload in a fresh process.
-    for name in ("--child", "--path", "--key", "--endpoint", "--expected-md5", "--moto-pid"):
+    for name in (
+        "--child",
+        "--path",
+        "--key",
+        "--endpoint",
+        "--expected-md5",
+        "--expected-etag",
+        "--moto-pid",
+    ):
         parser.add_argument(name, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -280,24 +302,34 @@ def make_uploader(args: argparse.Namespace) -> Callable[[], str | None]:
     """
     from boto3.s3.transfer import TransferConfig
 
+    from airflow_provider_kraken_s3.core.etag import parse_precomputed_etag
     from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
 
     part_size, concurrency = args.part_size_mib * MIB, args.concurrency
     path, key = Path(args.path), args.key
-    if args.child in (HOOK, HOOK_MD5):
+    if args.child in HOOK_METHODS:
         hook = KrakenS3Hook(aws_conn_id="aws_default", max_concurrency=concurrency)
         hook.get_conn().head_bucket(Bucket=BUCKET)
-        expected_md5 = args.expected_md5 if args.child == HOOK_MD5 else None
+        expected_md5 = args.expected_md5 if args.child in (HOOK_ETAG_MD5, HOOK_MD5) else None
+        expected_etag = None
+        if args.child == HOOK_ETAG_MD5:
+            # As the operator does: the inventory holds "<etag>__<MiB>"; the ETag fixes the part size.
+            precomputed = parse_precomputed_etag(args.expected_etag)
+            expected_etag, part_size = precomputed.etag, precomputed.part_size
 
         def upload_with_hook() -> str | None:
-            return hook.upload_verified(
+            result = hook.upload_verified(
                 path,
                 BUCKET,
                 key,
                 part_size=part_size,
                 max_concurrency=concurrency,
+                expected_etag=expected_etag,
                 expected_md5=expected_md5,
-            ).etag
+            )
+            if result.skipped:  # a skip reads nothing and sends nothing: it would flatter the row
+                raise RuntimeError(f"{args.child}: upload skipped ({result.reason}), nothing was measured")
+            return result.etag
 
         return upload_with_hook
     config = KrakenS3Hook.default_client_config if args.child == BOTO3_TUNED else None
@@ -474,6 +506,8 @@ class UploadSetup:
     part_size_mib: int
     concurrency: int
     md5: str
+    #: alphakraken's precomputed ``"<etag>__<MiB>"`` (from ``compute_s3_etag``), as the operator gets it.
+    precomputed_etag: str
     moto_pid: int
 
 
@@ -501,6 +535,7 @@ def run_upload_child(setup: UploadSetup, method: str, key: str) -> dict[str, Any
         "--part-size-mib", str(setup.part_size_mib),
         "--concurrency", str(setup.concurrency),
         "--expected-md5", setup.md5,
+        "--expected-etag", setup.precomputed_etag,
         "--moto-pid", str(setup.moto_pid),
     ]  # fmt: skip
     done = subprocess.run(
@@ -548,7 +583,7 @@ def bench_uploads(
             )
             runs[method].append(result)
             print(
-                f"  round {round_number}/{args.repeat} {LABELS[method]:<42} {result['wall_s']:7.2f} s wall "
+                f"  round {round_number}/{args.repeat} {LABELS[method]:<48} {result['wall_s']:7.2f} s wall "
                 f"{result['cpu_s']:6.2f} s CPU ({result['minor_faults'] / 1000:.0f}k faults) "
                 f"+{result['rss_growth'] / MIB:6.1f} MiB RSS  "
                 f"moto {result['moto_cpu_s']:5.2f} s CPU, others {result['others_cpu_s']:4.1f} s CPU",
@@ -629,7 +664,7 @@ def evaluate_targets(
     ]
     boto3 = upload[BOTO3]
     cpu_budget = boto3["cpu_s"] + hashing["md5_pass_cpu_s"]
-    for method in (HOOK, HOOK_MD5):
+    for method in TARGET_METHODS:
         row, label = upload[method], LABELS[method]
         targets += [
             Target(f"{label}: wall vs boto3", row["wall_s"] / boto3["wall_s"], WALL_RATIO_MAX, False, "×"),
@@ -756,6 +791,7 @@ def main(args: argparse.Namespace) -> int:
     size, part_size = args.size_mib * MIB, args.part_size_mib * MIB
     methods = tuple(m for m in METHODS if not (args.no_tuned_boto3 and m == BOTO3_TUNED))
     policy = NoisePolicy.from_args(args)
+    from airflow_provider_kraken_s3.core.etag import format_precomputed_etag
     from airflow_provider_kraken_s3.embedded import MotoServer
 
     with scratch_dir(args.tmp_dir) as directory:
@@ -775,6 +811,7 @@ def main(args: argparse.Namespace) -> int:
                 part_size_mib=args.part_size_mib,
                 concurrency=args.concurrency,
                 md5=hashing["md5"],
+                precomputed_etag=format_precomputed_etag(hashing["etag"], part_size),
                 moto_pid=server.process.pid,
             )
             runs = bench_uploads(setup, methods, args, hashing["etag"], policy)

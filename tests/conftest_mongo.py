@@ -105,3 +105,8 @@ def insert_raw_file(
 def make_raw_file(kraken_mongo: KrakenMongoHook):
     """Factory fixture: ``make_raw_file("x.raw", size=..., extra_fields={...})`` → loaded RawFile."""
     return insert_raw_file
+
+
+def set_record(raw_file_id: str, **fields: Any) -> None:
+    """Put a RawFile into a state directly (as another attempt or alphakraken would have left it)."""
+    RawFile._get_collection().update_one({"_id": raw_file_id}, {"$set": fields})

@@ -264,8 +264,9 @@ class Hold(Fault):
 class After(Fault):
     """Call ``callback(record)`` once the server's response has been relayed to the client.
 
-    The callback runs in the proxy's thread for that connection; an exception in it fails the ``running()``
-    block.
+    The callback runs in the proxy's thread for that connection, possibly after the client has already
+    returned: a test that needs its effect should wait for it (e.g. on an event the callback sets). An
+    exception in it fails the ``running()`` block.
     """
 
     callback: Callable[[RequestRecord], object]

@@ -238,11 +238,12 @@ def test_hold_and_after_order_concurrent_parts(proxy: FaultProxy, bucket: str) -
     client = client_via(proxy)
     upload_id = client.create_multipart_upload(Bucket=bucket, Key="ordered.raw")["UploadId"]
     parts = split(data_of(2 * PART, seed=9))
-    part_2_acknowledged = threading.Event()
+    part_1_acknowledged, part_2_acknowledged = threading.Event(), threading.Event()
     acknowledged: list[int | None] = []
     proxy.add(hold("UploadPart", part_2_acknowledged, part_number=1))
     proxy.add(after("UploadPart", lambda record: acknowledged.append(record.part_number), times=None))
     proxy.add(after("UploadPart", lambda record: part_2_acknowledged.set(), part_number=2))
+    proxy.add(after("UploadPart", lambda record: part_1_acknowledged.set(), part_number=1))
 
     def upload(number: int) -> str:
         body = parts[number - 1]
@@ -257,6 +258,8 @@ def test_hold_and_after_order_concurrent_parts(proxy: FaultProxy, bucket: str) -
         second = pool.submit(upload, 2)
         etags = [first.result(timeout=30), second.result(timeout=30)]
 
+    # The client may return before the proxy thread runs the callbacks: wait for the last one.
+    assert part_1_acknowledged.wait(30)
     assert acknowledged == [2, 1]
     assert etags == [md5_etag(part) for part in parts]
 

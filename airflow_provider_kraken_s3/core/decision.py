@@ -75,7 +75,12 @@ class RemoteObject:
     def part_size_hint(self) -> int | None:
         """The part size our metadata claims: a hint of which part size to hash the local file with."""
         value = self.meta(META_PART_SIZE) or ""
-        return int(value) if value.isdigit() and int(value) > 0 else None
+        return int(value) if value.isascii() and value.isdigit() and int(value) > 0 else None
+
+    def could_have_part_size(self, part_size: int) -> bool:
+        """Whether the ETag's part count fits ``part_size``: a hint that does not fit is ignored."""
+        count = etag_part_count(self.etag)
+        return count is not None and part_size > 0 and count == -(-self.size // part_size)
 
 
 def prove(remote: RemoteObject, expected: Expectation) -> str | None:
@@ -159,7 +164,14 @@ def decide(
             notes=notes,
         )
     if remote.size == expected.size and remote.is_multipart:
-        hint = part_size_hint or remote.part_size_hint
+        hint = next(
+            (
+                h
+                for h in (part_size_hint, remote.part_size_hint)
+                if h is not None and remote.could_have_part_size(h)
+            ),
+            None,
+        )
         if hint is not None and hint == expected.part_size:
             # Same part size as the inventory's ETag, other ETag: the difference is already shown.
             difference = (
@@ -258,5 +270,5 @@ def judge(remote: RemoteObject | None, expected: Expectation) -> tuple[Verdict, 
     if proof is not None:
         return Verdict.PROVEN, proof
     found = f"ETag {normalize_etag(remote.etag)}, {remote.size} bytes"
-    wanted = f"ETag {normalize_etag(expected.etag or expected.md5)}, {expected.size} bytes"
+    wanted = f"ETag {normalize_etag(expected.etag or expected.md5 or 'unknown')}, {expected.size} bytes"
     return Verdict.DIFFERS, f"expected {wanted}, found {found}"

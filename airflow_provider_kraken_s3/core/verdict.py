@@ -277,7 +277,7 @@ def verify_objects(
             continue
         expectation = Expectation(
             size=item.size if item.size is not None else remote.size,
-            md5=(item.md5 or "").strip().lower(),
+            md5=(item.md5 or "").strip().lower() or None,
             etag=expected_etag,
         )
         verdict, _ = judge(remote, expectation)
@@ -352,9 +352,10 @@ def conclude(
     """
     where = f"s3://{bucket}/"
     if result.ok:
+        noted = "".join(f"; note: {note}" for note in result.notes)
         return Outcome(
             Action.SUCCESS,
-            f"verified {len(result.verified)} object(s) in {where}",
+            f"verified {len(result.verified)} object(s) in {where}{noted}",
             xcom=xcom_value(bucket, raw_file_id, result.verified, now=now),
         )
     listing = f"{result.describe()} (bucket {bucket})"

@@ -141,7 +141,7 @@ class RawFileS3BackupOperator(BaseOperator):
             log=self.log,
             create_bucket_if_missing=self.create_bucket_if_missing,
             max_concurrency=self.max_concurrency,
-            retries_left=try_number < max_tries,
+            tries=(try_number, max_tries),
             cancel=self._cancel,
         )
         try:

@@ -77,7 +77,7 @@ def expectation(item: BackupObject) -> Expectation:
 class RawFileBackup:
     """One attempt at backing up one RawFile.
 
-    :param retries_left: whether Airflow will retry this attempt; only changes the words recorded.
+    :param tries: (this try, total tries) as Airflow counts them; only changes the words recorded.
     :param cancel: set from outside (task killed) to stop the upload at the next block; the lease keeper
         sets it too when the lease is lost.
     """
@@ -89,7 +89,7 @@ class RawFileBackup:
     log: logging.Logger
     create_bucket_if_missing: bool = False
     max_concurrency: int = 4
-    retries_left: bool = False
+    tries: tuple[int, int] = (1, 1)
     cancel: threading.Event = field(default_factory=threading.Event)
     bucket: str | None = None
 
@@ -298,9 +298,10 @@ class RawFileBackup:
             )
         if isinstance(error, (PermanentBackupError, PermissionError)):
             return f"{type(error).__name__}: {error} (permanent: fix the cause, then clear the task)"
-        if self.retries_left:
-            return f"{type(error).__name__}: {error} (transient: Airflow retries and resumes)"
-        return f"{type(error).__name__}: {error} (transient, no retries left: clear the task to resume)"
+        try_number, max_tries = self.tries
+        if try_number < max_tries:
+            return f"{type(error).__name__}: {error} (transient, try {try_number} of {max_tries}: Airflow retries and resumes)"
+        return f"{type(error).__name__}: {error} (transient, last of {max_tries} tries failed: clear the task to resume)"
 
     def _record_failure(self, error: BaseException) -> None:
         """Record FAILED if this attempt still owns the record; never let this hide the original error."""

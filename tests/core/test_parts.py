@@ -67,7 +67,7 @@ def test_invalid_part_sizes_are_refused(part_size) -> None:
 
 def test_a_part_size_that_is_not_whole_mib_is_refused_at_parse_time() -> None:
     """Defect 9: it used to pass and fail only after the upload, when '<etag>__<MiB>' was written."""
-    with pytest.raises(InvalidInputError, match="not a whole number of MiB.*e.g. 5242880"):
+    with pytest.raises(InvalidInputError, match=r"not a whole number of MiB.*e\.g\. 5242880"):
         plan_parts(10, 5 * MIB + 1)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import airflow_provider_kraken_s3.core.verdict as verification
+from airflow_provider_kraken_s3.core.decision import META_MD5, RemoteObject
 from airflow_provider_kraken_s3.core.errors import InvalidInputError
 from airflow_provider_kraken_s3.core.inventory import backup_objects
 from airflow_provider_kraken_s3.core.verdict import (
@@ -25,7 +26,6 @@ from airflow_provider_kraken_s3.core.verdict import (
     verify_objects,
     xcom_value,
 )
-from airflow_provider_kraken_s3.core.decision import META_MD5, RemoteObject
 from airflow_provider_kraken_s3.records.models import BackupStatus
 
 MD5_A = hashlib.md5(b"a").hexdigest()

@@ -9,6 +9,7 @@ import re
 
 import pytest
 
+from airflow_provider_kraken_s3.core.decision import META_MD5, META_PART_SIZE
 from airflow_provider_kraken_s3.core.errors import (
     BucketAccessDeniedError,
     BucketNotFoundError,
@@ -19,7 +20,6 @@ from airflow_provider_kraken_s3.core.errors import (
 )
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.embedded import MotoServer
-from airflow_provider_kraken_s3.core.decision import META_MD5, META_PART_SIZE
 from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
 from airflow_provider_kraken_s3.transfer.hashing import compute_s3_etag, compute_s3_etag_and_md5
 from tests.conftest import aws_connection_json

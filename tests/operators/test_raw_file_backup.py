@@ -82,7 +82,8 @@ def test_single_raw_file(aws_conn, s3_client, project_bucket, stage) -> None:
     assert raw.backup_status == BackupStatus.DONE
     assert (raw.s3_bucket, raw.s3_backup_key, raw.s3_etag) == (BUCKET, "s1.raw", etag)
     assert raw.file_info["s1.raw"][2] == f"{etag}__5" and etag.endswith("-3")
-    assert raw.s3_upload_ids == {} and "verified 1 file(s)" in raw.s3_backup_details
+    assert raw.s3_uploads == [] and "verified 1 file(s)" in raw.s3_backup_details
+    assert raw.s3_lease_owner is None  # given back
     assert result == {
         "status": BackupStatus.DONE,
         "bucket": BUCKET,
@@ -144,7 +145,13 @@ def test_resume_across_a_retry(moto_server, monkeypatch, s3_client, project_buck
     raw = reload("big.raw")
     assert raw.backup_status == BackupStatus.FAILED
     assert "try 1 of 3: Airflow retries and resumes" in raw.s3_backup_details
-    upload_id = raw.s3_upload_ids["big.raw"]
+    (entry,) = raw.s3_uploads
+    assert (entry["path"], entry["part_size"], entry["expect"]) == (
+        "big.raw",
+        PART,
+        f"md5:{raw.file_info['big.raw'][1]}",
+    )
+    upload_id = entry["upload_id"]
     kept = len(s3_client.list_parts(Bucket=BUCKET, Key="big.raw", UploadId=upload_id)["Parts"])
     assert kept >= 1
 
@@ -152,7 +159,7 @@ def test_resume_across_a_retry(moto_server, monkeypatch, s3_client, project_buck
     result = operator("big.raw", retries=2).execute(context={"ti": SimpleNamespace(try_number=2)})
     assert result["bytes_uploaded"] == 6 * PART - kept * PART
     raw = reload("big.raw")
-    assert raw.backup_status == BackupStatus.DONE and raw.s3_upload_ids == {}
+    assert raw.backup_status == BackupStatus.DONE and raw.s3_uploads == []
     assert etag_of(s3_client, "big.raw") == compute_s3_etag(Path(raw.backup_base_path) / "big.raw", PART)
 
 

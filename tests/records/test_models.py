@@ -42,7 +42,11 @@ def test_meta_uses_own_alias_and_collection() -> None:
 
 
 def test_dotted_keys_validate() -> None:
-    raw_file = RawFile(id="sample.raw", file_info=DOTTED_FILE_INFO, s3_upload_ids={"sample.d/a.tdf": "u-1"})
+    raw_file = RawFile(
+        id="sample.raw",
+        file_info=DOTTED_FILE_INFO,
+        s3_uploads=[{"path": "sample.d/a.tdf", "upload_id": "u-1"}],
+    )
     raw_file.validate()
 
 

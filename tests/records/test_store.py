@@ -9,14 +9,16 @@ import pytest
 from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError
 
 from airflow_provider_kraken_s3.core.errors import (
+    IntegrityError,
     InvalidInputError,
+    LeaseLostError,
     MongoUnavailableError,
     PermanentBackupError,
     RawFileNotFoundError,
     TransientBackupError,
 )
 from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook
-from airflow_provider_kraken_s3.records import store
+from airflow_provider_kraken_s3.records import lease, store
 from airflow_provider_kraken_s3.records.models import BackupStatus, RawFile
 from tests.conftest_mongo import KRAKEN_MONGO_CONN_ENV, disconnect_kraken_alias
 
@@ -25,11 +27,6 @@ FILE_INFO = {
     "20240101_astral1_P1234_sample.d/analysis.tdf": [2048, "92eb5ffee6ae2fec3ad71c777531578f"],
     "20240101_astral1_P1234_sample.d/analysis.tdf_bin": [8 << 20, "4a8a08f09d37b73795649038408b5f33"],
 }
-FILE_INFO_WITH_ETAGS = {
-    "20240101_astral1_P1234_sample.d/analysis.tdf": [2048, "92eb5ffee6ae2fec3ad71c777531578f", "92eb5f__64"],
-    "20240101_astral1_P1234_sample.d/analysis.tdf_bin": [8 << 20, "4a8a08f09d37b73795", "c0ffee-2__4"],
-}
-UPLOAD_IDS = {"20240101_astral1_P1234_sample.d/analysis.tdf_bin": "upload-id-1"}
 ALPHAKRAKEN_ONLY = {
     "lab_note": "keep me",
     "status": "quanting",
@@ -72,100 +69,120 @@ def test_invalid_id(kraken_mongo, bad_id) -> None:
     with pytest.raises(InvalidInputError):
         store.get_raw_file(bad_id)
     with pytest.raises(InvalidInputError):
-        store.mark_in_progress(bad_id, "x")
+        store.mark_in_progress(bad_id, OWNER, "x")
 
 
-def test_mark_in_progress(raw_doc) -> None:
-    store.mark_in_progress(RAW_ID, "uploading 2 files to s3://bucket/P1234/")
-    doc = raw_doc()
+OWNER = "upload_to_s3/manual/try1#test"
+VERIFIED = {path: (entry[0], entry[1], f"{entry[1]}__64") for path, entry in FILE_INFO.items()}
+
+
+@pytest.fixture
+def owned(raw_doc):
+    """The RawFile, its backup claimed by OWNER (as RawFileBackup does before any write)."""
+    lease.claim(RAW_ID, lease.Attempt(OWNER))
+    return raw_doc
+
+
+def test_mark_in_progress(owned) -> None:
+    store.mark_in_progress(RAW_ID, OWNER, "uploading 2 files to s3://bucket/P1234/")
+    doc = owned()
     assert doc["backup_status"] == BackupStatus.IN_PROGRESS
     assert doc["s3_backup_details"] == "uploading 2 files to s3://bucket/P1234/"
     assert _recent(doc["s3_backup_updated_at"])
-    assert doc["file_info"] == FILE_INFO
+    assert doc["file_info"] == FILE_INFO and doc["s3_lease_owner"] == OWNER
 
 
-def test_record_upload_id_writes_whole_dict(raw_doc) -> None:
-    store.record_upload_id(RAW_ID, UPLOAD_IDS)
-    assert raw_doc()["s3_upload_ids"] == UPLOAD_IDS
-
-    both = {**UPLOAD_IDS, "20240101_astral1_P1234_sample.d/analysis.tdf": "upload-id-2"}
-    store.record_upload_id(RAW_ID, both)
-    assert raw_doc()["s3_upload_ids"] == both  # dotted keys stay flat
-
-    store.record_upload_id(RAW_ID, {})
-    assert raw_doc()["s3_upload_ids"] == {}
-
-
-@pytest.mark.parametrize("bad", [{"$x": "u"}, {"a.raw": ""}, {"a.raw": None}, {1: "u"}, ["a.raw"]])
-def test_record_upload_id_rejects_bad_values(raw_doc, bad) -> None:
-    with pytest.raises(InvalidInputError):
-        store.record_upload_id(RAW_ID, bad)
-
-
-def test_record_file_etags(raw_doc) -> None:
-    as_tuples = {path: tuple(entry) for path, entry in FILE_INFO_WITH_ETAGS.items()}
-    store.record_file_etags(RAW_ID, as_tuples)
-    assert raw_doc()["file_info"] == FILE_INFO_WITH_ETAGS
-    assert store.get_raw_file(RAW_ID).file_info == FILE_INFO_WITH_ETAGS
+def test_upload_entries_are_added_and_removed_one_at_a_time(owned) -> None:
+    """Defect 7: one file's entry is written without rewriting the others' from memory."""
+    first = {"path": "a.d/x", "key": "a.d/x", "upload_id": "u1", "part_size": 5 << 20, "expect": "md5:0"}
+    second = {**first, "path": "a.d/y", "key": "a.d/y", "upload_id": "u2"}
+    store.record_upload(RAW_ID, OWNER, first)
+    store.record_upload(RAW_ID, OWNER, second)
+    store.record_upload(RAW_ID, OWNER, {**first, "upload_id": "u3"})  # replaces only a.d/x's entry
+    assert sorted((e["path"], e["upload_id"]) for e in owned()["s3_uploads"]) == [
+        ("a.d/x", "u3"),
+        ("a.d/y", "u2"),
+    ]
+    store.forget_upload(RAW_ID, OWNER, "a.d/x")
+    assert [e["upload_id"] for e in owned()["s3_uploads"]] == ["u2"]
+    with pytest.raises(InvalidInputError, match="no upload_id"):
+        store.record_upload(RAW_ID, OWNER, {**first, "upload_id": ""})
 
 
-@pytest.mark.parametrize(
-    "bad",
-    [{"a.raw": [1]}, {"a.raw": [1, "m", "e", "x"]}, {"a.raw": "1,m"}, {"$a": [1, "m"]}, {"a.raw": None}],
-)
-def test_record_file_etags_rejects_bad_entries(raw_doc, bad) -> None:
-    with pytest.raises(InvalidInputError):
-        store.record_file_etags(RAW_ID, bad)
-    assert raw_doc()["file_info"] == FILE_INFO
-
-
-def test_mark_done(raw_doc) -> None:
-    store.record_upload_id(RAW_ID, UPLOAD_IDS)
+def test_mark_done_writes_only_the_verified_etags_and_releases_the_lease(owned, kraken_db) -> None:
+    """Defect 7: a file alphakraken added while we uploaded survives our write."""
+    kraken_db.raw_file.update_one({"_id": RAW_ID}, {"$set": {"file_info.late_file": [1, "0" * 32]}})
     store.mark_done(
         RAW_ID,
+        OWNER,
         bucket="kraken-backup",
-        backup_key="P1234/20240101_astral1_P1234_sample.d/",
+        backup_key="20240101_astral1_P1234_sample.d/",
         etag="c0ffee-2",
-        file_info=FILE_INFO_WITH_ETAGS,
+        verified=VERIFIED,
         details="2 files verified",
     )
-    doc = raw_doc()
+    doc = owned()
     assert doc["backup_status"] == BackupStatus.DONE
-    assert doc["s3_bucket"] == "kraken-backup"
-    assert doc["s3_backup_key"] == "P1234/20240101_astral1_P1234_sample.d/"
-    assert doc["s3_etag"] == "c0ffee-2"
-    assert doc["file_info"] == FILE_INFO_WITH_ETAGS
-    assert doc["s3_upload_ids"] == {}
-    assert doc["s3_backup_details"] == "2 files verified"
-    assert _recent(doc["s3_backup_updated_at"])
+    assert (doc["s3_bucket"], doc["s3_etag"]) == ("kraken-backup", "c0ffee-2")
+    assert doc["file_info"] == {
+        **{path: [size, md5, etag] for path, (size, md5, etag) in VERIFIED.items()},
+        "late_file": [1, "0" * 32],
+    }
+    assert doc["s3_uploads"] == [] and doc["s3_backup_details"] == "2 files verified"
+    assert "s3_lease_owner" not in doc and _recent(doc["s3_backup_updated_at"])
 
 
-def test_mark_done_validates_field_limits(raw_doc) -> None:
+def test_mark_done_refuses_when_the_inventory_changed_meanwhile(owned, kraken_db) -> None:
+    path = next(iter(FILE_INFO))
+    kraken_db.raw_file.update_one(
+        {"_id": RAW_ID}, {"$set": {"file_info": {**FILE_INFO, path: [2048, "f" * 32]}}}
+    )
+    with pytest.raises(IntegrityError, match="inventory changed during the upload"):
+        store.mark_done(RAW_ID, OWNER, bucket="b", backup_key="k/", etag="e", verified=VERIFIED, details="")
+    assert owned()["backup_status"] == BackupStatus.COPYING_DONE
+
+
+def test_mark_done_validates_field_limits(owned) -> None:
     with pytest.raises(InvalidInputError):
-        store.mark_done(RAW_ID, bucket="b", backup_key="k" * 1025, etag="e", file_info=FILE_INFO, details="")
+        store.mark_done(
+            RAW_ID, OWNER, bucket="b", backup_key="k" * 1025, etag="e", verified=VERIFIED, details=""
+        )
     with pytest.raises(InvalidInputError):
-        store.mark_done(RAW_ID, bucket="b", backup_key="k", etag="e" * 129, file_info=FILE_INFO, details="")
-    assert raw_doc()["backup_status"] == BackupStatus.COPYING_DONE
+        store.mark_done(
+            RAW_ID, OWNER, bucket="b", backup_key="k", etag="e" * 129, verified=VERIFIED, details=""
+        )
+    assert owned()["backup_status"] == BackupStatus.COPYING_DONE
 
 
-def test_mark_failed_keeps_upload_ids(raw_doc) -> None:
-    store.record_upload_id(RAW_ID, UPLOAD_IDS)
-    store.mark_failed(RAW_ID, "AccessDenied on PutObject")
-    doc = raw_doc()
+def test_mark_failed_keeps_upload_entries_and_releases_the_lease(owned) -> None:
+    entry = {"path": "a", "key": "a", "upload_id": "u1", "part_size": 5 << 20, "expect": "md5:0"}
+    store.record_upload(RAW_ID, OWNER, entry)
+    store.mark_failed(RAW_ID, OWNER, "AccessDenied on PutObject", bucket="kraken-backup")
+    doc = owned()
     assert doc["backup_status"] == BackupStatus.FAILED
     assert doc["s3_backup_details"] == "AccessDenied on PutObject"
-    assert _recent(doc["s3_backup_updated_at"])
-    assert doc["s3_upload_ids"] == UPLOAD_IDS
-    assert "s3_bucket" not in doc
-
-    store.mark_failed(RAW_ID, "again", bucket="kraken-backup")
-    assert raw_doc()["s3_bucket"] == "kraken-backup"
+    assert doc["s3_uploads"] == [entry] and doc["s3_bucket"] == "kraken-backup"
+    assert "s3_lease_owner" not in doc and _recent(doc["s3_backup_updated_at"])
 
 
-def test_long_details_are_clipped(raw_doc) -> None:
+def test_a_stale_attempt_cannot_write(owned) -> None:
+    """Defect 5: once another attempt owns the record, every write of the old one is refused."""
+    store.mark_done(RAW_ID, OWNER, bucket="b", backup_key="k/", etag="e", verified=VERIFIED, details="done")
+    lease.claim(RAW_ID, lease.Attempt("newer#1"))
+    for write in (
+        lambda: store.mark_failed(RAW_ID, OWNER, "late failure"),
+        lambda: store.mark_in_progress(RAW_ID, OWNER, "late start"),
+        lambda: store.forget_upload(RAW_ID, OWNER, "a"),
+    ):
+        with pytest.raises(LeaseLostError, match=r"newer#1"):
+            write()
+    assert owned()["backup_status"] == BackupStatus.DONE and owned()["s3_backup_details"] == "done"
+
+
+def test_long_details_are_clipped(owned) -> None:
     details = "start " + "x" * 20_000 + " end"
-    store.mark_failed(RAW_ID, details)
-    stored = raw_doc()["s3_backup_details"]
+    store.mark_failed(RAW_ID, OWNER, details)
+    stored = owned()["s3_backup_details"]
     assert len(stored) <= store.DETAILS_MAX_LENGTH
     assert stored.startswith("start ")
     assert stored.endswith(" end")
@@ -183,14 +200,24 @@ def test_set_backup_status_rejects_unknown(raw_doc) -> None:
         store.set_backup_status(RAW_ID, "copy_done")
 
 
+def _claimed(write):
+    """Claim the lease first (as every attempt does), then write."""
+
+    def run(raw_file_id: str) -> None:
+        lease.claim(raw_file_id, lease.Attempt(OWNER))
+        write(raw_file_id)
+
+    return run
+
+
 WRITES = {
-    "mark_in_progress": lambda rid: store.mark_in_progress(rid, "started"),
-    "record_upload_id": lambda rid: store.record_upload_id(rid, UPLOAD_IDS),
-    "record_file_etags": lambda rid: store.record_file_etags(rid, FILE_INFO_WITH_ETAGS),
-    "mark_done": lambda rid: store.mark_done(
-        rid, bucket="b", backup_key="k/", etag="e", file_info=FILE_INFO_WITH_ETAGS, details="ok"
+    "mark_in_progress": _claimed(lambda rid: store.mark_in_progress(rid, OWNER, "started")),
+    "mark_done": _claimed(
+        lambda rid: store.mark_done(
+            rid, OWNER, bucket="b", backup_key="k/", etag="e", verified=VERIFIED, details="ok"
+        )
     ),
-    "mark_failed": lambda rid: store.mark_failed(rid, "boom", bucket="b"),
+    "mark_failed": _claimed(lambda rid: store.mark_failed(rid, OWNER, "boom", bucket="b")),
     "set_backup_status": lambda rid: store.set_backup_status(rid, BackupStatus.COPYING_DONE),
 }
 
@@ -213,7 +240,7 @@ def test_writes_to_missing_document_raise_and_create_nothing(kraken_db, name) ->
 
 
 def test_writes_only_touch_their_document(make_raw_file, kraken_db) -> None:
-    make_raw_file("one.raw")
+    make_raw_file("one.raw", file_info=FILE_INFO)
     make_raw_file("two.raw")
     before = kraken_db.raw_file.find_one({"_id": "two.raw"})
     for write in WRITES.values():
@@ -235,6 +262,19 @@ class _FailingQuerySet:
         raise self.error
 
 
+class _FailingCollection:
+    """Every pymongo collection method raises ``error`` (the conditional writes use the collection)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def __getattr__(self, name: str):
+        def fail(*args, **kwargs):
+            raise self.error
+
+        return fail
+
+
 @pytest.mark.parametrize(
     "error",
     [
@@ -247,6 +287,7 @@ class _FailingQuerySet:
 )
 def test_connection_errors_become_mongo_unavailable(kraken_mongo, monkeypatch, error) -> None:
     monkeypatch.setattr(RawFile, "objects", _FailingQuerySet(error))
+    monkeypatch.setattr(RawFile, "_get_collection", classmethod(lambda cls: _FailingCollection(error)))
     with pytest.raises(MongoUnavailableError) as read_err:
         store.get_raw_file(RAW_ID)
     assert isinstance(read_err.value, TransientBackupError)
@@ -271,7 +312,7 @@ def test_unreachable_server_becomes_mongo_unavailable(monkeypatch) -> None:
         with pytest.raises(MongoUnavailableError):
             store.get_raw_file(RAW_ID)
         with pytest.raises(MongoUnavailableError):
-            store.mark_failed(RAW_ID, "x")
+            store.mark_failed(RAW_ID, OWNER, "x")
     finally:
         disconnect_kraken_alias()
 

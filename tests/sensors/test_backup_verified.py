@@ -23,18 +23,18 @@ from airflow.providers.common.compat.sdk import (
     TaskDeferred,
 )
 
+from airflow_provider_kraken_s3.core.decision import META_MD5
 from airflow_provider_kraken_s3.core.errors import MongoUnavailableError
 from airflow_provider_kraken_s3.core.naming import bucket_name
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.core.verdict import DISAGREES_PREFIX
-from airflow_provider_kraken_s3.core.decision import META_MD5
 from airflow_provider_kraken_s3.operators.raw_file_backup import RawFileS3BackupOperator
 from airflow_provider_kraken_s3.records import store
 from airflow_provider_kraken_s3.records.models import BackupStatus
 from airflow_provider_kraken_s3.sensors.backup_verified import S3BackupVerifiedSensor
 from airflow_provider_kraken_s3.triggers.backup_verified import BackupVerifiedTrigger
 from tests.conftest import aws_connection_json
-from tests.conftest_mongo import insert_raw_file
+from tests.conftest_mongo import insert_raw_file, set_record
 
 PART = 5 * MIB
 PREFIX = "kraken-lab"
@@ -137,7 +137,7 @@ def test_waits_until_the_upload_finishes(aws_conn, staged, kraken_db, task_log) 
     check = sensor()
     assert check.poke(context={}) is False
     assert "'copying_done', not 'upload_done'" in task_log()
-    store.mark_in_progress("s.raw", "uploading 1 file(s)")
+    set_record("s.raw", backup_status=BackupStatus.IN_PROGRESS, s3_backup_details="uploading 1 file(s)")
     assert check.poke(context={}) is False
     assert "in progress (uploading 1 file(s))" in task_log()
     run_backup("s.raw")
@@ -181,11 +181,14 @@ def test_deleted_object_fails(aws_conn, s3_client, tmp_path, kraken_mongo) -> No
         sensor("d.d").execute(context={})  # fails on the first poke, not after the timeout
 
 
-def test_same_etag_but_other_md5_in_metadata_fails(aws_conn, s3_client, tmp_path, kraken_mongo) -> None:
+def test_metadata_contradicting_the_inventory_is_noted_never_decisive(
+    aws_conn, s3_client, tmp_path, kraken_mongo, task_log
+) -> None:
+    """Defect 2: sensor and operator decide alike; the ETag is proof, ``kraken-md5`` a hint."""
     staged = stage_raw_file(tmp_path, s3_client, "m.raw", {"m.raw": 100})
     run_backup("m.raw")
     head = s3_client.head_object(Bucket=staged.bucket, Key="m.raw")
-    assert head["Metadata"][META_MD5] == hashlib.md5(staged.file_data("m.raw")).hexdigest()
+    assert META_MD5 not in head["Metadata"]  # a single-part object's ETag already is its MD5
     s3_client.copy_object(
         Bucket=staged.bucket,
         Key="m.raw",
@@ -194,10 +197,9 @@ def test_same_etag_but_other_md5_in_metadata_fails(aws_conn, s3_client, tmp_path
         MetadataDirective="REPLACE",
     )
     assert etag_of(s3_client, staged.bucket, "m.raw") == head["ETag"].strip('"')  # same bytes, same ETag
-    with pytest.raises(
-        AirflowFailException, match=rf"m\.raw: metadata {META_MD5} expected [0-9a-f]{{32}}, found 0{{32}}"
-    ):
-        sensor("m.raw").poke(context={})
+    assert sensor("m.raw").poke(context={}).is_done
+    assert f"metadata {META_MD5}={'0' * 32} contradicts the inventory MD5" in task_log()
+    assert run_backup("m.raw")["bytes_uploaded"] == 0  # the operator agrees: nothing to upload
 
 
 def test_done_without_recorded_etag_is_refused(aws_conn, s3_client, kraken_mongo) -> None:
@@ -217,7 +219,11 @@ def test_done_without_recorded_etag_is_refused(aws_conn, s3_client, kraken_mongo
 
 
 def test_failed_keeps_waiting_by_default(aws_conn, staged, task_log) -> None:
-    store.mark_failed("s.raw", "LocalFileChangedError: s.raw has 3 bytes but the inventory says 4")
+    set_record(
+        "s.raw",
+        backup_status=BackupStatus.FAILED,
+        s3_backup_details="LocalFileChangedError: s.raw has 3 bytes but the inventory says 4",
+    )
     assert sensor().poke(context={}) is False
     log = task_log()
     assert "inventory says 4" in log and "may still fix it" in log
@@ -226,7 +232,11 @@ def test_failed_keeps_waiting_by_default(aws_conn, staged, task_log) -> None:
 
 
 def test_failed_fails_fast_when_asked(aws_conn, staged) -> None:
-    store.mark_failed("s.raw", "BucketNotFoundError: bucket 'kraken-lab-x' does not exist")
+    set_record(
+        "s.raw",
+        backup_status=BackupStatus.FAILED,
+        s3_backup_details="BucketNotFoundError: bucket 'kraken-lab-x' does not exist",
+    )
     with pytest.raises(
         AirflowFailException, match=r"fail_on_failed=True.*bucket 'kraken-lab-x' does not exist"
     ):

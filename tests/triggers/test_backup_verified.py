@@ -10,10 +10,11 @@ import time
 import pytest
 from airflow.triggers.base import BaseTrigger
 
-import airflow_provider_kraken_s3.triggers.backup_verified as trigger_module
+import airflow_provider_kraken_s3.services.verify as verify_service
 from airflow_provider_kraken_s3.core.verdict import DISAGREES_PREFIX
-from airflow_provider_kraken_s3.records import store
+from airflow_provider_kraken_s3.records.models import BackupStatus
 from airflow_provider_kraken_s3.triggers.backup_verified import CLASSPATH, BackupVerifiedTrigger
+from tests.conftest_mongo import set_record
 from tests.sensors.test_backup_verified import PART, etag_of, run_backup, stage_raw_file
 
 
@@ -115,7 +116,9 @@ def test_waits_while_not_done_then_succeeds(aws_conn, staged) -> None:
         )
         await asyncio.sleep(0.6)
         assert not task.done()  # several rounds: not DONE yet, so no event
-        store.mark_failed("t.raw", "transient, try 1 of 3")  # FAILED: still waiting by default
+        set_record(
+            "t.raw", backup_status=BackupStatus.FAILED, s3_backup_details="transient, try 1 of 3"
+        )  # FAILED: still waiting by default
         await asyncio.sleep(0.4)
         assert not task.done()
         run_backup("t.raw")  # blocks the loop briefly; the trigger is asleep meanwhile
@@ -137,7 +140,9 @@ def test_tampered_after_done_gives_error_event(aws_conn, s3_client, staged) -> N
 
 
 def test_failed_with_fail_on_failed_gives_error_event(aws_conn, staged) -> None:
-    store.mark_failed("t.raw", "BucketAccessDeniedError: access denied")
+    set_record(
+        "t.raw", backup_status=BackupStatus.FAILED, s3_backup_details="BucketAccessDeniedError: access denied"
+    )
     event = fire(BackupVerifiedTrigger(raw_file_id="t.raw", poll_interval=0.1, fail_on_failed=True))
     assert event["status"] == "error" and "access denied" in event["message"] and not event["retryable"]
 
@@ -148,10 +153,10 @@ def test_unknown_raw_file_gives_error_event(aws_conn, kraken_mongo) -> None:
 
 
 def test_unexpected_exception_gives_retryable_error_event(aws_conn, staged, monkeypatch) -> None:
-    def broken(mongo_conn_id, raw_file_id):
+    def broken(connect, mongo_conn_id, raw_file_id):
         raise RuntimeError("driver bug")
 
-    monkeypatch.setattr(trigger_module, "read_raw_file_record", broken)
+    monkeypatch.setattr(verify_service, "read_raw_file_record", broken)
     event = fire(BackupVerifiedTrigger(raw_file_id="t.raw", poll_interval=0.1))
     assert event == {
         "status": "error",
@@ -162,13 +167,13 @@ def test_unexpected_exception_gives_retryable_error_event(aws_conn, staged, monk
 
 def test_mongo_reads_do_not_block_the_event_loop(aws_conn, staged, monkeypatch) -> None:
     """The blocking store read runs in a thread: other coroutines keep running meanwhile."""
-    real = trigger_module.read_raw_file_record
+    real = verify_service.read_raw_file_record
 
-    def slow(mongo_conn_id, raw_file_id):
+    def slow(connect, mongo_conn_id, raw_file_id):
         time.sleep(0.8)
-        return real(mongo_conn_id, raw_file_id)
+        return real(connect, mongo_conn_id, raw_file_id)
 
-    monkeypatch.setattr(trigger_module, "read_raw_file_record", slow)
+    monkeypatch.setattr(verify_service, "read_raw_file_record", slow)
     run_backup("t.raw")
 
     async def scenario():
