@@ -24,6 +24,7 @@ from typing import Any
 
 from airflow_provider_kraken_s3.core.decision import Expectation, RemoteObject, prove
 from airflow_provider_kraken_s3.core.errors import (
+    BackupInterrupted,
     BucketNotFoundError,
     InvalidInputError,
     LeaseLostError,
@@ -291,7 +292,7 @@ class RawFileBackup:
 
     def failure_reason(self, error: BaseException) -> str:
         """The recorded reason: what happened and what will happen (or must be done) next."""
-        if not isinstance(error, Exception) or isinstance(error, LeaseLostError):
+        if not isinstance(error, Exception) or isinstance(error, (LeaseLostError, BackupInterrupted)):
             return (
                 f"{type(error).__name__}: interrupted ({error or 'no message'}); the multipart uploads are kept and "
                 "the next attempt resumes them"

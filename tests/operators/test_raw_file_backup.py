@@ -10,12 +10,13 @@ from types import SimpleNamespace
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException
 
-from airflow_provider_kraken_s3.core.errors import S3TransientError
+from airflow_provider_kraken_s3.core.errors import BackupInterrupted, S3TransientError
 from airflow_provider_kraken_s3.core.layout import set_etag
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.operators.raw_file_backup import RawFileS3BackupOperator
 from airflow_provider_kraken_s3.records.models import BackupStatus, RawFile
 from airflow_provider_kraken_s3.transfer.hashing import compute_s3_etag
+from airflow_provider_kraken_s3.transfer.progress import ProgressReporter
 from tests.conftest import aws_connection_json
 from tests.conftest_mongo import insert_raw_file
 from tests.proxy import CuttingProxy
@@ -314,3 +315,207 @@ def test_unreachable_mongodb_names_host_and_database_and_is_retried(aws_conn, mo
     with pytest.raises(MongoUnavailableError, match=r"127\.0\.0\.1.*krakendb") as raised:
         operator("x.raw", mongo_conn_id="kraken_mongo_down").execute(context={})
     assert "secret-pw" not in str(raised.value)
+
+
+# ------------------------------------------------------------------ issue 7: the record never lies
+
+
+def test_bad_bytes_on_a_store_without_content_md5_checks_are_never_recorded_done(
+    aws_conn, s3_client, project_bucket, stage
+) -> None:
+    """Defect 1: moto stores a single PUT whose bytes contradict its Content-MD5. The object must carry no
+    claim of ours, and no later run may skip it or record DONE."""
+    base = stage("c1.raw", {"c1.raw": 1000})
+    (base / "c1.raw").write_bytes(random.Random(9).randbytes(1000))  # not the acquired bytes
+    for _ in range(2):
+        with pytest.raises(AirflowFailException, match=r"differs from the inventory|not the acquired file"):
+            operator("c1.raw").execute(context={})
+        assert reload("c1.raw").backup_status == BackupStatus.FAILED
+    head = s3_client.head_object(Bucket=BUCKET, Key="c1.raw")
+    assert head["Metadata"] == {}  # no kraken-md5 claim next to the bad bytes
+    assert head["ETag"].strip('"') != reload("c1.raw").file_info["c1.raw"][1]
+
+
+def test_a_forged_object_with_our_metadata_is_replaced_by_a_verified_upload(
+    aws_conn, s3_client, project_bucket, stage
+) -> None:
+    """Defect 2: same size, other bytes, ``kraken-md5`` equal to the inventory MD5: not a backup."""
+    s3_client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    base = stage("f1.raw", {"f1.raw": 2 * PART + 5})
+    md5 = reload("f1.raw").file_info["f1.raw"][1]
+    forged = random.Random(11).randbytes(2 * PART + 5)
+    upload_id = s3_client.create_multipart_upload(
+        Bucket=BUCKET, Key="f1.raw", Metadata={"kraken-md5": md5, "kraken-part-size": str(PART)}
+    )["UploadId"]
+    parts = []
+    for number, offset in enumerate(range(0, len(forged), PART), start=1):
+        etag = s3_client.upload_part(
+            Bucket=BUCKET,
+            Key="f1.raw",
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=forged[offset : offset + PART],
+        )["ETag"]
+        parts.append({"ETag": etag, "PartNumber": number})
+    s3_client.complete_multipart_upload(
+        Bucket=BUCKET, Key="f1.raw", UploadId=upload_id, MultipartUpload={"Parts": parts}
+    )
+    result = operator("f1.raw").execute(context={})
+    assert result["bytes_uploaded"] == 2 * PART + 5
+    body = s3_client.get_object(Bucket=BUCKET, Key="f1.raw")["Body"].read()
+    assert body == (base / "f1.raw").read_bytes() and reload("f1.raw").backup_status == BackupStatus.DONE
+
+
+def test_a_verified_done_is_not_downgraded_when_the_local_copy_is_gone(
+    aws_conn, project_bucket, stage, kraken_db
+) -> None:
+    """Defect 6: S3 still proves every object; the purged local copy changes nothing, and nothing is written."""
+    base = stage("g1.d", {"g1.d/a": PART + 3, "g1.d/b": 10})
+    operator("g1.d").execute(context={})
+    before = kraken_db.raw_file.find_one({"_id": "g1.d"})
+    for name in ("a", "b"):
+        (base / "g1.d" / name).unlink()
+    result = operator("g1.d").execute(context={})
+    assert result["bytes_uploaded"] == 0 and result["files_skipped"] == 2
+    assert kraken_db.raw_file.find_one({"_id": "g1.d"}) == before  # not even upload_in_progress
+
+
+def test_a_done_whose_object_vanished_and_whose_local_copy_is_gone_says_so(
+    aws_conn, s3_client, project_bucket, stage
+) -> None:
+    base = stage("h1.raw", {"h1.raw": 100})
+    operator("h1.raw").execute(context={})
+    s3_client.delete_object(Bucket=BUCKET, Key="h1.raw")
+    (base / "h1.raw").unlink()
+    with pytest.raises(AirflowFailException, match="S3 does not hold a verified copy"):
+        operator("h1.raw").execute(context={})
+    assert reload("h1.raw").backup_status == BackupStatus.FAILED
+
+
+def test_a_second_attempt_does_not_upload_while_the_first_holds_the_lease(
+    aws_conn, s3_client, project_bucket, stage
+) -> None:
+    """Defect 5: two concurrent attempts never upload the same files; the second backs off, unrecorded."""
+    from airflow_provider_kraken_s3.core.errors import LeaseHeldError
+    from airflow_provider_kraken_s3.records import lease
+
+    stage("i1.raw", {"i1.raw": 100})
+    lease.claim("i1.raw", lease.Attempt("upload_to_s3/other-run/try1#1"))
+    with pytest.raises(LeaseHeldError, match="other-run"):
+        operator("i1.raw").execute(context={})
+    assert reload("i1.raw").backup_status == BackupStatus.COPYING_DONE
+    assert s3_client.list_objects_v2(Bucket=BUCKET)["KeyCount"] == 0
+
+
+def test_an_expired_lease_of_a_killed_worker_is_taken_over_and_its_upload_resumed(
+    aws_conn, s3_client, project_bucket, stage, kraken_db
+) -> None:
+    """A SIGKILLed worker leaves upload_in_progress and its lease; once it expires, the next attempt resumes."""
+    from datetime import datetime, timedelta, timezone
+
+    base = stage("k1.raw", {"k1.raw": 3 * PART})
+    data = (base / "k1.raw").read_bytes()
+    md5 = reload("k1.raw").file_info["k1.raw"][1]
+    upload_id = s3_client.create_multipart_upload(Bucket=BUCKET, Key="k1.raw")["UploadId"]
+    s3_client.upload_part(Bucket=BUCKET, Key="k1.raw", UploadId=upload_id, PartNumber=1, Body=data[:PART])
+    entry = {
+        "path": "k1.raw",
+        "key": "k1.raw",
+        "upload_id": upload_id,
+        "part_size": PART,
+        "expect": f"md5:{md5}",
+    }
+    kraken_db.raw_file.update_one(
+        {"_id": "k1.raw"},
+        {
+            "$set": {
+                "backup_status": BackupStatus.IN_PROGRESS,
+                "s3_uploads": [entry],
+                "s3_lease_owner": "upload_to_s3/run/try1#dead",
+                "s3_lease_expires_at": datetime.now(timezone.utc) - timedelta(seconds=1),
+            }
+        },
+    )
+    result = operator("k1.raw").execute(context={})
+    assert result["bytes_uploaded"] == 2 * PART  # part 1 was kept and proven, not re-sent
+    raw = reload("k1.raw")
+    assert raw.backup_status == BackupStatus.DONE and raw.s3_uploads == [] and raw.s3_lease_owner is None
+
+
+def test_a_stored_upload_of_another_part_size_is_not_resumed(
+    aws_conn, s3_client, project_bucket, stage, kraken_db
+) -> None:
+    """Defect 9: an upload created with other parts (or for another expectation) would complete an object whose
+    metadata and part layout are not this attempt's."""
+    stage("m1.raw", {"m1.raw": 3 * PART})
+    md5 = reload("m1.raw").file_info["m1.raw"][1]
+    other = s3_client.create_multipart_upload(Bucket=BUCKET, Key="m1.raw")["UploadId"]
+    entry = {
+        "path": "m1.raw",
+        "key": "m1.raw",
+        "upload_id": other,
+        "part_size": 6 * MIB,
+        "expect": f"md5:{md5}",
+    }
+    kraken_db.raw_file.update_one({"_id": "m1.raw"}, {"$set": {"s3_uploads": [entry]}})
+    operator("m1.raw").execute(context={})
+    assert s3_client.head_object(Bucket=BUCKET, Key="m1.raw")["ETag"].strip('"').endswith("-3")
+    assert other in {
+        u["UploadId"] for u in s3_client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
+    }
+
+
+def test_a_bucket_tagged_for_another_project_is_refused(aws_conn, s3_client, project_bucket, stage) -> None:
+    """Defect 9: project ids that normalise alike (Müller_2024 / Möller_2024) must not share a bucket."""
+    s3_client.put_bucket_tagging(
+        Bucket=BUCKET, Tagging={"TagSet": [{"Key": "project_id", "Value": "p1234-other"}]}
+    )
+    stage("n1.raw", {"n1.raw": 10})
+    with pytest.raises(AirflowFailException, match=r"tagged project_id='p1234-other'.*P1234"):
+        operator("n1.raw").execute(context={})
+    assert s3_client.list_objects_v2(Bucket=BUCKET)["KeyCount"] == 0
+    s3_client.delete_bucket_tagging(Bucket=BUCKET)  # moto keeps tags of a deleted bucket's name
+
+
+def test_a_kill_stops_the_upload_and_is_recorded_as_resumable(
+    aws_conn, s3_client, project_bucket, stage, monkeypatch
+) -> None:
+    """Defect 4: a killed task ends FAILED "will resume", with its multipart upload kept for the next try."""
+    stage("o1.raw", {"o1.raw": 4 * PART})
+    op = operator("o1.raw", max_concurrency=1)
+    real_add = ProgressReporter.add
+
+    def kill_once_part_1_is_sent(self, count: int) -> None:
+        real_add(self, count)
+        if self.done >= 2 * PART:  # reading part 2 means part 1 went out (one part at a time)
+            op.on_kill()
+
+    monkeypatch.setattr(ProgressReporter, "add", kill_once_part_1_is_sent)
+    with pytest.raises(BackupInterrupted):
+        op.execute(context={})
+    raw = reload("o1.raw")
+    assert raw.backup_status == BackupStatus.FAILED and "interrupted" in raw.s3_backup_details
+    assert "next attempt resumes" in raw.s3_backup_details and raw.s3_lease_owner is None
+    (entry,) = raw.s3_uploads
+    assert s3_client.list_parts(Bucket=BUCKET, Key="o1.raw", UploadId=entry["upload_id"])  # kept
+    monkeypatch.setattr(ProgressReporter, "add", real_add)
+    assert operator("o1.raw").execute(context={})["bytes_uploaded"] < 4 * PART
+
+
+def test_an_execution_timeout_is_recorded_not_left_in_progress(
+    aws_conn, project_bucket, stage, monkeypatch
+) -> None:
+    """Defect 4: ``AirflowTaskTimeout`` is a BaseException; it must still end as a true FAILED record."""
+    from airflow.exceptions import AirflowTaskTimeout
+
+    stage("p1.raw", {"p1.raw": 2 * PART})
+
+    def time_out(self, count: int) -> None:
+        raise AirflowTaskTimeout("Timeout, PID: 1")
+
+    monkeypatch.setattr(ProgressReporter, "add", time_out)
+    with pytest.raises(AirflowTaskTimeout):
+        operator("p1.raw").execute(context={})
+    raw = reload("p1.raw")
+    assert raw.backup_status == BackupStatus.FAILED
+    assert "AirflowTaskTimeout: interrupted" in raw.s3_backup_details and raw.s3_lease_owner is None
