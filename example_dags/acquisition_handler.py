@@ -26,13 +26,13 @@ from pathlib import Path
 
 from airflow.providers.common.compat.sdk import DAG, Param, task
 
-from airflow_provider_kraken_s3.records import store
 from airflow_provider_kraken_s3.core.etag import format_precomputed_etag
-from airflow_provider_kraken_s3.transfer.hashing import compute_s3_etag_and_md5
-from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook
-from airflow_provider_kraken_s3.records.models import BackupStatus
-from airflow_provider_kraken_s3.operators.raw_file_backup import RawFileS3BackupOperator
 from airflow_provider_kraken_s3.core.settings import DEFAULT_PART_SIZE
+from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook
+from airflow_provider_kraken_s3.operators.raw_file_backup import RawFileS3BackupOperator
+from airflow_provider_kraken_s3.records import store
+from airflow_provider_kraken_s3.records.models import BackupStatus
+from airflow_provider_kraken_s3.transfer.hashing import compute_s3_etag_and_md5
 
 PARAMS = {
     "raw_file_id": Param("", type="string", description="Raw file name, e.g. x.raw, x.d or x.wiff"),

@@ -265,6 +265,7 @@ def test_hold_and_after_order_concurrent_parts(proxy: FaultProxy, bucket: str) -
 
 
 def test_delay_slows_the_matching_request_only(proxy: FaultProxy, bucket: str) -> None:
+    """A delay on one key's HeadObject leaves other operations at full speed (for timeout tests)."""
     client = client_via(proxy)
     client.put_object(Bucket=bucket, Key="k", Body=b"x")
     proxy.add(delay("HeadObject", 0.5, key="k"))
@@ -327,6 +328,8 @@ def test_records_carry_operation_parts_and_headers(proxy: FaultProxy, bucket: st
 def test_classify(
     method: str, target: str, headers: dict[str, str], operation: str, part_number: int | None
 ) -> None:
+    """Faults aim at operations, so misnaming one (a copy as a PutObject, a tagging GET as a GetObject)
+    would put a fault on the wrong request."""
     record = RequestRecord.classify(method, target, headers)
     assert (record.operation, record.part_number) == (operation, part_number)
 
