@@ -37,14 +37,19 @@ class BackupObject:
         return [self.size, self.md5, format_precomputed_etag(etag, part_size)]
 
 
-def backup_objects(raw_file_id: str, file_info: Mapping[str, Sequence[Any]] | None) -> list[BackupObject]:
-    """Objects of a raw file's backup, sorted by key; refuses empty, unsafe or malformed inventories."""
+def backup_objects(
+    raw_file_id: str, file_info: Mapping[str, Sequence[Any]] | None, *, prefix: str = ""
+) -> list[BackupObject]:
+    """Objects of a raw file's backup, sorted by key; refuses empty, unsafe or malformed inventories.
+
+    ``prefix`` is :func:`~airflow_provider_kraken_s3.core.layout.key_prefix` of the raw file.
+    """
     if not file_info:
         raise InvalidInputError(
             f"raw file {raw_file_id!r} has an empty file_info: nothing to back up. Run the checksum step "
             "(it inventories the files) before the upload."
         )
-    keys = object_keys(raw_file_id, list(file_info))
+    keys = object_keys(raw_file_id, list(file_info), prefix=prefix)
     objects = [_parse_entry(raw_file_id, path, file_info[path], keys[path]) for path in file_info]
     return sorted(objects, key=lambda item: item.key)
 

@@ -17,18 +17,23 @@ import pathlib
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 
 from airflow_provider_kraken_s3.core.errors import InvalidInputError
+from airflow_provider_kraken_s3.core.etag import normalize_etag
 
 __all__ = [
+    "FALLBACK_PROJECT_ID",
     "MAX_KEY_BYTES",
     "backup_key",
+    "check_etag",
     "check_raw_file_id",
     "check_relative_path",
+    "key_prefix",
     "local_path",
-    "normalise_etag",
     "object_keys",
     "set_etag",
+    "upload_path",
 ]
 
 MAX_KEY_BYTES = 1024  # S3's limit on the UTF-8 length of an object key.
@@ -116,14 +121,36 @@ def _check_path(path: str, what: str) -> str:
     return path
 
 
-def object_keys(raw_file_id: str, paths: Iterable[str]) -> dict[str, str]:
-    """Map each relative path to its S3 key, in sorted path order.
+#: alphakraken's project id of raw files that belong to no project (``FALLBACK_PROJECT_ID``).
+FALLBACK_PROJECT_ID = "_FALLBACK"
 
-    If every path is the id itself or lies under ``{id}/`` (``x.raw``; ``x.d/analysis.tdf``), the paths
-    already are unique, self-describing keys and are used unchanged. Otherwise (siblings such as
-    ``x.wiff`` + ``x.wiff.scan``) every key gets the prefix ``{id}/`` so the whole set lives under
-    one prefix and cannot collide with another raw file's objects.
+
+def key_prefix(
+    raw_file_id: str, *, project_id: str | None, instrument_id: str | None, created_at: datetime | None
+) -> str:
+    """The prefix every key of a raw file starts with, exactly as alphakraken's uploader makes it.
+
+    Raw files of the fallback project go under ``{instrument_id}/{created_at:%Y_%m}/`` (their bucket is
+    shared by every instrument); a Sciex set (the id ends with ``.wiff``) goes under ``{raw_file_id}/`` so
+    its siblings stay together. Both may apply, fallback first. ``.raw`` and ``.d`` get no prefix.
     """
+    check_raw_file_id(raw_file_id)
+    prefix = ""
+    if project_id == FALLBACK_PROJECT_ID:
+        if not instrument_id or created_at is None:
+            raise InvalidInputError(
+                f"raw file {raw_file_id!r} belongs to the fallback project, whose keys start with "
+                f"'{{instrument_id}}/{{created_at:%Y_%m}}/', but its instrument_id ({instrument_id!r}) or "
+                f"created_at ({created_at!r}) is missing; fix the RawFile"
+            )
+        prefix = f"{check_relative_path(instrument_id)}/{created_at:%Y_%m}/"
+    if raw_file_id.endswith(".wiff"):
+        prefix += f"{raw_file_id}/"
+    return prefix
+
+
+def object_keys(raw_file_id: str, paths: Iterable[str], *, prefix: str = "") -> dict[str, str]:
+    """Map each relative path to its S3 key (``prefix`` + path, alphakraken's layout), in sorted path order."""
     check_raw_file_id(raw_file_id)
     if isinstance(paths, str):
         raise InvalidInputError(
@@ -136,11 +163,7 @@ def object_keys(raw_file_id: str, paths: Iterable[str]) -> dict[str, str]:
             "inventory the raw file's files (file_info) before the S3 backup"
         )
     _refuse_file_and_folder(unique)
-    folder = f"{raw_file_id}/"
-    if all(p == raw_file_id or p.startswith(folder) for p in unique):
-        keys = {p: p for p in unique}
-    else:
-        keys = {p: f"{folder}{p}" for p in unique}
+    keys = {p: f"{prefix}{p}" for p in unique}
     for path, key in keys.items():
         length = _utf8_length(key, "key")
         if length > MAX_KEY_BYTES:
@@ -149,6 +172,12 @@ def object_keys(raw_file_id: str, paths: Iterable[str]) -> dict[str, str]:
                 f"{MAX_KEY_BYTES}; shorten the file or folder names"
             )
     return keys
+
+
+def upload_path(bucket: str, prefix: str) -> str:
+    """alphakraken's ``s3_upload_path``: ``s3://bucket`` or ``s3://bucket/prefix/``; file_info paths are
+    relative to it (their file remover HEADs ``prefix + path``)."""
+    return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
 
 
 def _refuse_file_and_folder(sorted_paths: list[str]) -> None:
@@ -165,12 +194,12 @@ def _refuse_file_and_folder(sorted_paths: list[str]) -> None:
                 )
 
 
-def backup_key(raw_file_id: str, keys: Mapping[str, str]) -> str:
+def backup_key(raw_file_id: str, keys: Mapping[str, str], *, prefix: str = "") -> str:
     """Return the ``s3_backup_key`` to record for a raw file whose files got ``keys`` (path -> key).
 
     A lone file named like the id (``x.raw``) is recorded by its object key; anything else, including a
-    ``.d`` folder holding a single file, by its prefix ``{id}/``, so readers can tell sets from objects
-    by the trailing slash.
+    ``.d`` folder holding a single file, by the prefix its objects share (ending in ``{id}/``), so readers
+    can tell sets from objects by the trailing slash.
     """
     check_raw_file_id(raw_file_id)
     if not keys:
@@ -178,16 +207,17 @@ def backup_key(raw_file_id: str, keys: Mapping[str, str]) -> str:
             f"no object keys given for raw file {raw_file_id!r}; build them with object_keys() from a "
             "non-empty file_info"
         )
-    if len(keys) == 1 and raw_file_id in keys:
+    if len(keys) == 1 and raw_file_id in keys and not prefix.endswith(f"{raw_file_id}/"):
         return keys[raw_file_id]
-    return f"{raw_file_id}/"
+    return prefix if prefix.endswith(f"{raw_file_id}/") else f"{prefix}{raw_file_id}/"
 
 
-def normalise_etag(etag: str) -> str:
-    """Return ``etag`` without surrounding quotes, lower-cased (S3 sends ``"ABC..."``-style quoted values)."""
+def check_etag(etag: str) -> str:
+    """Return ``etag`` normalised by the one normaliser (:func:`..etag.normalize_etag`), refusing values
+    that cannot be an ETag S3 returned (a whole ``"<etag>__<MiB>"``, whitespace, quotes inside)."""
     if not isinstance(etag, str):
         raise InvalidInputError(f"ETag must be a string, got {type(etag).__name__} {etag!r}")
-    value = etag.strip().strip('"').lower()
+    value = normalize_etag(etag)
     if not value:
         raise InvalidInputError(f"ETag {etag!r} is empty; pass the ETag S3 returned for the object")
     if "__" in value:
@@ -228,7 +258,7 @@ def set_etag(etags_by_key: Mapping[str, str]) -> str:
                 "set ETag text ambiguous; build keys with object_keys()"
             )
         _utf8_length(key, "object key")
-        lines.append((key, f"{key} {normalise_etag(etag)}\n"))
+        lines.append((key, f"{key} {check_etag(etag)}\n"))
     text = "".join(line for _, line in sorted(lines))
     return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
 

@@ -1,6 +1,8 @@
 """Bucket names for project backups: ``{bucket_prefix}-{project_id}``, normalised and validated.
 
-Each project gets its own bucket. Project ids come from people (``PRJ.001``, ``Müller_2024``), so they are
+Each project gets its own bucket. A lab switching from alphakraken's own uploader must find its objects
+where they are, so whenever alphakraken's name for a bucket is a valid S3 name, ours is exactly that name
+(``_FALLBACK`` → ``alphakraken--fallback``). Where theirs is invalid (``Müller_2024``), project ids are
 normalised into S3's naming alphabet. The normalisation never truncates: cutting a long name could map two
 projects onto one bucket, and a backup landing in another project's bucket is worse than a clear error.
 
@@ -18,6 +20,7 @@ __all__ = [
     "MIN_BUCKET_NAME_LENGTH",
     "RESERVED_PREFIXES",
     "RESERVED_SUFFIXES",
+    "alphakraken_bucket_name",
     "bucket_name",
     "bucket_name_problems",
     "check_bucket_prefix",
@@ -84,14 +87,29 @@ def check_bucket_prefix(bucket_prefix: str) -> str:
     return prefix
 
 
-def bucket_name(bucket_prefix: str, project_id: str) -> str:
-    """Return the bucket ``{prefix}-{project}`` for a project, always a valid S3 general purpose bucket name.
+def alphakraken_bucket_name(bucket_prefix: str, project_id: str) -> str:
+    """alphakraken's own rule (``s3_uploader``): lower-case, ``_``, ``.`` and spaces become hyphens.
 
-    Both parts are normalised with :func:`normalise_name_part`. Distinct ids can share a bucket after
-    normalisation (``PRJ-001`` and ``prj.001``); that is intended, as S3 cannot tell them apart anyway.
-    Anything that would need truncation or hits a reserved name is refused instead of being altered.
+    It is not always a valid bucket name (``Müller`` keeps its ``ü``); :func:`bucket_name` checks it.
+    """
+    project = project_id.lower().replace("_", "-").replace(".", "-").replace(" ", "-")
+    return f"{bucket_prefix}-{project}".lower()
+
+
+def bucket_name(bucket_prefix: str, project_id: str) -> str:
+    """Return the bucket for a project, always a valid S3 general purpose bucket name.
+
+    alphakraken's name when it is valid (so both uploaders use the same buckets); otherwise
+    ``{prefix}-{project}`` with both parts normalised by :func:`normalise_name_part`. Distinct ids can share
+    a bucket (``PRJ-001`` and ``prj.001``; ``Müller_2024`` and ``Möller_2024``): a bucket the operator creates
+    carries its ``project_id`` tag, and a bucket tagged for another project is refused. Anything that would
+    need truncation or hits a reserved name is refused instead of being altered.
     """
     prefix = check_bucket_prefix(bucket_prefix)
+    if isinstance(project_id, str) and isinstance(bucket_prefix, str):
+        theirs = alphakraken_bucket_name(bucket_prefix, project_id)
+        if not bucket_name_problems(theirs):
+            return theirs
     if not isinstance(project_id, str):
         raise InvalidInputError(
             f"project_id must be a string, got {type(project_id).__name__} {project_id!r}; "

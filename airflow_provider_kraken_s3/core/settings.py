@@ -4,9 +4,12 @@ The YAML shape follows alphakraken's ``envs/alphakraken.{env}.yaml``::
 
     backup:
       backup_type: s3          # or "local"
+      purging_verification_type: s3   # local | s3 | force_local (read by the verified-cleanup example)
       s3:
         region: eu-central-1
         bucket_prefix: alphakraken   # buckets are "alphakraken-{project_id}"
+        auto_create_buckets: false   # create_bucket_if_missing
+        storage_class: STANDARD      # ours: STANDARD, INTELLIGENT_TIERING, STANDARD_IA, GLACIER_IR, ...
 
 Everything is checked here, before any byte is read or sent, so a typo fails the task at once with a
 message naming the setting, instead of surfacing as a confusing S3 error hours into an upload.
@@ -37,8 +40,12 @@ __all__ = [
     "DEFAULT_PART_SIZE",
     "MAX_PART_SIZE",
     "MIN_PART_SIZE",
+    "PURGING_VERIFICATION_TYPES",
+    "STORAGE_CLASSES",
     "BackupSettings",
     "check_part_size",
+    "check_purging_verification_type",
+    "check_storage_class",
     "is_templated",
     "load_settings_file",
     "parse_settings_mapping",
@@ -48,6 +55,18 @@ __all__ = [
 
 BACKUP_TYPES: tuple[str, ...] = ("local", "s3")
 DEFAULT_BACKUP_TYPE = "s3"
+#: S3 storage classes a raw-file backup may use (written once, read rarely). Archive classes (GLACIER,
+#: DEEP_ARCHIVE) still answer HEAD, which is all skip, resume and the sensor need.
+STORAGE_CLASSES: tuple[str, ...] = (
+    "STANDARD",
+    "INTELLIGENT_TIERING",
+    "STANDARD_IA",
+    "GLACIER_IR",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+)
+#: alphakraken's ``backup.purging_verification_type``: what the file remover checks before deleting.
+PURGING_VERIFICATION_TYPES: tuple[str, ...] = ("local", "s3", "force_local")
 
 
 @dataclass(frozen=True)
@@ -58,9 +77,16 @@ class BackupSettings:
     bucket_prefix: str | None
     region_name: str | None
     part_size: int
+    create_buckets: bool = False
+    storage_class: str | None = None
+    purging_verification_type: str | None = None
 
     def __post_init__(self) -> None:
         _check_backup_type(self.backup_type, "backup_type")
+        if self.storage_class is not None:
+            check_storage_class(self.storage_class)
+        if self.purging_verification_type is not None:
+            check_purging_verification_type(self.purging_verification_type, self.backup_type)
         if self.bucket_prefix is not None:
             _check_string(self.bucket_prefix, "bucket_prefix")
         if self.region_name is not None:
@@ -78,6 +104,29 @@ class BackupSettings:
 def is_templated(value: object) -> bool:
     """True for a string Airflow has yet to render (``"{{ var.value.x }}"``); it is checked once rendered."""
     return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def check_storage_class(value: object, where: str = "storage_class") -> str:
+    """One of :data:`STORAGE_CLASSES`, checked when the DAG is parsed (a typo must not cost an upload)."""
+    if not isinstance(value, str) or value not in STORAGE_CLASSES:
+        raise InvalidInputError(f"{where} must be one of {', '.join(STORAGE_CLASSES)}, got {value!r}")
+    return value
+
+
+def check_purging_verification_type(
+    value: object, backup_type: str, where: str = "purging_verification_type"
+) -> str:
+    """alphakraken's rule: with ``backup_type: s3`` the file remover verifies ``s3`` (or is forced local)."""
+    if not isinstance(value, str) or value not in PURGING_VERIFICATION_TYPES:
+        raise InvalidInputError(
+            f"{where} must be one of {', '.join(PURGING_VERIFICATION_TYPES)}, got {value!r}"
+        )
+    if backup_type == "s3" and value == "local":
+        raise InvalidInputError(
+            f"{where} is 'local' but backup_type is 's3': the local backup is not where the data is kept. Use "
+            "'s3' (delete instrument files only once S3 proves them) or 'force_local' (skip that check, loudly)"
+        )
+    return value
 
 
 def _check_backup_type(value: object, where: str) -> str:
@@ -127,7 +176,7 @@ def _optional_string(section: Mapping[str, Any], key: str, where: str) -> str | 
     return value
 
 
-def parse_settings_mapping(data: Mapping[str, Any] | None) -> dict[str, str | None]:
+def parse_settings_mapping(data: Mapping[str, Any] | None) -> dict[str, Any]:
     """Read the ``backup`` section of loaded YAML into ``backup_type``, ``bucket_prefix``, ``region_name``.
 
     Missing sections and keys give ``None`` (the YAML may configure other things only); wrong types are
@@ -137,10 +186,18 @@ def parse_settings_mapping(data: Mapping[str, Any] | None) -> dict[str, str | No
     top = _optional_mapping(data, "the settings (top level)")
     backup = _optional_mapping(top.get("backup"), "backup")
     s3 = _optional_mapping(backup.get("s3"), "backup.s3")
+    create = s3.get("auto_create_buckets")
+    if create is not None and not isinstance(create, bool):
+        raise InvalidInputError(f"backup.s3.auto_create_buckets must be true or false, got {create!r}")
     return {
         "backup_type": _optional_string(backup, "backup_type", "backup.backup_type"),
         "bucket_prefix": _optional_string(s3, "bucket_prefix", "backup.s3.bucket_prefix"),
         "region_name": _optional_string(s3, "region", "backup.s3.region"),
+        "create_buckets": create,
+        "storage_class": _optional_string(s3, "storage_class", "backup.s3.storage_class"),
+        "purging_verification_type": _optional_string(
+            backup, "purging_verification_type", "backup.purging_verification_type"
+        ),
     }
 
 
@@ -182,6 +239,8 @@ def resolve_settings(
     region_name: str | None = None,
     part_size: int | None = None,
     settings_path: str | os.PathLike[str] | None = None,
+    create_buckets: bool | None = None,
+    storage_class: str | None = None,
 ) -> BackupSettings:
     """Merge explicit arguments (win), the YAML at ``settings_path`` and defaults into checked settings.
 
@@ -189,7 +248,16 @@ def resolve_settings(
     :data:`DEFAULT_PART_SIZE`, ``region_name`` None (boto3's own default chain). ``bucket_prefix`` has no
     default: guessing it could send a project's data into someone else's bucket.
     """
-    from_yaml: dict[str, str | None] = {"backup_type": None, "bucket_prefix": None, "region_name": None}
+    from_yaml: dict[str, Any] = dict.fromkeys(
+        (
+            "backup_type",
+            "bucket_prefix",
+            "region_name",
+            "create_buckets",
+            "storage_class",
+            "purging_verification_type",
+        )
+    )
     if settings_path is not None:
         document = load_settings_file(settings_path)
         try:
@@ -216,11 +284,21 @@ def resolve_settings(
     region, region_where = pick("region_name", region_name, "backup.s3.region")
     if region is not None:
         _check_region(region, region_where)
+    chosen_class, class_where = pick("storage_class", storage_class, "backup.s3.storage_class")
+    if chosen_class is not None:
+        check_storage_class(chosen_class, class_where)
+    purging = from_yaml["purging_verification_type"]
+    if purging is not None:
+        check_purging_verification_type(purging, chosen_type, f"backup.purging_verification_type{source}")
+    create, _ = pick("create_buckets", create_buckets, "backup.s3.auto_create_buckets")
     return BackupSettings(
         backup_type=chosen_type,
         bucket_prefix=prefix,
         region_name=region,
         part_size=part_size if part_size is not None else DEFAULT_PART_SIZE,
+        create_buckets=bool(create),
+        storage_class=chosen_class,
+        purging_verification_type=purging,
     )
 
 
@@ -231,6 +309,7 @@ def validate_arguments(
     region_name: object = None,
     part_size: object = None,
     settings_path: object = None,
+    storage_class: object = None,
 ) -> None:
     """Check operator arguments at DAG-parse time, without reading files or contacting anything.
 
@@ -247,6 +326,8 @@ def validate_arguments(
         _check_region(region_name, "region_name")
     if part_size is not None and not is_templated(part_size):
         check_part_size(part_size)
+    if storage_class is not None and not is_templated(storage_class):
+        check_storage_class(storage_class)
     if settings_path is not None and not is_templated(settings_path):
         if isinstance(settings_path, os.PathLike):
             settings_path = os.fspath(settings_path)

@@ -30,6 +30,7 @@ from airflow_provider_kraken_s3.core.decision import (
 from airflow_provider_kraken_s3.core.errors import InvalidInputError
 from airflow_provider_kraken_s3.core.etag import etags_equal, normalize_etag
 from airflow_provider_kraken_s3.core.inventory import backup_objects
+from airflow_provider_kraken_s3.core.layout import key_prefix
 
 #: ``backup_status`` values this module reasons about (alphakraken's strings, see ``models.BackupStatus``;
 #: literals here for the same reason as above: ``models`` imports mongoengine).
@@ -116,6 +117,11 @@ class RawFileRecord:
     s3_bucket: str | None
     file_info: Mapping[str, Sequence[Any]] | None
     s3_backup_details: str | None = None
+    s3_lease_owner: str | None = None
+    s3_lease_expires_at: datetime | None = None  # UTC
+    project_id: str | None = None
+    instrument_id: str | None = None
+    created_at: datetime | None = None
 
     @classmethod
     def of(cls, raw_file: Any) -> RawFileRecord:
@@ -127,6 +133,11 @@ class RawFileRecord:
             s3_bucket=getattr(raw_file, "s3_bucket", None),
             file_info={path: list(entry) for path, entry in (file_info or {}).items()},
             s3_backup_details=getattr(raw_file, "s3_backup_details", None),
+            s3_lease_owner=getattr(raw_file, "s3_lease_owner", None),
+            s3_lease_expires_at=getattr(raw_file, "s3_lease_expires_at", None),
+            project_id=getattr(raw_file, "project_id", None),
+            instrument_id=getattr(raw_file, "instrument_id", None),
+            created_at=getattr(raw_file, "created_at", None),
         )
 
 
@@ -178,7 +189,11 @@ def _as_remote(value: RemoteObject | Sequence[Any] | None) -> RemoteObject | Non
 
 
 def expected_from_raw_file(
-    raw_file_id: str, s3_bucket: str | None, file_info: Mapping[str, Sequence[Any]] | None
+    raw_file_id: str,
+    s3_bucket: str | None,
+    file_info: Mapping[str, Sequence[Any]] | None,
+    *,
+    prefix: str = "",
 ) -> ExpectedBackup:
     """The objects a DONE record promises, strictly: every file must carry its recorded ETag.
 
@@ -193,7 +208,7 @@ def expected_from_raw_file(
             )
         )
     try:
-        items = backup_objects(raw_file_id, file_info)
+        items = backup_objects(raw_file_id, file_info, prefix=prefix)
     except InvalidInputError as error:
         problems.append(Problem(ProblemKind.RECORD, raw_file_id, detail=f"file_info cannot be read: {error}"))
         return ExpectedBackup(bucket=s3_bucket or None, objects=(), problems=tuple(problems))
@@ -299,11 +314,22 @@ def verify_objects(
 # --------------------------------------------------------------------------- decisions
 
 
-def assess_raw_file(record: RawFileRecord, *, fail_on_failed: bool = False) -> Outcome:
+def assess_raw_file(
+    record: RawFileRecord, *, fail_on_failed: bool = False, now: datetime | None = None
+) -> Outcome:
     """Whether a record is ready for the S3 check (``VERIFY``), still worth waiting for, or a failure."""
     status = record.backup_status
     if status == STATUS_DONE:
-        expected = expected_from_raw_file(record.id, record.s3_bucket, record.file_info)
+        try:
+            prefix = key_prefix(
+                record.id,
+                project_id=record.project_id,
+                instrument_id=record.instrument_id,
+                created_at=record.created_at,
+            )
+        except InvalidInputError as error:
+            return Outcome(Action.FAIL, f"record says DONE but it cannot be verified: {error}")
+        expected = expected_from_raw_file(record.id, record.s3_bucket, record.file_info, prefix=prefix)
         if expected.problems:
             return Outcome(
                 Action.FAIL,
@@ -325,6 +351,18 @@ def assess_raw_file(record: RawFileRecord, *, fail_on_failed: bool = False) -> O
             "upload may still fix it (fail_on_failed=False)",
         )
     if status == STATUS_IN_PROGRESS:
+        expires = record.s3_lease_expires_at
+        if expires is not None:
+            expires = (
+                expires if expires.tzinfo else expires.replace(tzinfo=timezone.utc)
+            )  # pymongo: naive UTC
+            if expires < (now or datetime.now(timezone.utc)):
+                return Outcome(
+                    Action.WAIT,
+                    f"upload of raw file {record.id!r} is recorded in progress, but its attempt "
+                    f"({record.s3_lease_owner}) stopped renewing its lease at {expires:%Y-%m-%d %H:%M:%S} UTC: that "
+                    "worker probably died. Waiting for a retry of the upload task to take over and resume.",
+                )
         return Outcome(Action.WAIT, f"upload of raw file {record.id!r} is in progress ({details}); waiting")
     if not status:
         return Outcome(

@@ -52,7 +52,11 @@ class RawFileS3BackupOperator(BaseOperator):
     :param settings_path: alphakraken-style YAML (``backup: {backup_type, s3: {region, bucket_prefix}}``);
         arguments win over it (templated).
     :param create_bucket_if_missing: create a missing bucket (private, versioned, encrypted, public access
-        blocked, tagged, incomplete uploads aborted after 7 days) instead of failing.
+        blocked, tagged, incomplete uploads aborted after 7 days) instead of failing; None: the YAML's
+        ``backup.s3.auto_create_buckets`` (default false).
+    :param storage_class: S3 storage class of every object (``STANDARD``, ``INTELLIGENT_TIERING``,
+        ``STANDARD_IA``, ``GLACIER_IR``, ``GLACIER``, ``DEEP_ARCHIVE``); None: the YAML's
+        ``backup.s3.storage_class``, else the bucket's default (STANDARD) (templated).
     :param raise_on_failure: ``False`` records permanent failures as ``FAILED`` and ends the task
         successfully (the design's "don't raise"); transient errors still raise while retries remain.
     :param max_concurrency: parts in flight at once per file.
@@ -67,6 +71,7 @@ class RawFileS3BackupOperator(BaseOperator):
         "bucket_prefix",
         "region_name",
         "settings_path",
+        "storage_class",
     )
     ui_color = "#c9e4f6"
 
@@ -81,7 +86,8 @@ class RawFileS3BackupOperator(BaseOperator):
         region_name: str | None = None,
         part_size: int | None = None,
         settings_path: str | None = None,
-        create_bucket_if_missing: bool = False,
+        create_bucket_if_missing: bool | None = None,
+        storage_class: str | None = None,
         raise_on_failure: bool = True,
         max_concurrency: int = 4,
         expected_bucket_owner: str | None = None,
@@ -90,7 +96,11 @@ class RawFileS3BackupOperator(BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         validate_arguments(
-            backup_type=backup_type, bucket_prefix=bucket_prefix, region_name=region_name, part_size=part_size
+            backup_type=backup_type,
+            bucket_prefix=bucket_prefix,
+            region_name=region_name,
+            part_size=part_size,
+            storage_class=storage_class,
         )
         self.raw_file_id = raw_file_id
         self.aws_conn_id = aws_conn_id
@@ -101,6 +111,7 @@ class RawFileS3BackupOperator(BaseOperator):
         self.part_size = part_size
         self.settings_path = settings_path
         self.create_bucket_if_missing = create_bucket_if_missing
+        self.storage_class = storage_class
         self.raise_on_failure = raise_on_failure
         self.max_concurrency = max_concurrency
         self.expected_bucket_owner = expected_bucket_owner
@@ -115,6 +126,8 @@ class RawFileS3BackupOperator(BaseOperator):
                 region_name=self.region_name,
                 part_size=self.part_size,
                 settings_path=self.settings_path,
+                create_buckets=self.create_bucket_if_missing,
+                storage_class=self.storage_class,
             )
         except InvalidInputError as error:
             raise AirflowFailException(f"invalid backup settings: {error}") from error
@@ -139,7 +152,6 @@ class RawFileS3BackupOperator(BaseOperator):
             access=s3.access(),
             attempt=Attempt.new(_attempt_label(context, self.task_id, try_number), ttl=self.lease_ttl),
             log=self.log,
-            create_bucket_if_missing=self.create_bucket_if_missing,
             max_concurrency=self.max_concurrency,
             tries=(try_number, max_tries),
             cancel=self._cancel,

@@ -101,6 +101,8 @@ class RawFile(Document):
     s3_bucket = StringField()
     s3_backup_key = StringField(max_length=1024)  # S3 limits object keys to 1024 bytes
     s3_etag = StringField(max_length=128)
+    # alphakraken's own field: "s3://bucket" or "s3://bucket/prefix/"; file_info paths are relative to it.
+    s3_upload_path = StringField(max_length=1024)
     # Human-readable outcome of the last attempt (or its error), for the people watching alphakraken.
     s3_backup_details = StringField()
     s3_backup_updated_at = DateTimeField()  # UTC

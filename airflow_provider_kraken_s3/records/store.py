@@ -249,10 +249,14 @@ def mark_done(
     bucket: str,
     backup_key: str,
     etag: str,
+    upload_path: str,
     verified: Mapping[str, tuple[int, str, str]],
     details: str,
 ) -> None:
     """Record a verified backup in one atomic update that also gives the lease back.
+
+    ``upload_path`` is alphakraken's ``s3_upload_path`` (``s3://bucket[/prefix/]``), which their file remover
+    reads to find the objects; the ``s3_*`` fields beside it are ours.
 
     ``verified`` maps each file_info path to the ``(size, md5, "<etag>__<MiB>")`` it was verified as. Only
     those entries' third elements are written, by compare-and-swap on ``file_info`` as it is now: a file
@@ -262,6 +266,7 @@ def mark_done(
     _check_field("s3_bucket", bucket)
     _check_field("s3_backup_key", backup_key)
     _check_field("s3_etag", etag)
+    _check_field("s3_upload_path", upload_path)
     for _ in range(5):
         current = read_fields(raw_file_id, "file_info").get("file_info") or {}
         file_info = _with_etags(raw_file_id, current, verified)
@@ -270,6 +275,7 @@ def mark_done(
             s3_bucket=bucket,
             s3_backup_key=backup_key,
             s3_etag=etag,
+            s3_upload_path=upload_path,
             file_info=file_info,
             s3_uploads=[],
             s3_backup_details=_clip(details),

@@ -34,7 +34,7 @@ from airflow_provider_kraken_s3.core.errors import (
 )
 from airflow_provider_kraken_s3.core.etag import format_precomputed_etag
 from airflow_provider_kraken_s3.core.inventory import BackupObject, backup_objects
-from airflow_provider_kraken_s3.core.layout import backup_key, local_path, set_etag
+from airflow_provider_kraken_s3.core.layout import backup_key, key_prefix, local_path, set_etag, upload_path
 from airflow_provider_kraken_s3.core.naming import bucket_name
 from airflow_provider_kraken_s3.core.parts import MIB, plan_parts
 from airflow_provider_kraken_s3.core.settings import BackupSettings
@@ -54,6 +54,7 @@ class BackupOutcome:
     bucket: str
     s3_backup_key: str
     s3_etag: str
+    s3_upload_path: str
     files: int
     bytes: int
     bytes_uploaded: int
@@ -88,11 +89,11 @@ class RawFileBackup:
     access: S3Access
     attempt: lease.Attempt
     log: logging.Logger
-    create_bucket_if_missing: bool = False
     max_concurrency: int = 4
     tries: tuple[int, int] = (1, 1)
     cancel: threading.Event = field(default_factory=threading.Event)
     bucket: str | None = None
+    prefix: str = ""
 
     def run(self) -> BackupOutcome:
         started = time.monotonic()
@@ -111,7 +112,13 @@ class RawFileBackup:
     # ------------------------------------------------------------------ the steps
 
     def _back_up(self, raw_file: RawFile, started: float) -> BackupOutcome:
-        objects = backup_objects(raw_file.id, raw_file.file_info)
+        self.prefix = key_prefix(
+            raw_file.id,
+            project_id=raw_file.project_id,
+            instrument_id=raw_file.instrument_id,
+            created_at=raw_file.created_at,
+        )
+        objects = backup_objects(raw_file.id, raw_file.file_info, prefix=self.prefix)
         self.bucket = bucket_name(self.settings.bucket_prefix or "", raw_file.project_id or "")
         self._ensure_bucket(raw_file.project_id or "")
         todo = self._not_yet_proven(objects)
@@ -144,7 +151,7 @@ class RawFileBackup:
         try:
             buckets.check_bucket(self.access, self.bucket)
         except BucketNotFoundError:
-            if not self.create_bucket_if_missing:
+            if not self.settings.create_buckets:
                 raise
             buckets.create_backup_bucket(
                 self.access,
@@ -236,6 +243,7 @@ class RawFileBackup:
             upload_id=resumable,
             on_upload_id=remember,
             max_concurrency=self.max_concurrency,
+            storage_class=self.settings.storage_class,
             cancel=self.cancel,
         ).run()
 
@@ -255,7 +263,7 @@ class RawFileBackup:
                 etag, etag_info = result.etag, format_precomputed_etag(result.etag, result.part_size)
             etags[item.key] = etag
             verified[item.path] = (item.size, item.md5, etag_info)
-        key = backup_key(raw_file.id, {item.path: item.key for item in objects})
+        key = backup_key(raw_file.id, {item.path: item.key for item in objects}, prefix=self.prefix)
         etag = set_etag(etags) if key.endswith("/") else etags[objects[0].key]
         seconds = time.monotonic() - started
         uploaded = sum(result.bytes_sent for result in results.values())
@@ -266,13 +274,19 @@ class RawFileBackup:
             bucket=self.bucket or "",
             s3_backup_key=key,
             s3_etag=etag,
+            s3_upload_path=upload_path(self.bucket or "", self.prefix),
             files=len(objects),
             bytes=total,
             bytes_uploaded=uploaded,
             files_skipped=skipped,
             seconds=seconds,
         )
-        unchanged = not results and raw_file.backup_status == BackupStatus.DONE and raw_file.s3_etag == etag
+        unchanged = (
+            not results
+            and raw_file.backup_status == BackupStatus.DONE
+            and raw_file.s3_etag == etag
+            and raw_file.s3_upload_path == outcome.s3_upload_path
+        )
         if unchanged:  # a verified DONE, re-verified against S3: nothing to write but the lease
             store.release(raw_file.id, self.attempt.owner)
             self.log.info("RawFile %s is DONE and S3 still proves every object; nothing to do", raw_file.id)
@@ -283,7 +297,7 @@ class RawFileBackup:
             )
             store.mark_done(
                 raw_file.id, self.attempt.owner, bucket=outcome.bucket, backup_key=key, etag=etag,
-                verified=verified, details=details,
+                upload_path=outcome.s3_upload_path, verified=verified, details=details,
             )  # fmt: skip
         self.log.info("backup summary %s", kv(raw_file=raw_file.id, **outcome.as_dict()))
         return outcome

@@ -122,6 +122,7 @@ class MultipartSender:
             Bucket=job.bucket,
             Key=job.key,
             Metadata=job.multipart_metadata(self.plan),
+            **job.object_arguments(),
             **checksum,
         )
         upload_id = response["UploadId"]  # type: ignore[index]
@@ -217,22 +218,27 @@ class MultipartSender:
         futures: list[Future[SentPart]] = [
             pool.submit(self._send_part, part, in_s3.get(part.number), stop) for part in self.plan.parts()
         ]
+        settled = False  # every part finished, or one failed: nothing may land after an abort
         try:
             while True:
                 done, pending = wait(futures, timeout=1.0, return_when=FIRST_EXCEPTION)
                 failed = [f for f in done if not f.cancelled() and f.exception() is not None]
                 if failed:
+                    settled = True
                     raise _first_real_error(failed)
                 if not pending:
+                    settled = True
                     return [future.result() for future in futures]
                 if self.job.cancel.is_set():
                     raise BackupInterrupted(
                         f"upload of {self.job.target} stopped: the attempt was interrupted"
                     )
         finally:
-            # On any failure (ours, a task timeout, a lost lease) stop the other parts quickly.
+            # Stop the other parts at their next block. After a failed part, wait for them, so that none lands
+            # after an abort. After an interruption (a timeout, a kill, a lost lease) the upload is kept for a
+            # resume, and a part stuck on the network must not hold the task past its deadline: do not wait.
             stop.set()
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=settled, cancel_futures=True)
 
     def _send_part(self, part: Part, in_s3: RemotePart | None, stop: threading.Event) -> SentPart:
         job = self.job

@@ -88,6 +88,7 @@ class VerifiedUpload:
     :param expected_md5: the inventory's MD5 of the file.
     :param upload_id: a multipart upload of this key, part size and expectation to resume.
     :param versioned: whether the bucket keeps old versions (None: ask S3 when it matters).
+    :param storage_class: S3 storage class of the new object (None: the bucket's default).
     :param cancel: set from outside (a task timeout, a lost lease) to stop at the next block.
     """
 
@@ -104,6 +105,7 @@ class VerifiedUpload:
     progress: Callable[[int, int], None] | None = None
     max_concurrency: int = 4
     versioned: bool | None = None
+    storage_class: str | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -254,7 +256,7 @@ class VerifiedUpload:
         expected = self.expected_md5 or self.expected_etag
         part = next(plan.parts())
         body = PartBody(self.path, part, on_progress=reporter.add, should_stop=self.cancel.is_set)
-        extra: dict[str, Any] = {}
+        extra = self.object_arguments()
         if expected:
             extra["ContentMD5"] = base64.b64encode(bytes.fromhex(expected)).decode()
         try:
@@ -303,6 +305,10 @@ class VerifiedUpload:
                 f"{self.target} reports {found} after the upload, expected ETag {etag} and {size} bytes; the "
                 "object is corrupt or was replaced concurrently. Re-run the backup."
             )
+
+    def object_arguments(self) -> dict[str, Any]:
+        """Arguments every new object gets, whichever way it is uploaded."""
+        return {"StorageClass": self.storage_class} if self.storage_class else {}
 
     def multipart_metadata(self, plan: PartPlan) -> dict[str, str]:
         """Hints for later readers; ``kraken-md5`` only where the object cannot complete unverified."""
@@ -362,6 +368,7 @@ class VerifiedUpload:
                 skipped=result.skipped,
                 bytes_read=result.bytes_read,
                 etag=result.etag,
+                storage_class=self.storage_class or "default",
                 reason=reason,
             ),
         )

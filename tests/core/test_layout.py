@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import pathlib
 import re
+from datetime import datetime, timezone
 
 import pytest
 from hypothesis import given
@@ -12,14 +13,17 @@ from hypothesis import strategies as st
 
 from airflow_provider_kraken_s3.core.errors import InvalidInputError
 from airflow_provider_kraken_s3.core.layout import (
+    FALLBACK_PROJECT_ID,
     MAX_KEY_BYTES,
     backup_key,
+    check_etag,
     check_raw_file_id,
     check_relative_path,
+    key_prefix,
     local_path,
-    normalise_etag,
     object_keys,
     set_etag,
+    upload_path,
 )
 
 MD5_A = "9e107d9d372bb6826bd81d3542a419d6"
@@ -144,32 +148,38 @@ def test_object_keys_folder_with_single_file() -> None:
     assert object_keys("x.d", ["x.d/analysis.tdf"]) == {"x.d/analysis.tdf": "x.d/analysis.tdf"}
 
 
-def test_object_keys_sciex_siblings_get_id_prefix() -> None:
-    keys = object_keys("x.wiff", ["x.wiff.scan", "x.wiff", "x.wiff2"])
+def test_object_keys_sciex_siblings_go_under_the_id_prefix() -> None:
+    """alphakraken's uploader: a ``.wiff`` set lives under ``{raw_file_id}/``, nothing else gets a prefix."""
+    prefix = key_prefix("x.wiff", project_id="P1", instrument_id="sciex1", created_at=None)
+    assert prefix == "x.wiff/"
+    keys = object_keys("x.wiff", ["x.wiff.scan", "x.wiff", "x.wiff2"], prefix=prefix)
     assert keys == {
         "x.wiff": "x.wiff/x.wiff",
         "x.wiff.scan": "x.wiff/x.wiff.scan",
         "x.wiff2": "x.wiff/x.wiff2",
     }
     assert list(keys) == ["x.wiff", "x.wiff.scan", "x.wiff2"]
+    assert object_keys("x.wiff", ["x.wiff"], prefix=prefix) == {"x.wiff": "x.wiff/x.wiff"}
 
 
-def test_object_keys_mixed_set_prefixes_everything() -> None:
-    # One path inside the folder and one beside it: the whole set goes under "{id}/".
-    keys = object_keys("x.d", ["x.d/analysis.tdf", "x.d.metadata.json"])
-    assert keys == {
-        "x.d.metadata.json": "x.d/x.d.metadata.json",
-        "x.d/analysis.tdf": "x.d/x.d/analysis.tdf",
-    }
+def test_fallback_project_keys_go_under_instrument_and_month() -> None:
+    """``_FALLBACK`` raw files share one bucket: alphakraken files them by instrument and month, then wiff."""
+    created = datetime(2024, 3, 9, 23, 59, tzinfo=timezone.utc)
+    raw = key_prefix("x.raw", project_id=FALLBACK_PROJECT_ID, instrument_id="astral1", created_at=created)
+    wiff = key_prefix("y.wiff", project_id=FALLBACK_PROJECT_ID, instrument_id="sciex1", created_at=created)
+    assert (raw, wiff) == ("astral1/2024_03/", "sciex1/2024_03/y.wiff/")
+    assert object_keys("x.raw", ["x.raw"], prefix=raw) == {"x.raw": "astral1/2024_03/x.raw"}
+    assert backup_key("x.raw", {"x.raw": "astral1/2024_03/x.raw"}, prefix=raw) == "astral1/2024_03/x.raw"
+    assert backup_key("x.d", {"x.d/a": "astral1/2024_03/x.d/a"}, prefix=raw) == "astral1/2024_03/x.d/"
+    assert backup_key("y.wiff", {"y.wiff": "sciex1/2024_03/y.wiff/y.wiff"}, prefix=wiff) == wiff
+    assert upload_path("b", wiff) == "s3://b/sciex1/2024_03/y.wiff/" and upload_path("b", "") == "s3://b"
+    with pytest.raises(InvalidInputError, match=r"fallback project.*created_at"):
+        key_prefix("x.raw", project_id=FALLBACK_PROJECT_ID, instrument_id="astral1", created_at=None)
 
 
-def test_object_keys_single_file_not_named_like_id_is_prefixed() -> None:
-    assert object_keys("x.raw", ["y.raw"]) == {"y.raw": "x.raw/y.raw"}
-
-
-def test_object_keys_name_sharing_id_start_is_not_inside_folder() -> None:
-    # "x.dx/a" starts with "x.d" but not with "x.d/": it is a sibling.
-    assert object_keys("x.d", ["x.d/a", "x.dx/a"]) == {"x.d/a": "x.d/x.d/a", "x.dx/a": "x.d/x.dx/a"}
+def test_object_keys_other_paths_are_used_as_they_are() -> None:
+    assert object_keys("x.raw", ["y.raw"]) == {"y.raw": "y.raw"}
+    assert object_keys("x.d", ["x.d/a", "x.dx/a"]) == {"x.d/a": "x.d/a", "x.dx/a": "x.dx/a"}
 
 
 def test_object_keys_accepts_generators_and_duplicates() -> None:
@@ -210,7 +220,7 @@ def test_object_keys_refuses_key_too_long_after_prefixing() -> None:
     long_path = "y" * (MAX_KEY_BYTES - 2)
     assert check_relative_path(long_path) == long_path
     with pytest.raises(InvalidInputError, match=r"would be 1029 bytes in UTF-8"):
-        object_keys("x.wiff", [long_path])
+        object_keys("x.wiff", [long_path], prefix="x.wiff/")
 
 
 # --- backup_key --------------------------------------------------------------------------------------
@@ -226,12 +236,8 @@ def test_backup_key_folder_is_prefix_even_with_one_file() -> None:
 
 
 def test_backup_key_sibling_set_is_prefix() -> None:
-    keys = object_keys("x.wiff", ["x.wiff", "x.wiff2", "x.wiff.scan"])
-    assert backup_key("x.wiff", keys) == "x.wiff/"
-
-
-def test_backup_key_single_other_file_is_prefix() -> None:
-    assert backup_key("x.raw", object_keys("x.raw", ["y.raw"])) == "x.raw/"
+    keys = object_keys("x.wiff", ["x.wiff", "x.wiff2", "x.wiff.scan"], prefix="x.wiff/")
+    assert backup_key("x.wiff", keys, prefix="x.wiff/") == "x.wiff/"
 
 
 def test_backup_key_refuses_empty_keys_and_bad_id() -> None:
@@ -298,8 +304,8 @@ def test_set_etag_refuses(etags: dict, fragment: str) -> None:
     assert fragment in str(info.value)
 
 
-def test_normalise_etag() -> None:
-    assert normalise_etag(f'"{MD5_A.upper()}-12"') == f"{MD5_A}-12"
+def test_check_etag() -> None:
+    assert check_etag(f'"{MD5_A.upper()}-12"') == f"{MD5_A}-12"
 
 
 # --- local_path --------------------------------------------------------------------------------------
@@ -355,28 +361,15 @@ def _path_sets(draw: st.DrawFn) -> tuple[str, set[str]]:
     return raw_file_id, paths
 
 
-@given(_path_sets())
-def test_keys_are_unique_and_under_the_id(case: tuple[str, set[str]]) -> None:
+@given(_path_sets(), st.sampled_from(["", "inst/2024_01/"]))
+def test_keys_are_the_prefix_plus_the_path(case: tuple[str, set[str]], prefix: str) -> None:
     raw_file_id, paths = case
-    keys = object_keys(raw_file_id, paths)
+    keys = object_keys(raw_file_id, paths, prefix=prefix)
     assert set(keys) == paths
     assert list(keys) == sorted(paths)
-    assert len(set(keys.values())) == len(keys)
-    for key in keys.values():
-        assert key == raw_file_id or key.startswith(f"{raw_file_id}/")
-    marker = backup_key(raw_file_id, keys)
-    assert marker == raw_file_id or marker == f"{raw_file_id}/"
-    assert all(k == marker or k.startswith(marker) for k in keys.values())
-
-
-@given(_path_sets())
-def test_keys_are_paths_or_prefixed_paths(case: tuple[str, set[str]]) -> None:
-    raw_file_id, paths = case
-    keys = object_keys(raw_file_id, paths)
-    unchanged = all(keys[p] == p for p in paths)
-    prefixed = all(keys[p] == f"{raw_file_id}/{p}" for p in paths)
-    assert unchanged or prefixed
-    assert unchanged == all(p == raw_file_id or p.startswith(f"{raw_file_id}/") for p in paths)
+    assert keys == {path: f"{prefix}{path}" for path in paths}  # alphakraken's layout, exactly
+    marker = backup_key(raw_file_id, keys, prefix=prefix)
+    assert marker in (f"{prefix}{raw_file_id}", f"{prefix}{raw_file_id}/")
 
 
 @given(path=_relative_path)

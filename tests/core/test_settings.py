@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import re
 
 import pytest
 
@@ -57,12 +58,66 @@ def test_constants() -> None:
 
 
 def test_parse_full_mapping() -> None:
-    data = {"backup": {"backup_type": "s3", "s3": {"region": "eu-central-1", "bucket_prefix": "ak"}}}
+    data = {
+        "backup": {
+            "backup_type": "s3",
+            "purging_verification_type": "s3",
+            "s3": {
+                "region": "eu-central-1",
+                "bucket_prefix": "ak",
+                "auto_create_buckets": True,
+                "storage_class": "GLACIER_IR",
+            },
+        }
+    }
     assert parse_settings_mapping(data) == {
         "backup_type": "s3",
         "bucket_prefix": "ak",
         "region_name": "eu-central-1",
+        "create_buckets": True,
+        "storage_class": "GLACIER_IR",
+        "purging_verification_type": "s3",
     }
+
+
+def test_alphakraken_yaml_keys_reach_the_settings(tmp_path) -> None:
+    """Their YAML as it is: auto_create_buckets drives bucket creation, storage_class every object's class."""
+    path = tmp_path / "alphakraken.production.yaml"
+    path.write_text(
+        "backup:\n  backup_type: s3\n  purging_verification_type: force_local\n  s3:\n    region: eu-central-1\n"
+        "    bucket_prefix: alphakraken\n    auto_create_buckets: true\n    storage_class: DEEP_ARCHIVE\n"
+    )
+    settings = resolve_settings(settings_path=path)
+    assert (settings.create_buckets, settings.storage_class) == (True, "DEEP_ARCHIVE")
+    assert settings.purging_verification_type == "force_local"
+    assert (
+        resolve_settings(settings_path=path, create_buckets=False, storage_class="STANDARD").create_buckets
+        is False
+    )
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "fragment"),
+    [
+        (
+            "backup:\n  backup_type: s3\n  purging_verification_type: local\n  s3: {bucket_prefix: ak}\n",
+            "'local' but backup_type is 's3'",
+        ),
+        ("backup:\n  s3: {bucket_prefix: ak, storage_class: GLACIER_DEEP}\n", "must be one of STANDARD"),
+        ("backup:\n  s3: {bucket_prefix: ak, auto_create_buckets: 'yes'}\n", "true or false"),
+    ],
+)
+def test_alphakraken_yaml_values_are_checked(tmp_path, yaml_text: str, fragment: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(InvalidInputError, match=re.escape(fragment)):
+        resolve_settings(settings_path=path)
+
+
+def test_storage_class_is_checked_at_parse_time() -> None:
+    with pytest.raises(InvalidInputError, match="storage_class must be one of"):
+        validate_arguments(storage_class="GLACER")
+    validate_arguments(storage_class="{{ var.value.storage_class }}")  # rendered later
 
 
 @pytest.mark.parametrize(
@@ -82,6 +137,9 @@ def test_parse_missing_sections_give_none(data: object) -> None:
         "backup_type": None,
         "bucket_prefix": None,
         "region_name": None,
+        "create_buckets": None,
+        "storage_class": None,
+        "purging_verification_type": None,
     }
 
 

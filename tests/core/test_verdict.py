@@ -139,9 +139,9 @@ def _entry(size: int, md5: str, etag: str | None) -> list:
 
 def test_expected_from_raw_file_uses_the_inventory_layout() -> None:
     file_info = {"w.wiff": _entry(1, MD5_A, ETAG_A), "w.wiff.scan": _entry(2, MD5_B, ETAG_B)}
-    expected = expected_from_raw_file("w.wiff", "kraken-lab-p1", file_info)
+    expected = expected_from_raw_file("w.wiff", "kraken-lab-p1", file_info, prefix="w.wiff/")
     assert expected.problems == () and expected.bucket == "kraken-lab-p1"
-    layout = backup_objects("w.wiff", file_info)
+    layout = backup_objects("w.wiff", file_info, prefix="w.wiff/")
     assert (
         [o.key for o in expected.objects]
         == [o.key for o in layout]
@@ -277,3 +277,22 @@ def test_xcom_value_is_utc_iso() -> None:
     assert value["verified_at"] == "2024-05-01T14:30:00+00:00"
     assert value["objects"] == [{"key": "k", "etag": ETAG_A, "size": 3}] and value["raw_file_id"] is None
     assert datetime.fromisoformat(xcom_value("b", None, [])["verified_at"]).tzinfo is not None
+
+
+def test_in_progress_with_an_expired_lease_says_the_worker_probably_died() -> None:
+    """A SIGKILLed upload leaves upload_in_progress; the sensor says so instead of "in progress"."""
+    record = RawFileRecord(
+        id="k.raw",
+        backup_status=BackupStatus.IN_PROGRESS,
+        s3_bucket=None,
+        file_info=None,
+        s3_lease_owner="upload_to_s3/run/try1#ab",
+        s3_lease_expires_at=datetime(2024, 5, 1, 12, 0),  # naive UTC, as pymongo returns it
+    )
+    stale = assess_raw_file(record, now=NOW)
+    assert (
+        stale.action is Action.WAIT
+        and "stopped renewing its lease at 2024-05-01 12:00:00 UTC" in stale.message
+    )
+    alive = assess_raw_file(record, now=datetime(2024, 5, 1, 11, 59, tzinfo=timezone.utc))
+    assert alive.action is Action.WAIT and "is in progress" in alive.message

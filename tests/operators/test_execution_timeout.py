@@ -8,6 +8,7 @@ multipart upload kept and the lease given back — never ``upload_in_progress`` 
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def test_execution_timeout_ends_as_a_true_resumable_failure(
     staged = stage_raw_file(tmp_path, s3_client, "slow.raw", {"slow.raw": 3 * PART})
     never = threading.Event()
     proxy = FaultProxy(moto_server.port)
-    proxy.add(hold("UploadPart", never, part_number=2, timeout=20))
+    proxy.add(hold("UploadPart", never, part_number=2, timeout=45))
     dump = tmp_path / "after.json"
     with proxy.running():
         env = {"AIRFLOW_CONN_AWS_SLOW": aws_connection_json(proxy.url)}
@@ -41,6 +42,9 @@ def test_execution_timeout_ends_as_a_true_resumable_failure(
         )
         never.set()
     output = done.stdout + (done.stderr or "")
+    # The held part is still in flight: the task ended at its deadline, not when the network let go.
+    duration = float(re.search(r"run_duration=([0-9.]+)", output).group(1))
+    assert duration < 40, output[-3000:]  # waiting for the held part would take over 45 s
     assert "AirflowTaskTimeout" in output or "Timeout" in output, output[-3000:]
     (raw,) = [d for d in next(iter(load_mongo_dump(dump).values()))["raw_file"] if d["_id"] == "slow.raw"]
     assert raw["backup_status"] == "upload_failed", raw

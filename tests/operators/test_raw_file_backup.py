@@ -90,6 +90,7 @@ def test_single_raw_file(aws_conn, s3_client, project_bucket, stage) -> None:
         "bucket": BUCKET,
         "s3_backup_key": "s1.raw",
         "s3_etag": etag,
+        "s3_upload_path": f"s3://{BUCKET}",
         "files": 1,
         "bytes": 2 * PART + 3,
         "bytes_uploaded": 2 * PART + 3,
@@ -519,3 +520,24 @@ def test_an_execution_timeout_is_recorded_not_left_in_progress(
     raw = reload("p1.raw")
     assert raw.backup_status == BackupStatus.FAILED
     assert "AirflowTaskTimeout: interrupted" in raw.s3_backup_details and raw.s3_lease_owner is None
+
+
+def test_storage_class_is_set_on_every_object(aws_conn, s3_client, project_bucket, stage, task_log) -> None:
+    """Raw files are written once and read rarely: every object (single PUT and multipart) gets the class."""
+    stage("sc.d", {"sc.d/a": 10, "sc.d/b": PART + 1})
+    operator("sc.d", storage_class="STANDARD_IA").execute(context={})
+    for key in ("sc.d/a", "sc.d/b"):
+        assert s3_client.head_object(Bucket=BUCKET, Key=key)["StorageClass"] == "STANDARD_IA"
+    assert "storage_class=STANDARD_IA" in task_log()
+    # Archived objects still answer HEAD: a re-run and the sensor need nothing else.
+    assert operator("sc.d", storage_class="STANDARD_IA").execute(context={})["bytes_uploaded"] == 0
+
+
+def test_auto_create_buckets_from_their_yaml(aws_conn, s3_client, stage, tmp_path) -> None:
+    stage("ac.raw", {"ac.raw": 10}, project_id="yamlcreated")
+    settings = tmp_path / "alphakraken.yaml"
+    settings.write_text(
+        "backup:\n  backup_type: s3\n  s3:\n    bucket_prefix: kraken-lab\n    auto_create_buckets: true\n"
+    )
+    operator("ac.raw", bucket_prefix=None, settings_path=str(settings)).execute(context={})
+    assert s3_client.get_bucket_versioning(Bucket="kraken-lab-yamlcreated")["Status"] == "Enabled"

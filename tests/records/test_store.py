@@ -118,6 +118,7 @@ def test_mark_done_writes_only_the_verified_etags_and_releases_the_lease(owned, 
         bucket="kraken-backup",
         backup_key="20240101_astral1_P1234_sample.d/",
         etag="c0ffee-2",
+        upload_path="s3://kraken-backup",
         verified=VERIFIED,
         details="2 files verified",
     )
@@ -138,18 +139,41 @@ def test_mark_done_refuses_when_the_inventory_changed_meanwhile(owned, kraken_db
         {"_id": RAW_ID}, {"$set": {"file_info": {**FILE_INFO, path: [2048, "f" * 32]}}}
     )
     with pytest.raises(IntegrityError, match="inventory changed during the upload"):
-        store.mark_done(RAW_ID, OWNER, bucket="b", backup_key="k/", etag="e", verified=VERIFIED, details="")
+        store.mark_done(
+            RAW_ID,
+            OWNER,
+            bucket="b",
+            backup_key="k/",
+            etag="e",
+            upload_path="s3://b",
+            verified=VERIFIED,
+            details="",
+        )
     assert owned()["backup_status"] == BackupStatus.COPYING_DONE
 
 
 def test_mark_done_validates_field_limits(owned) -> None:
     with pytest.raises(InvalidInputError):
         store.mark_done(
-            RAW_ID, OWNER, bucket="b", backup_key="k" * 1025, etag="e", verified=VERIFIED, details=""
+            RAW_ID,
+            OWNER,
+            bucket="b",
+            backup_key="k" * 1025,
+            etag="e",
+            upload_path="s3://b",
+            verified=VERIFIED,
+            details="",
         )
     with pytest.raises(InvalidInputError):
         store.mark_done(
-            RAW_ID, OWNER, bucket="b", backup_key="k", etag="e" * 129, verified=VERIFIED, details=""
+            RAW_ID,
+            OWNER,
+            bucket="b",
+            backup_key="k",
+            etag="e" * 129,
+            upload_path="s3://b",
+            verified=VERIFIED,
+            details="",
         )
     assert owned()["backup_status"] == BackupStatus.COPYING_DONE
 
@@ -167,7 +191,16 @@ def test_mark_failed_keeps_upload_entries_and_releases_the_lease(owned) -> None:
 
 def test_a_stale_attempt_cannot_write(owned) -> None:
     """Defect 5: once another attempt owns the record, every write of the old one is refused."""
-    store.mark_done(RAW_ID, OWNER, bucket="b", backup_key="k/", etag="e", verified=VERIFIED, details="done")
+    store.mark_done(
+        RAW_ID,
+        OWNER,
+        bucket="b",
+        backup_key="k/",
+        etag="e",
+        upload_path="s3://b",
+        verified=VERIFIED,
+        details="done",
+    )
     lease.claim(RAW_ID, lease.Attempt("newer#1"))
     for write in (
         lambda: store.mark_failed(RAW_ID, OWNER, "late failure"),
@@ -214,7 +247,14 @@ WRITES = {
     "mark_in_progress": _claimed(lambda rid: store.mark_in_progress(rid, OWNER, "started")),
     "mark_done": _claimed(
         lambda rid: store.mark_done(
-            rid, OWNER, bucket="b", backup_key="k/", etag="e", verified=VERIFIED, details="ok"
+            rid,
+            OWNER,
+            bucket="b",
+            backup_key="k/",
+            etag="e",
+            upload_path="s3://b",
+            verified=VERIFIED,
+            details="ok",
         )
     ),
     "mark_failed": _claimed(lambda rid: store.mark_failed(rid, OWNER, "boom", bucket="b")),
