@@ -32,6 +32,8 @@ from airflow_provider_kraken_s3.core.etag import etag_part_count, normalize_etag
 #: User metadata we write on multipart objects whose whole-file MD5 was verified before completion.
 META_PART_SIZE = "kraken-part-size"
 META_MD5 = "kraken-md5"
+#: rclone's name for the same whole-file MD5 (base64), so ``rclone check`` verifies without downloading.
+META_RCLONE_MD5 = "md5chksum"
 
 _MIB = 1024**2
 _MIN_PART_MIB = 5

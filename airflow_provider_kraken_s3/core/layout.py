@@ -30,6 +30,7 @@ __all__ = [
     "check_raw_file_id",
     "check_relative_path",
     "key_prefix",
+    "listing_folder",
     "local_path",
     "object_keys",
     "set_etag",
@@ -172,6 +173,19 @@ def object_keys(raw_file_id: str, paths: Iterable[str], *, prefix: str = "") -> 
                 f"{MAX_KEY_BYTES}; shorten the file or folder names"
             )
     return keys
+
+
+def listing_folder(keys: Iterable[str]) -> str:
+    """The folder a set of two or more keys shares, to list them at once ("" when a listing cannot help).
+
+    Character-wise common prefix, cut after its last ``/``: every key lies under it, so one listing of it
+    answers for all of them (and a key outside it could never be mistaken for absent).
+    """
+    keys = list(keys)
+    if len(keys) < 2:
+        return ""
+    common = os.path.commonprefix(keys)  # noqa: RUF071 - cut at the last "/" below
+    return common[: common.rfind("/") + 1]
 
 
 def upload_path(bucket: str, prefix: str) -> str:

@@ -19,7 +19,11 @@ from botocore.config import Config
 from airflow_provider_kraken_s3.core.decision import RemoteObject
 from airflow_provider_kraken_s3.core.parts import DEFAULT_PART_SIZE
 from airflow_provider_kraken_s3.transfer import buckets, remote
-from airflow_provider_kraken_s3.transfer.access import S3Access
+from airflow_provider_kraken_s3.transfer.access import (
+    NO_STREAMED_CHECKSUMS,
+    S3Access,
+    refuses_streamed_checksums,
+)
 from airflow_provider_kraken_s3.transfer.streams import PartBody
 from airflow_provider_kraken_s3.transfer.upload import UploadIdCallback, UploadResult, VerifiedUpload
 
@@ -62,7 +66,15 @@ class KrakenS3Hook(S3Hook):
 
     def get_conn(self) -> Any:
         """The boto3 client, with our two request handlers registered."""
-        client = super().get_conn()
+        return self._with_handlers(super().get_conn())
+
+    def _client_without_streamed_checksums(self) -> Any:
+        """A new client for this connection sending request checksums only where required (see
+        :class:`..transfer.access.S3Access`: built once an endpoint refuses botocore's streamed CRC32)."""
+        config = self.config.merge(Config(**NO_STREAMED_CHECKSUMS))
+        return self._with_handlers(self.get_client_type(region_name=self.region_name, config=config))
+
+    def _with_handlers(self, client: Any) -> Any:
         for operation in ("PutObject", "UploadPart"):
             client.meta.events.register_first(
                 f"before-send.s3.{operation}",
@@ -79,11 +91,13 @@ class KrakenS3Hook(S3Hook):
 
     @property
     def config(self) -> Config:
-        """Our client defaults, overridden by anything the connection's ``config_kwargs`` sets."""
+        """Our client defaults, overridden by anything the connection's ``config_kwargs`` sets; without
+        streamed request checksums once this process saw the endpoint refuse them."""
+        config = self.default_client_config
+        if refuses_streamed_checksums(self.conn_config.endpoint_url):
+            config = config.merge(Config(**NO_STREAMED_CHECKSUMS))
         from_connection = self.conn_config.botocore_config
-        if from_connection is None:
-            return self.default_client_config
-        return self.default_client_config.merge(from_connection)
+        return config if from_connection is None else config.merge(from_connection)
 
     def access(self) -> S3Access:
         """What the Airflow-free transfer engine needs: the client and the names its messages use."""
@@ -93,6 +107,8 @@ class KrakenS3Hook(S3Hook):
             endpoint=self.conn_config.endpoint_url,
             region=self.conn_config.region_name,
             crc32_parts=getattr(self.config, "request_checksum_calculation", None) != "when_required",
+            without_streamed_checksums=self._client_without_streamed_checksums,
+            log=self.log,
         )
 
     def describe_target(self, bucket: str) -> str:
@@ -133,6 +149,7 @@ class KrakenS3Hook(S3Hook):
         progress: Callable[[int, int], None] | None = None,
         max_concurrency: int | None = None,
         versioned: bool | None = None,
+        storage_class: str | None = None,
         cancel: threading.Event | None = None,
     ) -> UploadResult:
         """Upload ``local_path`` to ``s3://bucket/key`` and prove every byte arrived.
@@ -149,6 +166,7 @@ class KrakenS3Hook(S3Hook):
             resume after a crash), and with ``(None, part_size)`` once the upload is completed or aborted.
         :param progress: called with ``(bytes done, total)`` as parts are read.
         :param versioned: whether the bucket keeps old versions (None: asked when an object would be replaced).
+        :param storage_class: S3 storage class of the new object (None: the bucket's default).
         :param cancel: set it from another thread to stop the upload at the next block (kept for a resume).
         :raises PermanentBackupError: integrity mismatch, local file missing, changed or unreadable, missing
             bucket, denied access, an object that may not be replaced.
@@ -168,6 +186,7 @@ class KrakenS3Hook(S3Hook):
             progress=progress,
             max_concurrency=max_concurrency or self.max_concurrency,
             versioned=versioned,
+            storage_class=storage_class,
             cancel=cancel or threading.Event(),
         )
         return job.run()

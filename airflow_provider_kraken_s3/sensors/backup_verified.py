@@ -26,6 +26,7 @@ from airflow_provider_kraken_s3.core.errors import (
     PermanentBackupError,
     TransientBackupError,
 )
+from airflow_provider_kraken_s3.core.layout import listing_folder
 from airflow_provider_kraken_s3.core.verdict import (
     Action,
     ExpectedObject,
@@ -37,6 +38,7 @@ from airflow_provider_kraken_s3.core.verdict import (
 from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook, connect
 from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
 from airflow_provider_kraken_s3.services.verify import fetch_record, objects_to_check, validate_mode
+from airflow_provider_kraken_s3.transfer.listing import list_prefix
 from airflow_provider_kraken_s3.triggers.backup_verified import BackupVerifiedTrigger
 
 if TYPE_CHECKING:
@@ -156,7 +158,12 @@ class S3BackupVerifiedSensor(BaseSensorOperator):
         return conclude(verify_objects(objects, found), bucket=bucket, raw_file_id=self.raw_file_id)
 
     def _head_all(self, bucket: str, objects: Sequence[ExpectedObject]) -> dict[str, RemoteObject | None]:
+        """What S3 holds for each key: one listing for a set, a HEAD for a single object."""
         hook = KrakenS3Hook(aws_conn_id=self.aws_conn_id)
+        folder = listing_folder(item.key for item in objects)
+        if folder:
+            listed = list_prefix(hook.access(), bucket, folder)
+            return {item.key: listed.get(item.key) for item in objects}
         return {item.key: hook.head(bucket, item.key) for item in objects}
 
     # ------------------------------------------------------------------ deferring

@@ -34,7 +34,14 @@ from airflow_provider_kraken_s3.core.errors import (
 )
 from airflow_provider_kraken_s3.core.etag import format_precomputed_etag
 from airflow_provider_kraken_s3.core.inventory import BackupObject, backup_objects
-from airflow_provider_kraken_s3.core.layout import backup_key, key_prefix, local_path, set_etag, upload_path
+from airflow_provider_kraken_s3.core.layout import (
+    backup_key,
+    key_prefix,
+    listing_folder,
+    local_path,
+    set_etag,
+    upload_path,
+)
 from airflow_provider_kraken_s3.core.naming import bucket_name
 from airflow_provider_kraken_s3.core.parts import MIB, plan_parts
 from airflow_provider_kraken_s3.core.settings import BackupSettings
@@ -42,6 +49,8 @@ from airflow_provider_kraken_s3.records import lease, store
 from airflow_provider_kraken_s3.records.models import BackupStatus, RawFile
 from airflow_provider_kraken_s3.transfer import buckets, remote
 from airflow_provider_kraken_s3.transfer.access import S3Access
+from airflow_provider_kraken_s3.transfer.batch import run_all, verify_listed
+from airflow_provider_kraken_s3.transfer.listing import list_prefix
 from airflow_provider_kraken_s3.transfer.progress import kv
 from airflow_provider_kraken_s3.transfer.upload import UploadResult, VerifiedUpload
 
@@ -121,7 +130,8 @@ class RawFileBackup:
         objects = backup_objects(raw_file.id, raw_file.file_info, prefix=self.prefix)
         self.bucket = bucket_name(self.settings.bucket_prefix or "", raw_file.project_id or "")
         self._ensure_bucket(raw_file.project_id or "")
-        todo = self._not_yet_proven(objects)
+        listed = self._listing(objects)
+        todo = self._not_yet_proven(objects, listed)
         results: dict[str, UploadResult] = {}
         if todo:
             files = [(item, self._local_file(raw_file, item)) for item in todo]
@@ -141,9 +151,15 @@ class RawFileBackup:
                     attempt=self.attempt.owner,
                 ),
             )
-            for index, (item, path) in enumerate(files, start=1):
-                self.log.info("file %d/%d: %s -> s3://%s/%s", index, len(files), path, self.bucket, item.key)
-                results[item.path] = self._upload(raw_file, item, path)
+            budget = threading.BoundedSemaphore(self.max_concurrency)
+            jobs = [
+                self._upload(raw_file, item, path, listed=listed, budget=budget if len(files) > 1 else None)
+                for item, path in files
+            ]
+            done = run_all(jobs, concurrency=self.max_concurrency, cancel=self.cancel)
+            if listed is not None:
+                verify_listed(self.access, self.bucket, listing_folder(i.key for i in objects), done)
+            results = {item.path: result for (item, _), result in zip(files, done, strict=True)}
         return self._record_done(raw_file, objects, results, started)
 
     def _ensure_bucket(self, project_id: str) -> None:
@@ -161,16 +177,35 @@ class RawFileBackup:
             )
         buckets.check_project(self.access, self.bucket, project_id, self.log)
 
-    def _not_yet_proven(self, objects: list[BackupObject]) -> list[BackupObject]:
-        """HEAD every object; what S3 already proves needs neither the local file nor a status change."""
+    def _listing(self, objects: list[BackupObject]) -> dict[str, RemoteObject] | None:
+        """For a set, what S3 holds under its folder, from one listing; None for one object (one HEAD)."""
+        folder = listing_folder(item.key for item in objects)
+        if not folder:
+            return None
+        return list_prefix(self.access, self.bucket or "", folder)
+
+    def _not_yet_proven(
+        self, objects: list[BackupObject], listed: dict[str, RemoteObject] | None
+    ) -> list[BackupObject]:
+        """What S3 does not prove yet; what it proves needs neither the local file nor a status change."""
         todo = []
         for item in objects:
-            found: RemoteObject | None = remote.head(self.access, self.bucket or "", item.key)
+            found = (
+                listed.get(item.key)
+                if listed is not None
+                else remote.head(self.access, self.bucket or "", item.key)
+            )
             proof = prove(found, expectation(item)) if found is not None else None
             if proof is None:
                 todo.append(item)
-            else:
+            elif len(objects) == 1:
                 self.log.info("already in S3: s3://%s/%s (%s)", self.bucket, item.key, proof)
+        if len(objects) > 1 and len(todo) < len(objects):
+            self.log.info(
+                "already in S3: %d of %d files, proven by one listing (ETag and size equal the inventory's)",
+                len(objects) - len(todo),
+                len(objects),
+            )
         return todo
 
     def _local_file(self, raw_file: RawFile, item: BackupObject) -> Path:
@@ -204,7 +239,16 @@ class RawFileBackup:
             )
         return path
 
-    def _upload(self, raw_file: RawFile, item: BackupObject, path: Path) -> UploadResult:
+    def _upload(
+        self,
+        raw_file: RawFile,
+        item: BackupObject,
+        path: Path,
+        *,
+        listed: dict[str, RemoteObject] | None,
+        budget: threading.Semaphore | None,
+    ) -> VerifiedUpload:
+        """The upload job of one file, resuming the stored multipart upload made for the same plan."""
         precomputed = item.precomputed
         part_size = precomputed.part_size if precomputed else self.settings.part_size
         planned = plan_parts(item.size, part_size, fixed=precomputed is not None).part_size
@@ -245,7 +289,10 @@ class RawFileBackup:
             max_concurrency=self.max_concurrency,
             storage_class=self.settings.storage_class,
             cancel=self.cancel,
-        ).run()
+            known_absent=listed is not None and item.key not in listed,
+            check_after=listed is None,
+            budget=budget,
+        )
 
     def _record_done(
         self, raw_file: RawFile, objects: list[BackupObject], results: dict[str, UploadResult], started: float

@@ -7,8 +7,10 @@ with a message saying what was being done and what a person can do about it. No 
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass
+import logging
+import threading
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import (
@@ -39,6 +41,38 @@ PERMISSIONS = (
     "s3:AbortMultipartUpload and s3:ListMultipartUploadParts"
 )
 
+#: The client setting that makes botocore send request checksums only where an operation requires one.
+NO_STREAMED_CHECKSUMS = {"request_checksum_calculation": "when_required"}
+
+#: Operations that send a body with botocore's default CRC32: over HTTPS as an ``aws-chunked`` stream with a
+#: trailer and no Content-Length, which some stores (Ceph RGW 16) refuse with ``411 MissingContentLength``.
+UPLOAD_OPERATIONS = frozenset({"put_object", "upload_part"})
+
+_log = logging.getLogger(__name__)
+_refusing_endpoints: set[str] = set()
+_refusing_lock = threading.Lock()
+
+
+def refuses_streamed_checksums(endpoint: str | None) -> bool:
+    """Whether this process saw ``endpoint`` refuse botocore's streamed checksums (411 MissingContentLength)."""
+    return _endpoint_key(endpoint) in _refusing_endpoints
+
+
+def forget_checksum_fallbacks() -> None:
+    """Forget every endpoint seen refusing streamed checksums (tests: start as a fresh process would)."""
+    with _refusing_lock:
+        _refusing_endpoints.clear()
+
+
+def _endpoint_key(endpoint: str | None) -> str:
+    return (endpoint or "AWS default endpoint").rstrip("/")
+
+
+def sends_streamed_checksums(client: Any) -> bool:
+    """Whether ``client`` adds botocore's default request checksums (off with ``when_required``)."""
+    config = getattr(getattr(client, "meta", None), "config", None)
+    return getattr(config, "request_checksum_calculation", None) != "when_required"
+
 
 @dataclass(frozen=True)
 class S3Access:
@@ -46,6 +80,13 @@ class S3Access:
 
     :param crc32_parts: declare CRC32 part checksums on new multipart uploads (off when the connection sets
         ``request_checksum_calculation: when_required`` for stores without them).
+    :param without_streamed_checksums: builds a client for the same connection with
+        ``request_checksum_calculation="when_required"``. When an upload call is refused with
+        ``411 MissingContentLength`` (the store cannot read botocore's ``aws-chunked`` CRC32 trailer, e.g. Ceph
+        RGW 16 over HTTPS), the endpoint is remembered for the process, that client is built and the call is
+        retried with it once; every later call to that endpoint uses it. Our per-part MD5s (Content-MD5 and
+        the returned ETags) still prove every part.
+    :param log: where the one warning about that fallback goes.
     """
 
     client: Any
@@ -53,6 +94,9 @@ class S3Access:
     endpoint: str | None = None
     region: str | None = None
     crc32_parts: bool = True
+    without_streamed_checksums: Callable[[], Any] | None = None
+    log: logging.Logger | None = None
+    _fallback: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def describe(self, bucket: str) -> str:
         endpoint = self.endpoint or "AWS default endpoint"
@@ -62,14 +106,59 @@ class S3Access:
         self, operation: str, doing: str, *, none_on: Collection[S3ErrorKind] = (), **params: Any
     ) -> dict[str, Any] | None:
         """``client.<operation>(**params)``; returns None for error kinds in ``none_on``, raises ours else."""
+        client = self._client()
         try:
-            return getattr(self.client, operation)(**params)
+            try:
+                return getattr(client, operation)(**params)
+            except ClientError as error:
+                if not self._refused_streamed_checksums(operation, error, client):
+                    raise
+                return getattr(self._switch_to_fallback(operation), operation)(**_rewound(params))
         except ClientError as error:
             if classify_s3_error(error_status(error), error_code(error)) in none_on:
                 return None
             raise self.translate(error, doing) from error
         except BotoCoreError as error:
             raise self.translate(error, doing) from error
+
+    def _client(self) -> Any:
+        """The connection's client, or its checksum fallback once this endpoint is known to need it."""
+        if self.without_streamed_checksums is None or not refuses_streamed_checksums(self.endpoint):
+            return self.client
+        if not sends_streamed_checksums(self.client):
+            return self.client
+        with _refusing_lock:
+            if "client" not in self._fallback:
+                self._fallback["client"] = self.without_streamed_checksums()
+            return self._fallback["client"]
+
+    def _refused_streamed_checksums(self, operation: str, error: ClientError, client: Any) -> bool:
+        return (
+            operation in UPLOAD_OPERATIONS
+            and error_status(error) == 411
+            and error_code(error) == "MissingContentLength"
+            and self.without_streamed_checksums is not None
+            and sends_streamed_checksums(client)
+        )
+
+    def _switch_to_fallback(self, operation: str) -> Any:
+        """Remember the endpoint (one warning per process), and return the fallback client."""
+        key = _endpoint_key(self.endpoint)
+        with _refusing_lock:
+            first = key not in _refusing_endpoints
+            _refusing_endpoints.add(key)
+        if first:
+            (self.log or _log).warning(
+                "S3 endpoint %s refused botocore's streamed request checksums (%s: 411 MissingContentLength); "
+                "sending requests to it without them (request_checksum_calculation=when_required) for the rest "
+                'of this process; every part is still proven by its MD5. Set "config_kwargs": '
+                '{"request_checksum_calculation": "when_required"} in the extra of connection \'%s\' to '
+                "skip this probe.",
+                key,
+                operation,
+                self.conn_id,
+            )
+        return self._client()
 
     def translate(self, error: Exception, doing: str) -> KrakenBackupError:
         """The one mapping of botocore errors to the provider's classes, with words a person can act on."""
@@ -107,7 +196,21 @@ class S3Access:
                 f"access denied while {doing} ({conn}, {said}): grant {PERMISSIONS} on the bucket, or check "
                 "the credentials."
             )
+        if status == 411 and code == "MissingContentLength":
+            return PermanentBackupError(
+                f"S3 refused the request while {doing} ({said}): the store cannot read botocore's streamed "
+                'request checksums. Set "config_kwargs": {"request_checksum_calculation": "when_required"} in '
+                f"the extra of {conn}."
+            )
         return PermanentBackupError(f"S3 refused the request while {doing} ({said})")
+
+
+def _rewound(params: dict[str, Any]) -> dict[str, Any]:
+    """The same request parameters with the body seeked back to its start, to send it again."""
+    body = params.get("Body")
+    if hasattr(body, "seek"):
+        body.seek(0)
+    return params
 
 
 def error_code(error: ClientError) -> str:

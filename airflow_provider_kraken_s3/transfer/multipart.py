@@ -257,16 +257,17 @@ class MultipartSender:
                 job.log.info("part %d in S3 differs from the local part; sending it again", part.number)
             body.seek(0)
             try:
-                response = job.access.call(
-                    "upload_part",
-                    f"sending part {part.number} of {job.target}",
-                    Bucket=job.bucket,
-                    Key=job.key,
-                    UploadId=self.upload_id,
-                    PartNumber=part.number,
-                    Body=body,
-                    ContentLength=part.length,
-                )
+                with job.transfer_slot():
+                    response = job.access.call(
+                        "upload_part",
+                        f"sending part {part.number} of {job.target}",
+                        Bucket=job.bucket,
+                        Key=job.key,
+                        UploadId=self.upload_id,
+                        PartNumber=part.number,
+                        Body=body,
+                        ContentLength=part.length,
+                    )
             except KrakenBackupError:
                 if stop.is_set() or isinstance(body.failure, UploadStopped):
                     raise UploadStopped("stopped") from None

@@ -18,6 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 from airflow_provider_kraken_s3.core.decision import (
     META_MD5,
     META_PART_SIZE,
+    META_RCLONE_MD5,
     Action,
     Decision,
     Expectation,
@@ -89,6 +91,9 @@ class VerifiedUpload:
     :param upload_id: a multipart upload of this key, part size and expectation to resume.
     :param versioned: whether the bucket keeps old versions (None: ask S3 when it matters).
     :param storage_class: S3 storage class of the new object (None: the bucket's default).
+    :param known_absent: a listing just showed the key absent, so the HEAD before uploading is skipped.
+    :param check_after: HEAD the object after the upload (off when the caller lists the whole set instead).
+    :param budget: a semaphore bounding the requests in flight across all files of a set.
     :param cancel: set from outside (a task timeout, a lost lease) to stop at the next block.
     """
 
@@ -107,6 +112,12 @@ class VerifiedUpload:
     versioned: bool | None = None
     storage_class: str | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    #: Set when a listing of the prefix already said the key is absent: no HEAD before the upload.
+    known_absent: bool = False
+    #: False when the caller verifies the final state itself (one listing for a whole set).
+    check_after: bool = True
+    #: Transfers in flight, shared with the other files of a set (files and parts draw from one budget).
+    budget: threading.Semaphore | None = None
 
     @property
     def target(self) -> str:
@@ -117,7 +128,7 @@ class VerifiedUpload:
         stat = stat_or_fail(self.path)
         plan = self._plan(stat.st_size)
         expected = self._expectation(plan)
-        found = remote.head(self.access, self.bucket, self.key)
+        found = None if self.known_absent else remote.head(self.access, self.bucket, self.key)
         decision = self._decide(found, expected)
         for note in decision.notes:
             self.log.warning("%s: %s", self.target, note)
@@ -220,7 +231,10 @@ class VerifiedUpload:
         self, stat: os.stat_result, plan: PartPlan, expected: Expectation, started: float, decision: Decision
     ) -> UploadResult:
         reporter = ProgressReporter(self.log, self.key, plan.file_size, callback=self.progress)
-        self.log.info(
+        log_start = (
+            self.log.info if plan.is_multipart else self.log.debug
+        )  # a small file: its summary says it
+        log_start(
             "upload start %s",
             kv(
                 file=str(self.path),
@@ -234,7 +248,8 @@ class VerifiedUpload:
             etag, md5, sent, reused = MultipartSender(self, plan, stat, reporter).run()
         else:
             etag, md5, sent, reused = self._put(plan, stat, reporter)
-        self._check_final(etag, plan.file_size)
+        if self.check_after:
+            self._check_final(etag, plan.file_size)
         return self._finish(
             etag,
             plan,
@@ -260,15 +275,16 @@ class VerifiedUpload:
         if expected:
             extra["ContentMD5"] = base64.b64encode(bytes.fromhex(expected)).decode()
         try:
-            response = self.access.call(
-                "put_object",
-                f"uploading {self.target}",
-                Bucket=self.bucket,
-                Key=self.key,
-                Body=body,
-                ContentLength=plan.file_size,
-                **extra,
-            )
+            with self.transfer_slot():
+                response = self.access.call(
+                    "put_object",
+                    f"uploading {self.target}",
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    Body=body,
+                    ContentLength=plan.file_size,
+                    **extra,
+                )
         except IntegrityError as error:
             raise IntegrityError(
                 f"S3 refused {self.target}: the bytes read from {self.path} do not have the expected MD5 "
@@ -306,15 +322,24 @@ class VerifiedUpload:
                 "object is corrupt or was replaced concurrently. Re-run the backup."
             )
 
+    def transfer_slot(self) -> AbstractContextManager[Any]:
+        """One place in the set's shared budget of requests in flight (no limit without a budget)."""
+        return self.budget if self.budget is not None else nullcontext()
+
     def object_arguments(self) -> dict[str, Any]:
         """Arguments every new object gets, whichever way it is uploaded."""
         return {"StorageClass": self.storage_class} if self.storage_class else {}
 
     def multipart_metadata(self, plan: PartPlan) -> dict[str, str]:
-        """Hints for later readers; ``kraken-md5`` only where the object cannot complete unverified."""
+        """Hints for later readers, set where the object cannot complete unverified (multipart only).
+
+        ``kraken-md5`` and rclone's ``md5chksum`` (base64) carry the inventory MD5, so ``rclone check`` can
+        compare our objects without downloading them; ``kraken-part-size`` says how to recompute the ETag.
+        """
         metadata = {META_PART_SIZE: str(plan.part_size)}
         if self.expected_md5:
             metadata[META_MD5] = self.expected_md5
+            metadata[META_RCLONE_MD5] = base64.b64encode(bytes.fromhex(self.expected_md5)).decode()
         return metadata
 
     def existing_parts(self, plan: PartPlan) -> tuple[str | None, dict[int, remote.RemotePart]]:

@@ -16,6 +16,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_kraken_s3.core.decision import RemoteObject
 from airflow_provider_kraken_s3.core.errors import S3ErrorKind, classify_s3_error
+from airflow_provider_kraken_s3.core.layout import listing_folder
 from airflow_provider_kraken_s3.core.verdict import (
     Action,
     ExpectedObject,
@@ -147,36 +148,72 @@ class BackupVerifiedTrigger(BaseTrigger):
         self, bucket: str, objects: Sequence[ExpectedObject]
     ) -> dict[str, RemoteObject | None]:
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-        from botocore.exceptions import BotoCoreError, ClientError
 
         hook = S3Hook(aws_conn_id=self.aws_conn_id)
-        found: dict[str, RemoteObject | None] = {}
+        folder = listing_folder(item.key for item in objects)
         # A fresh client per round: a wait can outlast temporary credentials.
         async with await hook.get_async_conn() as client:
-            for item in objects:
-                where = f"s3://{bucket}/{item.key}"
-                try:
-                    response = await client.head_object(Bucket=bucket, Key=item.key)
-                except ClientError as error:
-                    status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-                    code = str(error.response.get("Error", {}).get("Code", ""))
-                    kind = classify_s3_error(status, code)
-                    if kind in (S3ErrorKind.NOT_FOUND, S3ErrorKind.NO_SUCH_BUCKET):
-                        found[item.key] = None
-                        continue
-                    if kind is S3ErrorKind.DENIED:
-                        raise HeadFailed(
-                            kind,
-                            f"access denied reading {where} (connection {self.aws_conn_id!r}, {code or status}); "
-                            "grant s3:GetObject (and s3:ListBucket, without which S3 reports a missing key "
-                            "as 403) on the bucket",
-                        ) from error
-                    raise HeadFailed(kind, f"HEAD {where} failed ({code or status}): {error}") from error
-                except (BotoCoreError, OSError, asyncio.TimeoutError) as error:
-                    raise HeadFailed(S3ErrorKind.TRANSIENT, f"HEAD {where} failed: {error}") from error
-                found[item.key] = RemoteObject(
-                    etag=str(response.get("ETag", "")),
-                    size=int(response.get("ContentLength", -1)),
-                    metadata=dict(response.get("Metadata") or {}),
+            if folder:
+                listed = await self._call(
+                    client.list_objects_v2, f"s3://{bucket}/{folder}", Bucket=bucket, Prefix=folder
                 )
+                found = await self._list_all(client, bucket, folder, listed)
+                return {item.key: found.get(item.key) for item in objects}
+            result: dict[str, RemoteObject | None] = {}
+            for item in objects:
+                response = await self._call(
+                    client.head_object, f"s3://{bucket}/{item.key}", Bucket=bucket, Key=item.key
+                )
+                result[item.key] = (
+                    None
+                    if response is None
+                    else RemoteObject(
+                        etag=str(response.get("ETag", "")),
+                        size=int(response.get("ContentLength", -1)),
+                        metadata=dict(response.get("Metadata") or {}),
+                    )
+                )
+            return result
+
+    async def _list_all(
+        self, client: Any, bucket: str, folder: str, page: dict | None
+    ) -> dict[str, RemoteObject]:
+        """Every object under ``folder``, following the listing's pages."""
+        found: dict[str, RemoteObject] = {}
+        while page is not None:
+            for entry in page.get("Contents", []):
+                found[entry["Key"]] = RemoteObject(etag=str(entry["ETag"]), size=int(entry["Size"]))
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                break
+            page = await self._call(
+                client.list_objects_v2,
+                f"s3://{bucket}/{folder}",
+                Bucket=bucket,
+                Prefix=folder,
+                ContinuationToken=token,
+            )
         return found
+
+    async def _call(self, operation: Any, where: str, **params: Any) -> dict | None:
+        """One async S3 request; None when the object (or bucket) is missing, HeadFailed otherwise."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return await operation(**params)
+        except ClientError as error:
+            status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+            code = str(error.response.get("Error", {}).get("Code", ""))
+            kind = classify_s3_error(status, code)
+            if kind in (S3ErrorKind.NOT_FOUND, S3ErrorKind.NO_SUCH_BUCKET):
+                return None
+            if kind is S3ErrorKind.DENIED:
+                raise HeadFailed(
+                    kind,
+                    f"access denied reading {where} (connection {self.aws_conn_id!r}, {code or status}); "
+                    "grant s3:GetObject and s3:ListBucket (without which S3 reports a missing key as 403) on "
+                    "the bucket",
+                ) from error
+            raise HeadFailed(kind, f"reading {where} failed ({code or status}): {error}") from error
+        except (BotoCoreError, OSError, asyncio.TimeoutError) as error:
+            raise HeadFailed(S3ErrorKind.TRANSIENT, f"reading {where} failed: {error}") from error

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import random
@@ -9,7 +10,7 @@ import re
 
 import pytest
 
-from airflow_provider_kraken_s3.core.decision import META_MD5, META_PART_SIZE
+from airflow_provider_kraken_s3.core.decision import META_MD5, META_PART_SIZE, META_RCLONE_MD5
 from airflow_provider_kraken_s3.core.errors import (
     BucketAccessDeniedError,
     BucketNotFoundError,
@@ -59,7 +60,8 @@ def test_metadata_carries_part_size_and_verified_md5(hook, s3_client, bucket, ma
     result = hook.upload_verified(path, bucket, "b.raw", part_size=PART, expected_md5=md5.upper())
     assert result.md5 == md5
     metadata = head(s3_client, bucket, "b.raw")["Metadata"]
-    assert metadata == {META_PART_SIZE: str(PART), META_MD5: md5}
+    rclone = base64.b64encode(bytes.fromhex(md5)).decode()  # what `rclone check` compares with
+    assert metadata == {META_PART_SIZE: str(PART), META_MD5: md5, META_RCLONE_MD5: rclone}
 
 
 def test_logs_progress_and_a_parseable_summary(hook, bucket, make_file, task_log) -> None:
