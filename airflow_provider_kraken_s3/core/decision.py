@@ -23,6 +23,7 @@ Pure module: no Airflow, no boto3, no I/O.
 from __future__ import annotations
 
 import enum
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -122,10 +123,43 @@ class Action(str, enum.Enum):
 class Decision:
     action: Action
     reason: str
-    #: HASH_FIRST: the part size to hash the local file with. REPLACE: the ETag being replaced.
-    part_size: int | None = None
+    #: HASH_FIRST: the part sizes to hash the local file with (one read pass for all of them).
+    part_sizes: tuple[int, ...] = ()
+    #: REPLACE: the ETag being replaced.
     replaced_etag: str | None = None
     notes: tuple[str, ...] = ()
+    #: HASH_FIRST: False when the part sizes are guesses (common sizes), so a mismatch shows no difference.
+    part_size_known: bool = True
+
+    @property
+    def part_size(self) -> int | None:
+        """The one part size to hash with, when there is exactly one (a hint, or a skip's proven size)."""
+        return self.part_sizes[0] if len(self.part_sizes) == 1 else None
+
+
+#: Part sizes uploaders commonly use (MiB): boto3/s3transfer's 8, the AWS CLI's 8 and 16, rclone's 5 and 64,
+#: alphakraken's 100, ours 500. Tried when an object's part size is unknown (no hint, and a store such as Ceph
+#: RGW 16 that ignores HEAD ``partNumber``).
+COMMON_PART_SIZES_MIB = (5, 8, 15, 16, 50, 64, 100, 500)
+
+
+def candidate_part_sizes(size: int, part_count: int) -> tuple[int, ...]:
+    """Common part sizes (bytes, ascending) that cut ``size`` bytes into exactly ``part_count`` parts.
+
+    None for a one-part object: every part size at least the file's gives it, and its ETag follows from the
+    file's MD5 alone (:func:`one_part_etag`).
+    """
+    if size <= 0 or part_count < 2:
+        return ()
+    return tuple(
+        sorted(mib * _MIB for mib in COMMON_PART_SIZES_MIB if -(-size // (mib * _MIB)) == part_count)
+    )
+
+
+def one_part_etag(md5: str) -> str:
+    """The ETag of a multipart upload of one part (``…-1``), from the file's MD5: s3transfer makes these for a
+    file exactly as large as its threshold (alphakraken's uploader at 100 MiB)."""
+    return f"{hashlib.md5(bytes.fromhex(md5)).hexdigest()}-1"
 
 
 def decide(
@@ -162,7 +196,7 @@ def decide(
         return Decision(
             Action.HASH_FIRST,
             f"an object of the same size exists with ETag {remote.etag}; hashing the local file to compare",
-            part_size=whole_file,
+            part_sizes=(whole_file,),
             notes=notes,
         )
     if remote.size == expected.size and remote.is_multipart:
@@ -185,8 +219,32 @@ def decide(
                 Action.HASH_FIRST,
                 f"an object of the same size exists with ETag {remote.etag}; hashing the local file at its "
                 f"part size ({hint} bytes) to compare",
-                part_size=hint,
+                part_sizes=(hint,),
                 notes=notes,
+            )
+        if etag_part_count(remote.etag) == 1:
+            return Decision(
+                Action.HASH_FIRST,
+                f"a one-part multipart object of the same size exists with ETag {remote.etag}; hashing the local "
+                "file to compare",
+                part_sizes=(max(-(-expected.size // _MIB), _MIN_PART_MIB) * _MIB,),
+                notes=notes,
+            )
+        shown = expected.part_size if expected.etag is not None else None  # already shown to differ
+        candidates = tuple(
+            size
+            for size in candidate_part_sizes(remote.size, etag_part_count(remote.etag) or 0)
+            if size != shown
+        )
+        if candidates:
+            return Decision(
+                Action.HASH_FIRST,
+                f"an object of the same size exists with ETag {remote.etag} and an unknown part size; hashing "
+                f"the local file at the common part sizes that give its part count ({', '.join(f'{c // _MIB} MiB' for c in candidates)}) "
+                "in one read pass to compare",
+                part_sizes=candidates,
+                notes=notes,
+                part_size_known=False,
             )
     return _replace_or_refuse(
         remote, expected, versioned, notes, _difference(remote, expected, part_size_hint)

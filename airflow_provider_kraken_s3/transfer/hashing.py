@@ -9,6 +9,7 @@ import hashlib
 import os
 import queue
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -107,3 +108,46 @@ def compute_s3_etag_and_md5(
         blocks.put(None)
         hasher.join()
     return etag_from_part_digests(part_digests, multipart=plan.is_multipart), whole.hexdigest()
+
+
+def compute_s3_etags(path: str | os.PathLike[str], part_sizes: Sequence[int]) -> tuple[dict[int, str], str]:
+    """The ETag ``path`` would have at each of ``part_sizes``, and its whole-file MD5, from one read pass.
+
+    For an object whose part size is unknown: the file is read once, and every candidate's part MD5s and the
+    whole MD5 are updated from the same block (each digest on its own thread; hashlib releases the GIL).
+    A block that crosses a part boundary of a candidate is split there.
+    """
+    path = Path(path)
+    plans = {size: plan_parts(os.stat(path).st_size, size, fixed=True) for size in dict.fromkeys(part_sizes)}
+    whole = hashlib.md5()
+    current = {size: hashlib.md5() for size in plans}
+    digests: dict[int, list[bytes]] = {size: [] for size in plans}
+    offset = 0
+
+    def feed(size: int, block: memoryview, start: int) -> None:
+        position = start
+        while block:
+            room = size - position % size
+            current[size].update(block[:room])
+            if len(block) >= room:
+                digests[size].append(current[size].digest())
+                current[size] = hashlib.md5()
+            position += min(room, len(block))
+            block = block[room:]
+
+    buffer = bytearray(READ_BLOCK)
+    with open(path, "rb", buffering=0) as handle, ThreadPoolExecutor(max_workers=len(plans) + 1) as pool:
+        while got := handle.readinto(buffer):
+            view = memoryview(buffer)[:got]
+            jobs = [pool.submit(whole.update, view)] + [
+                pool.submit(feed, size, view, offset) for size in plans
+            ]
+            for job in jobs:
+                job.result()
+            offset += got
+    etags = {}
+    for size, plan in plans.items():
+        if plan.file_size % size or not digests[size]:  # the last (short) part, or the empty file
+            digests[size].append(current[size].digest())
+        etags[size] = etag_from_part_digests(digests[size], multipart=plan.is_multipart)
+    return etags, whole.hexdigest()

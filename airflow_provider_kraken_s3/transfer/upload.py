@@ -33,6 +33,7 @@ from airflow_provider_kraken_s3.core.decision import (
     RemoteObject,
     after_hashing,
     decide,
+    one_part_etag,
     prove,
 )
 from airflow_provider_kraken_s3.core.errors import (
@@ -46,7 +47,7 @@ from airflow_provider_kraken_s3.core.etag import etag_part_count, normalize_etag
 from airflow_provider_kraken_s3.core.parts import MIB, Part, PartPlan, plan_parts
 from airflow_provider_kraken_s3.transfer import buckets, remote
 from airflow_provider_kraken_s3.transfer.access import S3Access
-from airflow_provider_kraken_s3.transfer.hashing import compute_s3_etag_and_md5
+from airflow_provider_kraken_s3.transfer.hashing import compute_s3_etag_and_md5, compute_s3_etags
 from airflow_provider_kraken_s3.transfer.multipart import MultipartSender
 from airflow_provider_kraken_s3.transfer.progress import ProgressReporter, kv
 from airflow_provider_kraken_s3.transfer.streams import (
@@ -143,7 +144,7 @@ class VerifiedUpload:
                 started,
                 skipped=True,
                 reason=decision.reason,
-                bytes_read=plan.file_size if decision.part_size else 0,
+                bytes_read=plan.file_size if decision.part_sizes else 0,
             )
         if decision.action is Action.REPLACE:
             self.log.warning("REPLACING %s: %s", self.target, decision.reason)
@@ -157,6 +158,16 @@ class VerifiedUpload:
         plan = plan_parts(size, self.part_size, fixed=self.expected_etag is not None)
         if note := plan.describe_adjustment():
             self.log.warning("%s: %s", self.path.name, note)
+        one_part = (
+            self.expected_etag is not None
+            and self.expected_md5 is not None
+            and not plan.is_multipart
+            and one_part_etag(self.expected_md5) == normalize_etag(self.expected_etag)
+        )
+        if (
+            one_part
+        ):  # a one-part multipart ETag (…-1) follows from the MD5: a single PUT is proven against it
+            self.expected_etag = None
         if self.expected_etag is not None and etag_part_count(self.expected_etag) != (
             plan.part_count if plan.is_multipart else None
         ):
@@ -188,21 +199,40 @@ class VerifiedUpload:
     def _hash_first(
         self, found: RemoteObject, expected: Expectation, decision: Decision, plan: PartPlan
     ) -> tuple[Decision, PartPlan]:
-        """Hash the local file at the object's part size (one read) and decide again from both digests."""
+        """Hash the local file at the object's candidate part sizes (one read) and decide again from both."""
         self.log.info("%s: %s", self.target, decision.reason)
-        try:
-            remote_plan = plan_parts(plan.file_size, decision.part_size or 0, fixed=True)
-        except KrakenBackupError:  # a hint S3 cannot have used: nothing to compare with
+        sizes = [size for size in decision.part_sizes if self._fits(plan.file_size, size)]
+        if not sizes:  # hints S3 cannot have used: nothing to compare with
             return decide(found, expected, versioned=bool(self.versioned)), plan
-        local_etag, local_md5 = self._hash(remote_plan.part_size)
-        after = after_hashing(
-            found, expected, local_etag=local_etag, local_md5=local_md5, versioned=bool(self.versioned)
-        )
-        if after.action is Action.REFUSE and expected.md5 not in (None, local_md5):
-            raise IntegrityError(f"{self.path}: {after.reason}")
-        if after.action is Action.SKIP:
-            return Decision(Action.SKIP, after.reason, part_size=remote_plan.part_size), remote_plan
-        return after, plan
+        try:
+            local_etags, local_md5 = compute_s3_etags(self.path, sizes)
+        except FileNotFoundError as error:
+            raise LocalFileChangedError(f"{self.path} disappeared while it was hashed") from error
+        except OSError as error:
+            raise local_read_error(self.path, error) from error
+        versioned = bool(self.versioned)
+        if etag_part_count(found.etag) == 1:  # one part: the ETag follows from the whole-file MD5
+            local_etags = {size: one_part_etag(local_md5) for size in local_etags}
+        for size, local_etag in local_etags.items():
+            after = after_hashing(
+                found, expected, local_etag=local_etag, local_md5=local_md5, versioned=versioned
+            )
+            if after.action is Action.REFUSE and expected.md5 not in (None, local_md5):
+                raise IntegrityError(f"{self.path}: {after.reason}")
+            if after.action is Action.SKIP:
+                proven = plan_parts(plan.file_size, size, fixed=True)
+                return Decision(Action.SKIP, after.reason, part_sizes=(size,)), proven
+        if decision.part_size_known:  # hashed at the object's own part size: a difference was shown
+            return after, plan
+        return decide(found, expected, versioned=versioned), plan  # none matched: cannot be compared
+
+    @staticmethod
+    def _fits(file_size: int, part_size: int) -> bool:
+        try:
+            plan_parts(file_size, part_size, fixed=True)
+        except KrakenBackupError:
+            return False
+        return True
 
     def _prove_before_put(self, plan: PartPlan) -> None:
         """A single PUT replaces the object the moment it lands, and not every store checks Content-MD5:

@@ -208,11 +208,6 @@ def test_boto3_multipart_object_with_the_inventory_etag_is_proven_without_readin
     assert result.skipped and result.bytes_read == 0 and result.etag == etag
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 8: the engine does not yet hash at remote.candidate_part_sizes() when the part size is "
-    "unknown (Ceph ignores HEAD partNumber); remove this marker once it does",
-)
 def test_boto3_multipart_object_is_skipped_after_hashing_at_its_part_size(
     hook, s3, bucket, make_file
 ) -> None:

@@ -31,12 +31,14 @@ from airflow_provider_kraken_s3.core.decision import (
     RemoteObject,
     Verdict,
     after_hashing,
+    candidate_part_sizes,
     decide,
     judge,
     metadata_notes,
+    one_part_etag,
     prove,
 )
-from airflow_provider_kraken_s3.core.etag import etag_from_part_digests, normalize_etag
+from airflow_provider_kraken_s3.core.etag import etag_from_part_digests, etag_part_count, normalize_etag
 from airflow_provider_kraken_s3.core.parts import MIB
 
 # ------------------------------------------------------------------ realistic digests
@@ -61,7 +63,8 @@ def _multipart_etag(tag: str, parts: int) -> str:
 
 BIG_ETAG = _multipart_etag("big file at 5 MiB", 3)  # the inventory's precomputed ETag
 BIG_ETAG_OTHER = _multipart_etag("someone else's bytes at 5 MiB", 3)  # same layout, other bytes
-BIG_ETAG_8MIB = _multipart_etag("big file at 8 MiB", 2)  # same file, other part size: not comparable
+BIG_ETAG_8MIB = _multipart_etag("big file at 8 MiB", 2)  # same file, other part size: hashed at 8 MiB
+BIG_ETAG_ODD = _multipart_etag("big file at an odd part size", 4)  # no common part size gives 4 parts
 
 SMALL = Expectation(size=SMALL_SIZE, md5=SMALL_MD5)
 BIG = Expectation(size=BIG_SIZE, md5=BIG_MD5, etag=BIG_ETAG, part_size=PART)
@@ -262,7 +265,7 @@ def test_decide_never_skips_on_metadata_multipart_with_part_size_hint(versioned:
 
 @versioned_or_not
 def test_decide_never_skips_on_metadata_multipart_without_hint(versioned: bool) -> None:
-    remote = RemoteObject(etag=BIG_ETAG_8MIB, size=BIG_SIZE, metadata={META_MD5: BIG_MD5})
+    remote = RemoteObject(etag=BIG_ETAG_ODD, size=BIG_SIZE, metadata={META_MD5: BIG_MD5})
     for expected in (BIG, BIG_NO_ETAG):
         result = decide(remote, expected, versioned=versioned)
         assert result.action is _other_action(versioned)
@@ -346,7 +349,7 @@ def test_decide_same_part_size_as_inventory_is_already_a_difference(versioned: b
 )
 def test_decide_multipart_without_hint_cannot_be_compared(versioned: bool, expected: Expectation) -> None:
     """Without a part size the local bytes cannot be hashed comparably: say so, never claim a difference."""
-    remote = RemoteObject(etag=BIG_ETAG_8MIB, size=BIG_SIZE)
+    remote = RemoteObject(etag=BIG_ETAG_ODD, size=BIG_SIZE)
     result = decide(remote, expected, versioned=versioned)
     assert result.action is _other_action(versioned)
     assert "cannot be compared" in result.reason
@@ -356,7 +359,7 @@ def test_decide_multipart_without_hint_cannot_be_compared(versioned: bool, expec
 @versioned_or_not
 @pytest.mark.parametrize("value", ["", "abc", "0", "-5", "5.5", "5 MiB", "0x500000"])
 def test_decide_ignores_unusable_part_size_metadata(versioned: bool, value: str) -> None:
-    remote = RemoteObject(etag=BIG_ETAG_8MIB, size=BIG_SIZE, metadata={META_PART_SIZE: value})
+    remote = RemoteObject(etag=BIG_ETAG_ODD, size=BIG_SIZE, metadata={META_PART_SIZE: value})
     assert remote.part_size_hint is None
     result = decide(remote, BIG, versioned=versioned)
     assert result.action is _other_action(versioned)
@@ -364,7 +367,7 @@ def test_decide_ignores_unusable_part_size_metadata(versioned: bool, value: str)
 
 
 def test_decide_ignores_unicode_digit_part_size_metadata() -> None:
-    remote = RemoteObject(etag=BIG_ETAG_8MIB, size=BIG_SIZE, metadata={META_PART_SIZE: "²"})
+    remote = RemoteObject(etag=BIG_ETAG_ODD, size=BIG_SIZE, metadata={META_PART_SIZE: "²"})
     assert decide(remote, BIG, versioned=True).action is Action.REPLACE
 
 
@@ -666,10 +669,10 @@ def test_decision_is_well_formed(
     assert result.action is not Action.UPLOAD  # something is there
     assert result.notes == tuple(metadata_notes(remote, expected))
     if result.action is Action.HASH_FIRST:
-        assert result.part_size is not None and result.part_size > 0
+        assert result.part_sizes and all(size > 0 for size in result.part_sizes)
         assert remote.size == expected.size  # a size difference needs no hashing
     else:
-        assert result.part_size is None
+        assert result.part_sizes == ()
     if result.action is Action.REPLACE:
         assert versioned
         assert result.replaced_etag == normalize_etag(remote.etag)
@@ -691,6 +694,9 @@ def test_multipart_without_any_hint_is_never_claimed_different(
     if prove(bare, expected) is not None:
         return
     result = decide(bare, expected, versioned=versioned)
+    if result.action is Action.HASH_FIRST:  # guesses tried in one pass, or a one-part object (exact)
+        assert result.part_sizes and result.part_size_known == (etag_part_count(bare.etag) == 1)
+        return
     assert result.action is _other_action(versioned)
     assert "cannot be compared" in result.reason
 
@@ -728,3 +734,26 @@ def test_after_hashing_properties(
         assert result.action is Action.SKIP
     else:
         assert result.action is _other_action(versioned)
+
+
+@versioned_or_not
+def test_an_unknown_part_size_is_tried_among_the_common_ones(versioned: bool) -> None:
+    """Ceph RGW ignores HEAD partNumber and boto3 writes no hint: the common sizes that give the object's
+    part count are hashed in one pass; a mismatch there is a guess that failed, not a shown difference."""
+    result = decide(RemoteObject(etag=BIG_ETAG_8MIB, size=BIG_SIZE), BIG_NO_ETAG, versioned=versioned)
+    assert result.action is Action.HASH_FIRST and result.part_sizes == (8 * MIB,)
+    assert not result.part_size_known and result.part_size == 8 * MIB
+    assert candidate_part_sizes(BIG_SIZE, 3) == (5 * MIB,) and candidate_part_sizes(BIG_SIZE, 4) == ()
+    # The inventory's own part size was already compared (its ETag differs): not tried again.
+    other = decide(RemoteObject(etag=BIG_ETAG_OTHER, size=BIG_SIZE), BIG, versioned=versioned)
+    assert other.action is not Action.HASH_FIRST
+
+
+def test_a_one_part_multipart_object_is_compared_through_the_md5() -> None:
+    """alphakraken's uploader makes ``…-1`` objects for files exactly its threshold in size."""
+    md5 = hashlib.md5(b"x" * 10).hexdigest()
+    assert one_part_etag(md5) == f"{hashlib.md5(bytes.fromhex(md5)).hexdigest()}-1"
+    result = decide(
+        RemoteObject(etag=one_part_etag(md5), size=10), Expectation(size=10, md5=md5), versioned=False
+    )
+    assert result.action is Action.HASH_FIRST and result.part_size_known and result.part_sizes == (5 * MIB,)

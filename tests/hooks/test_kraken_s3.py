@@ -348,3 +348,14 @@ def test_file_rewritten_in_place_during_the_upload_is_detected(hook, s3_client, 
     with pytest.raises((IntegrityError, LocalFileChangedError), match="changed"):
         hook.upload_verified(path, bucket, "u.raw", part_size=PART, progress=touch_once)
     assert s3_client.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+
+
+def test_an_inventory_etag_of_one_part_uploads_as_a_single_put(hook, s3_client, bucket, make_file) -> None:
+    """A ``…-1`` ETag recorded from alphakraken's uploader must not make a re-upload look like a bad file."""
+    path = make_file("w.raw", 1000)
+    md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    one_part = f"{hashlib.md5(bytes.fromhex(md5)).hexdigest()}-1"
+    result = hook.upload_verified(
+        path, bucket, "w.raw", part_size=PART, expected_etag=one_part, expected_md5=md5
+    )
+    assert result.etag == md5 == s3_etag(s3_client, bucket, "w.raw")

@@ -105,3 +105,14 @@ def test_their_objects_with_a_legacy_inventory_are_proven_by_hashing_once(
     assert (result["bytes_uploaded"], result["files_skipped"]) == (0, 1)
     assert "REPLACING" not in task_log()
     assert reload("u.raw").file_info["u.raw"][2].endswith("__5")
+
+
+def test_their_one_part_multipart_object_is_recognised(aws_conn, s3_client, project_bucket, stage) -> None:
+    """Their uploader sends a file exactly its threshold in size as a one-part multipart upload (``…-1``),
+    which their own ETag function never matches; its ETag follows from the MD5, so we prove it."""
+    base = stage("v.raw", {"v.raw": PART})
+    config = TransferConfig(multipart_threshold=PART, multipart_chunksize=PART)
+    s3_client.upload_file(str(Path(base) / "v.raw"), BUCKET, "v.raw", Config=config)
+    assert s3_client.head_object(Bucket=BUCKET, Key="v.raw")["ETag"].strip('"').endswith("-1")
+    result = operator("v.raw").execute(context={})
+    assert (result["bytes_uploaded"], result["files_skipped"]) == (0, 1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import threading
 
 import pytest
@@ -207,3 +208,70 @@ def test_with_a_precomputed_etag_the_file_is_read_once(proxy, bucket, make_file)
         path, bucket, "k.raw", part_size=PART, expected_etag=etag, expected_md5=md5
     )
     assert result.bytes_read == 3 * PART and result.etag == etag and result.md5 == md5
+
+
+def test_a_set_is_listed_once_uploaded_concurrently_and_rerun_without_a_request_per_file(
+    proxy, s3_client, bucket, tmp_path, kraken_mongo, monkeypatch
+) -> None:
+    """Issue 8: a ``.d`` folder of many small files: one listing instead of a HEAD per file, before and
+    after; a re-run proves everything from one listing and reads nothing."""
+    from airflow_provider_kraken_s3.core.parts import MIB as _MIB
+    from airflow_provider_kraken_s3.operators.raw_file_backup import RawFileS3BackupOperator
+    from tests.conftest_mongo import insert_raw_file
+
+    sizes = {f"m.d/f{index:03d}.bin": 1000 + index for index in range(40)}
+    file_info = {}
+    for relative, size in sizes.items():
+        data = random.Random(relative).randbytes(size)
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(data)
+        file_info[relative] = [size, hashlib.md5(data).hexdigest()]
+    project = bucket.removeprefix("kraken-test-")
+    insert_raw_file("m.d", project_id=project, backup_base_path=str(tmp_path), file_info=file_info)
+    backup = RawFileS3BackupOperator(
+        task_id="t",
+        raw_file_id="m.d",
+        bucket_prefix="kraken-test",
+        part_size=5 * _MIB,
+        aws_conn_id="aws_faulty",
+    )
+    backup.execute(context={})
+    counts = {op: len(proxy.records(op)) for op in ("HeadObject", "ListObjectsV2", "PutObject")}
+    assert counts == {"HeadObject": 0, "ListObjectsV2": 2, "PutObject": 40}
+    before = len(proxy.requests)
+    second = backup.execute(context={})
+    after = [r.operation for r in proxy.requests[before:]]
+    assert second["bytes_uploaded"] == 0 and after.count("ListObjectsV2") == 1
+    assert "HeadObject" not in after and "PutObject" not in after
+
+
+def test_one_failing_file_fails_the_whole_set_and_nothing_is_recorded_done(
+    proxy, s3_client, bucket, tmp_path, kraken_mongo
+) -> None:
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    from airflow_provider_kraken_s3.operators.raw_file_backup import RawFileS3BackupOperator
+    from airflow_provider_kraken_s3.records.models import BackupStatus, RawFile
+    from tests.conftest_mongo import insert_raw_file
+
+    file_info = {}
+    for index in range(6):
+        relative = f"n.d/f{index}.bin"
+        data = random.Random(relative).randbytes(500)
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(data)
+        file_info[relative] = [500, hashlib.md5(data).hexdigest()]
+    insert_raw_file(
+        "n.d",
+        project_id=bucket.removeprefix("kraken-test-"),
+        backup_base_path=str(tmp_path),
+        file_info=file_info,
+    )
+    proxy.add(respond("PutObject", 403, "AccessDenied", key="n.d/f3.bin", times=None))
+    with pytest.raises(AirflowFailException, match=r"n\.d/f3\.bin"):
+        RawFileS3BackupOperator(
+            task_id="t", raw_file_id="n.d", bucket_prefix="kraken-test", aws_conn_id="aws_faulty"
+        ).execute(context={})
+    raw = RawFile.objects.get(id="n.d")
+    assert raw.backup_status == BackupStatus.FAILED and "AccessDenied" in raw.s3_backup_details
+    assert all(len(entry) == 2 for entry in raw.file_info.values())  # no ETag recorded for anything

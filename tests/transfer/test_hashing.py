@@ -11,7 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_kraken_s3.core.parts import MIB
-from airflow_provider_kraken_s3.transfer.hashing import compute_s3_etag, compute_s3_etag_and_md5
+from airflow_provider_kraken_s3.transfer.hashing import (
+    compute_s3_etag,
+    compute_s3_etag_and_md5,
+    compute_s3_etags,
+)
 
 PART = 5 * MIB
 
@@ -43,3 +47,14 @@ def test_etag_matches_reference_for_random_sizes(tmp_path_factory, size: int, pa
         reference_etag(data, part_mib * MIB),
         hashlib.md5(data).hexdigest(),
     )
+
+
+@pytest.mark.parametrize("size", [0, 1, PART, PART + 1, 3 * PART + 12345, 8 * MIB * 2 + 7])
+def test_etags_at_several_part_sizes_from_one_pass(tmp_path: Path, size: int) -> None:
+    data = random.Random(size).randbytes(size)
+    path = tmp_path / "f.raw"
+    path.write_bytes(data)
+    sizes = [5 * MIB, 8 * MIB, 16 * MIB]
+    etags, md5 = compute_s3_etags(path, sizes)
+    assert etags == {s: reference_etag(data, s) for s in sizes}
+    assert md5 == hashlib.md5(data).hexdigest()
