@@ -301,6 +301,8 @@ class KrakenMongoHook(BaseHook):
         except PyMongoError as err:  # URI parsing (e.g. DNS lookup of mongodb+srv) before any client exists
             raise self._connect_error(settings, err) from err
         log.debug("mongoengine alias %r connected to %s.", KRAKEN_DB_ALIAS, settings.describe())
+        if settings.is_mock:
+            log.warning(EMBEDDED_WARNING)
         return KRAKEN_DB_ALIAS
 
     @staticmethod
@@ -367,6 +369,14 @@ class KrakenMongoHook(BaseHook):
             password = self._settings.password if self._settings is not None else None
             return False, _redact(str(err), password)
         return True, f"Connected to {settings.describe()}."
+
+
+#: Said whenever the embedded store is used: under a real scheduler it looks like data loss otherwise.
+EMBEDDED_WARNING = (
+    "kraken_mongo points at the embedded MongoDB (mongomock://): an in-memory store that lives and dies with "
+    "this process. `airflow dags test` runs every task in one process; a real scheduler runs each task in its "
+    "own, which starts with an empty store. Point the kraken_mongo connection at a MongoDB server for that."
+)
 
 
 def connect(mongo_conn_id: str) -> str:

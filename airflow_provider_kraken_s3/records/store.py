@@ -130,10 +130,24 @@ def _mongo_errors(action: str, raw_file_id: str) -> Iterator[None]:
 
 
 def _not_found(raw_file_id: str) -> RawFileNotFoundError:
+    why = "check the id (alphakraken may have prefixed it after a name collision)"
+    if _is_embedded():
+        why += (
+            ". This is the embedded MongoDB (mongomock://), in memory and per process: under a real scheduler "
+            "each task's process starts with an empty store, so point the kraken_mongo connection at a MongoDB "
+            "server"
+        )
     return RawFileNotFoundError(
-        f"No RawFile {raw_file_id!r} in collection {RAW_FILE_COLLECTION!r} of database "
-        f"{_database_name()!r}; check the id (alphakraken may have prefixed it after a name collision)."
+        f"No RawFile {raw_file_id!r} in collection {RAW_FILE_COLLECTION!r} of database {_database_name()!r}; {why}."
     )
+
+
+def _is_embedded() -> bool:
+    """Whether our alias is the in-memory stand-in (only for wording errors; never changes behaviour)."""
+    try:
+        return type(RawFile._get_db().client).__module__.startswith("mongomock")
+    except Exception:  # only decorates a message
+        return False
 
 
 def _update(raw_file_id: str, action: str, **updates: Any) -> None:

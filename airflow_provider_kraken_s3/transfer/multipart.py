@@ -87,6 +87,11 @@ class MultipartSender:
             etag = etag_from_part_digests([s.digest for s in sent], multipart=True)
             md5 = self.whole.hexdigest() if self.whole is not None else None
             self._prove(etag, md5)
+            job.log.info(
+                "all %d parts proven, completing %s",
+                len(sent),
+                kv(target=job.target, etag=etag, md5=md5 or job.expected_md5 or "-"),
+            )
             self._complete(sent, etag)
         except BaseException as error:
             if self.whole is not None:
@@ -246,13 +251,13 @@ class MultipartSender:
             job.path,
             part,
             on_new_bytes=self.whole.offer if self.whole is not None else None,
-            on_progress=self.reporter.add,
             should_stop=lambda: stop.is_set() or job.cancel.is_set(),
         )
         try:
             if in_s3 is not None and in_s3.size == part.length:
                 body.drain()
                 if in_s3.etag == body.hexdigest():
+                    self.reporter.add(part.length)
                     return SentPart(part, in_s3.etag, body.digest(), reused=True, crc32=in_s3.crc32)
                 job.log.info("part %d in S3 differs from the local part; sending it again", part.number)
             body.seek(0)
@@ -279,6 +284,7 @@ class MultipartSender:
                     f"S3 acknowledged part {part.number} of {job.target} with ETag {returned}, but the bytes "
                     f"read have MD5 {body.hexdigest()}: corrupted in transit or the file changed."
                 )
+            self.reporter.add(part.length)  # acknowledged by S3, and proven
             return SentPart(part, returned, body.digest(), reused=False, crc32=response.get("ChecksumCRC32"))  # type: ignore[union-attr]
         finally:
             body.close()

@@ -40,7 +40,7 @@ class PartBody:
     uploader sees it. Only one block (``STREAM_BLOCK``) is held in memory, whatever the part size.
 
     ``on_new_bytes(offset, block)`` is called with each block read for the first time (absolute offset), so
-    a whole-file digest can follow without reading the file again; ``on_progress(n)`` with its length.
+    a whole-file digest can follow without reading the file again.
     """
 
     def __init__(
@@ -49,13 +49,11 @@ class PartBody:
         part: Part,
         *,
         on_new_bytes: Callable[[int, bytes], None] | None = None,
-        on_progress: Callable[[int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> None:
         self._path = path
         self._part = part
         self._on_new_bytes = on_new_bytes
-        self._on_progress = on_progress
         self._should_stop = should_stop
         self._md5 = hashlib.md5()
         self._hashed = 0
@@ -165,8 +163,6 @@ class PartBody:
             self._hashed += length
             if self._on_new_bytes is not None:
                 self._on_new_bytes(self._part.offset + block_start, block)
-            if self._on_progress is not None:
-                self._on_progress(length)
 
 
 class SequentialMd5:

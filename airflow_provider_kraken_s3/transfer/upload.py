@@ -83,6 +83,10 @@ class UploadResult:
     replaced_etag: str | None = None
 
 
+_QUIET = logging.getLogger(f"{__name__}.quiet")
+_QUIET.disabled = True
+
+
 @dataclass
 class VerifiedUpload:
     """Upload ``path`` to ``s3://bucket/key`` and prove it, or raise saying why not.
@@ -125,6 +129,17 @@ class VerifiedUpload:
         return f"s3://{self.bucket}/{self.key}"
 
     def run(self) -> UploadResult:
+        """Upload and prove, its log lines folded in one group in Airflow's log view (files uploaded one at a
+        time only: the groups of concurrent files would interleave)."""
+        if self.budget is not None:
+            return self._run()
+        self.log.info("::group::%s", f"upload {self.target}")
+        try:
+            return self._run()
+        finally:
+            self.log.info("::endgroup::")
+
+    def _run(self) -> UploadResult:
         started = time.monotonic()
         stat = stat_or_fail(self.path)
         plan = self._plan(stat.st_size)
@@ -260,7 +275,9 @@ class VerifiedUpload:
     def _send(
         self, stat: os.stat_result, plan: PartPlan, expected: Expectation, started: float, decision: Decision
     ) -> UploadResult:
-        reporter = ProgressReporter(self.log, self.key, plan.file_size, callback=self.progress)
+        reporter = ProgressReporter(
+            self.log if plan.is_multipart else _QUIET, self.key, plan.file_size, callback=self.progress
+        )  # no progress lines for a file of one part: its summary line says it all
         log_start = (
             self.log.info if plan.is_multipart else self.log.debug
         )  # a small file: its summary says it
@@ -300,7 +317,7 @@ class VerifiedUpload:
         """Single PUT. Content-MD5 lets S3 refuse wrong bytes; the returned ETag proves what it stored."""
         expected = self.expected_md5 or self.expected_etag
         part = next(plan.parts())
-        body = PartBody(self.path, part, on_progress=reporter.add, should_stop=self.cancel.is_set)
+        body = PartBody(self.path, part, should_stop=self.cancel.is_set)
         extra = self.object_arguments()
         if expected:
             extra["ContentMD5"] = base64.b64encode(bytes.fromhex(expected)).decode()
@@ -329,6 +346,7 @@ class VerifiedUpload:
             body.close()
         check_unchanged(self.path, stat)
         md5 = body.hexdigest()
+        reporter.add(plan.file_size)
         returned = normalize_etag(response["ETag"])  # type: ignore[index]
         if returned != md5:
             raise IntegrityError(

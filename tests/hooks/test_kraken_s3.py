@@ -359,3 +359,19 @@ def test_an_inventory_etag_of_one_part_uploads_as_a_single_put(hook, s3_client, 
         path, bucket, "w.raw", part_size=PART, expected_etag=one_part, expected_md5=md5
     )
     assert result.etag == md5 == s3_etag(s3_client, bucket, "w.raw")
+
+
+def test_progress_counts_acknowledged_parts_in_at_most_twenty_lines(
+    hook, bucket, make_file, task_log
+) -> None:
+    """Issue 8: people read these logs; a long file gets ~20 lines, a one-part file none, all in a group."""
+    big = make_file("many.raw", 30 * PART)
+    hook.upload_verified(big, bucket, "many.raw", part_size=PART)
+    small = make_file("one.raw", 1000)
+    hook.upload_verified(small, bucket, "one.raw", part_size=PART)
+    lines = task_log().splitlines()
+    assert 1 <= sum("progress file=many.raw" in line for line in lines) <= 20
+    assert not any("progress file=one.raw" in line for line in lines)
+    assert any("all 30 parts proven, completing" in line for line in lines)
+    assert sum("::group::upload s3://" in line for line in lines) == 2
+    assert sum("::endgroup::" in line for line in lines) == 2

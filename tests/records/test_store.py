@@ -361,3 +361,11 @@ def test_not_connected_is_a_clear_error() -> None:
     disconnect_kraken_alias()
     with pytest.raises(PermanentBackupError, match=r"KrakenMongoHook\(\.\.\.\)\.connect\(\)"):
         store.get_raw_file(RAW_ID)
+
+
+def test_a_missing_raw_file_in_the_embedded_store_says_why_it_may_be_missing(kraken_mongo, task_log) -> None:
+    """Under a real scheduler the embedded store is empty in each task's process: say so, not only "the id"."""
+    with pytest.raises(RawFileNotFoundError, match=r"embedded MongoDB .*per process.*MongoDB server"):
+        store.get_raw_file("not-here.raw")
+    kraken_mongo.connect()
+    assert "embedded MongoDB (mongomock://)" in task_log()
