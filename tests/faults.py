@@ -120,6 +120,8 @@ class RequestRecord:
             operation = "HeadObject"
         elif method == "HEAD" and bucket:
             operation = "HeadBucket"
+        elif method == "PUT" and bucket and not query:
+            operation = "CreateBucket"
         return cls(
             operation=operation,
             method=method,

@@ -322,7 +322,8 @@ def test_records_carry_operation_parts_and_headers(proxy: FaultProxy, bucket: st
         ("GET", "/b?uploads", {}, "ListMultipartUploads", None),
         ("GET", "/b?versioning", {}, "Other", None),
         ("DELETE", "/b/k", {}, "DeleteObject", None),
-        ("PUT", "/b", {}, "Other", None),
+        ("PUT", "/b", {}, "CreateBucket", None),
+        ("PUT", "/b?versioning", {}, "Other", None),
     ],
 )
 def test_classify(

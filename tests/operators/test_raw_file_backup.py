@@ -541,3 +541,18 @@ def test_auto_create_buckets_from_their_yaml(aws_conn, s3_client, stage, tmp_pat
     )
     operator("ac.raw", bucket_prefix=None, settings_path=str(settings)).execute(context={})
     assert s3_client.get_bucket_versioning(Bucket="kraken-lab-yamlcreated")["Status"] == "Enabled"
+
+
+def test_a_failure_to_record_the_failure_never_hides_the_original_error(aws_conn, stage, monkeypatch) -> None:
+    """Defect 9: MongoDB failing while FAILED is written must not replace "the bucket does not exist"."""
+    from airflow_provider_kraken_s3.core.errors import MongoUnavailableError
+    from airflow_provider_kraken_s3.records import store
+
+    stage("mf.raw", {"mf.raw": 10}, project_id="nobucket")
+
+    def mongo_down(*args, **kwargs):
+        raise MongoUnavailableError("MongoDB unavailable while marking the upload failed")
+
+    monkeypatch.setattr(store, "mark_failed", mongo_down)
+    with pytest.raises(AirflowFailException, match="does not exist"):
+        operator("mf.raw").execute(context={})

@@ -275,3 +275,13 @@ def test_one_failing_file_fails_the_whole_set_and_nothing_is_recorded_done(
     raw = RawFile.objects.get(id="n.d")
     assert raw.backup_status == BackupStatus.FAILED and "AccessDenied" in raw.s3_backup_details
     assert all(len(entry) == 2 for entry in raw.file_info.values())  # no ETag recorded for anything
+
+
+def test_two_runs_creating_the_same_new_bucket_both_succeed(proxy, s3_client) -> None:
+    """Defect 9: the loser of a creation race gets BucketAlreadyOwnedByYou; that is success, not an error."""
+    name = f"kraken-race-{random.Random().getrandbits(40):010x}"
+    s3_client.create_bucket(Bucket=name)  # the other run won the race
+    proxy.add(respond("CreateBucket", 409, "BucketAlreadyOwnedByYou"))
+    hook().create_backup_bucket(name, tags={"project_id": "p"})
+    assert s3_client.get_bucket_versioning(Bucket=name)["Status"] == "Enabled"
+    assert [r.status for r in proxy.records("CreateBucket")] == [409]
