@@ -13,11 +13,17 @@ symlinks pointing elsewhere) and files whose size differs from the verified obje
 raw file, before anything is deleted. A backup that S3 contradicts fails its sensor, so its files stay.
 
 ``dry_run`` (default ``true``) only logs what would be deleted, with sizes.
+
+alphakraken's ``backup.purging_verification_type`` is honoured, read from the YAML named by the
+``KRAKEN_SETTINGS_PATH`` environment variable when the DAG is parsed (as alphakraken reads its settings):
+``s3`` (the default) gates every deletion on the sensor; ``force_local`` deletes without asking S3, with a
+loud warning in the log; ``local`` with ``backup_type: s3`` is refused, as alphakraken refuses it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,6 +39,13 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_kraken_s3.core.errors import InvalidInputError
 from airflow_provider_kraken_s3.core.layout import local_path
+from airflow_provider_kraken_s3.core.settings import (
+    check_purging_verification_type,
+    load_settings_file,
+    parse_settings_mapping,
+)
+from airflow_provider_kraken_s3.hooks.kraken_mongo import connect
+from airflow_provider_kraken_s3.records import store
 from airflow_provider_kraken_s3.sensors.backup_verified import S3BackupVerifiedSensor
 
 log = logging.getLogger(__name__)
@@ -44,6 +57,25 @@ AWS_CONN_ID = "aws_default"
 # gives up (failing the task, so someone looks) after a day.
 POKE_INTERVAL = timedelta(minutes=10)
 VERIFY_TIMEOUT = timedelta(days=1)
+
+
+def purging_verification_type(settings_path: str | None) -> str:
+    """``s3`` or ``force_local`` from alphakraken's YAML (``s3`` without one); anything else is refused."""
+    if not settings_path:
+        return "s3"
+    parsed = parse_settings_mapping(load_settings_file(settings_path))
+    value = check_purging_verification_type(
+        parsed["purging_verification_type"] or "s3", parsed["backup_type"] or "s3"
+    )
+    if value == "local":
+        raise InvalidInputError(
+            f"{settings_path}: purging_verification_type 'local' checks the local backup, not S3; this DAG gates "
+            "deletion on S3. Use alphakraken's own file remover for local backups."
+        )
+    return value
+
+
+PURGING_VERIFICATION = purging_verification_type(os.environ.get("KRAKEN_SETTINGS_PATH"))
 
 
 def plan_local_deletion(
@@ -173,8 +205,29 @@ with DAG(
             "already_gone": gone,
         }
 
+    @task
+    def unverified_inventory(raw_file_id: str) -> dict[str, Any]:
+        """force_local: the RawFile's inventory as the sensor would return it, but nothing checked in S3."""
+        log.warning(
+            "purging_verification_type is force_local: the instrument files of %r are deleted WITHOUT checking "
+            "their S3 backup. Set it to s3 in the settings YAML to gate deletion on a verified backup.",
+            raw_file_id,
+        )
+        connect(MONGO_CONN_ID)
+        raw_file = store.get_raw_file(raw_file_id)
+        objects = [{"path": path, "size": entry[0]} for path, entry in (raw_file.file_info or {}).items()]
+        return {
+            "bucket": raw_file.s3_bucket or "-",
+            "raw_file_id": raw_file_id,
+            "objects": objects,
+            "verified_at": "never (force_local)",
+        }
+
     @task_group(group_id="clean_up")
     def clean_up(raw_file_id: str) -> None:
+        if PURGING_VERIFICATION == "force_local":
+            delete_local_copy(unverified_inventory(raw_file_id))
+            return
         verified = S3BackupVerifiedSensor(
             task_id="verify_backup",
             raw_file_id=raw_file_id,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import re
 import sys
 import threading
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_kraken_s3.core.errors import InvalidInputError
 from airflow_provider_kraken_s3.sensors.backup_verified import S3BackupVerifiedSensor
 from tests.dag_runner import (
     EXAMPLE_DAGS,
@@ -302,3 +304,48 @@ def test_deferrable_in_a_dag_run_runs_the_trigger(
 
 def test_dag_runner_is_importable_as_the_bootstrap_module() -> None:
     assert Path(sys.modules["tests.dag_runner"].__file__).name == "dag_runner.py"
+
+
+def test_force_local_deletes_without_asking_s3_and_says_so_loudly(backed_up, airflow_home, tmp_path) -> None:
+    """alphakraken's ``purging_verification_type: force_local``: no sensor; even the file S3 lost goes."""
+    ok, _, seed = backed_up
+    settings = tmp_path / "alphakraken.yaml"
+    settings.write_text(
+        "backup:\n  backup_type: s3\n  purging_verification_type: force_local\n  s3: {bucket_prefix: x}\n"
+    )
+    conf = {
+        "raw_file_ids": ["ok.d", "bad.raw"],
+        "dry_run": False,
+        "instrument_base_path": str(ok.instrument_dir),
+    }
+    done = run_dag(
+        "verified_cleanup",
+        conf,
+        airflow_home=airflow_home,
+        mongo_seed=seed,
+        env={"KRAKEN_SETTINGS_PATH": str(settings)},
+    )
+    output = _output(done)
+    assert "deleted WITHOUT checking their S3 backup" in output, output[-4000:]
+    assert files_under(ok.instrument_dir) == {}  # both raw files' instrument copies are gone
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "fragment"),
+    [
+        (
+            "backup:\n  backup_type: s3\n  purging_verification_type: local\n",
+            "'local' but backup_type is 's3'",
+        ),
+        (
+            "backup:\n  backup_type: local\n  purging_verification_type: local\n",
+            "this DAG gates deletion on S3",
+        ),
+    ],
+)
+def test_local_purging_verification_is_refused(dag_module, tmp_path, yaml_text: str, fragment: str) -> None:
+    settings = tmp_path / "alphakraken.yaml"
+    settings.write_text(yaml_text)
+    with pytest.raises(InvalidInputError, match=re.escape(fragment)):
+        dag_module.purging_verification_type(str(settings))
+    assert dag_module.purging_verification_type(None) == "s3"
