@@ -280,6 +280,12 @@ def after_hashing(
     return _replace_or_refuse(remote, expected, versioned, (), difference)
 
 
+def cannot_compare(remote: RemoteObject, expected: Expectation, *, versioned: bool) -> Decision:
+    """The decision when hashing at every candidate part size found no match: nothing was shown to differ,
+    nothing is proven, so the object is replaced only where the bucket keeps it, and refused otherwise."""
+    return _replace_or_refuse(remote, expected, versioned, (), _difference(remote, expected, None))
+
+
 def _difference(remote: RemoteObject, expected: Expectation, part_size_hint: int | None) -> str:
     """Words for what was *shown* to differ; "cannot be compared" when nothing was."""
     if remote.size != expected.size:

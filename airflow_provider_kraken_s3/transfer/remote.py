@@ -57,27 +57,6 @@ def part_size_from_s3(access: S3Access, bucket: str, key: str, remote: RemoteObj
 
 #: Part sizes (MiB) common in the wild: boto3 and the AWS CLI 8, s3cmd 15, rclone 5, MinIO clients 16, and
 #: 50/64/100/500 as often configured (500 is our default).
-COMMON_PART_SIZES_MIB = (5, 8, 15, 16, 50, 64, 100, 500)
-
-
-def candidate_part_sizes(
-    size: int, part_count: int, sizes_mib: tuple[int, ...] = COMMON_PART_SIZES_MIB
-) -> list[int]:
-    """Part sizes (bytes, ascending) among ``sizes_mib`` that give an object of ``size`` bytes exactly
-    ``part_count`` parts (``ceil(size / part_size) == part_count``).
-
-    For a multipart object whose part size no one told us (no ``kraken-part-size``, and a store such as Ceph
-    RGW 16 that ignores HEAD ``partNumber``): the local file hashed at each candidate, in one read pass, either
-    reproduces the object's ETag (then the part size is found and the bytes proven) or, at every candidate,
-    does not — which still does not show the bytes differ, since the object may have been uploaded with a
-    part size not in the list. Pure arithmetic; an empty list when nothing fits.
-    """
-    if size <= 0 or part_count < 1:
-        return []
-    mib = 1024 * 1024
-    return sorted(ps * mib for ps in set(sizes_mib) if ps > 0 and -(-size // (ps * mib)) == part_count)
-
-
 def list_parts(access: S3Access, bucket: str, key: str, upload_id: str) -> dict[int, RemotePart] | None:
     """Parts already in S3 for ``upload_id`` (number → part), or None if the upload no longer exists.
 

@@ -32,6 +32,7 @@ from airflow_provider_kraken_s3.core.decision import (
     Expectation,
     RemoteObject,
     after_hashing,
+    cannot_compare,
     decide,
     one_part_etag,
     prove,
@@ -218,7 +219,7 @@ class VerifiedUpload:
         self.log.info("%s: %s", self.target, decision.reason)
         sizes = [size for size in decision.part_sizes if self._fits(plan.file_size, size)]
         if not sizes:  # hints S3 cannot have used: nothing to compare with
-            return decide(found, expected, versioned=bool(self.versioned)), plan
+            return cannot_compare(found, expected, versioned=bool(self.versioned)), plan
         try:
             local_etags, local_md5 = compute_s3_etags(self.path, sizes)
         except FileNotFoundError as error:
@@ -239,7 +240,7 @@ class VerifiedUpload:
                 return Decision(Action.SKIP, after.reason, part_sizes=(size,)), proven
         if decision.part_size_known:  # hashed at the object's own part size: a difference was shown
             return after, plan
-        return decide(found, expected, versioned=versioned), plan  # none matched: cannot be compared
+        return cannot_compare(found, expected, versioned=versioned), plan  # no guess matched
 
     @staticmethod
     def _fits(file_size: int, part_size: int) -> bool:

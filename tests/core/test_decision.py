@@ -32,6 +32,7 @@ from airflow_provider_kraken_s3.core.decision import (
     Verdict,
     after_hashing,
     candidate_part_sizes,
+    cannot_compare,
     decide,
     judge,
     metadata_notes,
@@ -757,3 +758,14 @@ def test_a_one_part_multipart_object_is_compared_through_the_md5() -> None:
         RemoteObject(etag=one_part_etag(md5), size=10), Expectation(size=10, md5=md5), versioned=False
     )
     assert result.action is Action.HASH_FIRST and result.part_size_known and result.part_sizes == (5 * MIB,)
+
+
+@versioned_or_not
+def test_when_no_guessed_part_size_matches_the_object_is_never_overwritten_unversioned(
+    versioned: bool,
+) -> None:
+    """After the common part sizes were tried in vain, the engine must not decide to hash again (and then
+    upload): nothing is proven and nothing shown to differ, so an unversioned bucket refuses."""
+    remote = RemoteObject(etag=BIG_ETAG_8MIB, size=BIG_SIZE)
+    result = cannot_compare(remote, BIG_NO_ETAG, versioned=versioned)
+    assert result.action is _other_action(versioned) and "cannot be compared" in result.reason
