@@ -20,25 +20,17 @@ from airflow.providers.common.compat.sdk import (
     PokeReturnValue,
 )
 
-from airflow_provider_kraken_s3.core.decision import RemoteObject
 from airflow_provider_kraken_s3.core.errors import (
     InvalidInputError,
-    PermanentBackupError,
-    TransientBackupError,
 )
-from airflow_provider_kraken_s3.core.layout import listing_folder
 from airflow_provider_kraken_s3.core.verdict import (
     Action,
-    ExpectedObject,
     Outcome,
-    conclude,
     explicit_objects,
-    verify_objects,
 )
 from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook, connect
 from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
-from airflow_provider_kraken_s3.services.verify import fetch_record, objects_to_check, validate_mode
-from airflow_provider_kraken_s3.transfer.listing import list_prefix
+from airflow_provider_kraken_s3.services.verify import check_round, fetch_record, validate_mode
 from airflow_provider_kraken_s3.triggers.backup_verified import BackupVerifiedTrigger
 
 if TYPE_CHECKING:
@@ -138,33 +130,16 @@ class S3BackupVerifiedSensor(BaseSensorOperator):
             if self.raw_file_id is not None
             else None
         )
-        target = objects_to_check(
+        return check_round(
+            KrakenS3Hook(aws_conn_id=self.aws_conn_id).access,
             record,
+            raw_file_id=self.raw_file_id,
             fail_on_failed=self.fail_on_failed,
             bucket=self.bucket,
             keys=self.keys,
             expected_etags=self.expected_etags,
             expected_sizes=self.expected_sizes,
         )
-        if isinstance(target, Outcome):
-            return target
-        bucket, objects = target
-        try:
-            found = self._head_all(bucket, objects)
-        except TransientBackupError as error:
-            return Outcome(Action.WAIT, f"S3 not answering properly ({error})")
-        except PermanentBackupError as error:
-            return Outcome(Action.FAIL, f"cannot read the backup in s3://{bucket}/: {error}")
-        return conclude(verify_objects(objects, found), bucket=bucket, raw_file_id=self.raw_file_id)
-
-    def _head_all(self, bucket: str, objects: Sequence[ExpectedObject]) -> dict[str, RemoteObject | None]:
-        """What S3 holds for each key: one listing for a set, a HEAD for a single object."""
-        hook = KrakenS3Hook(aws_conn_id=self.aws_conn_id)
-        folder = listing_folder(item.key for item in objects)
-        if folder:
-            listed = list_prefix(hook.access(), bucket, folder)
-            return {item.key: listed.get(item.key) for item in objects}
-        return {item.key: hook.head(bucket, item.key) for item in objects}
 
     # ------------------------------------------------------------------ deferring
 

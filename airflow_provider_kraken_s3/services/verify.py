@@ -1,30 +1,38 @@
 """One verification round of a raw file's backup, shared by the poking sensor and the deferred trigger.
 
 Reads the RawFile (never writes it), decides which objects must be in S3 (or that it is too early, or that
-the record itself is wrong), and leaves the HEAD requests to the caller: the sensor uses the synchronous
-hook, the trigger the asynchronous client. The verdict is :mod:`airflow_provider_kraken_s3.core.verdict`.
-No Airflow here.
+the record itself is wrong), and asks S3: :func:`check_round` does it synchronously (the poking sensor, the
+``kraken-s3 verify`` command), the trigger asks with the asynchronous client. The verdict is
+:mod:`airflow_provider_kraken_s3.core.verdict`. No Airflow here.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from airflow_provider_kraken_s3.core.decision import RemoteObject
 from airflow_provider_kraken_s3.core.errors import (
     InvalidInputError,
     PermanentBackupError,
     TransientBackupError,
 )
+from airflow_provider_kraken_s3.core.layout import listing_folder
 from airflow_provider_kraken_s3.core.verdict import (
     Action,
     ExpectedObject,
     Outcome,
     RawFileRecord,
     assess_raw_file,
+    conclude,
     explicit_objects,
+    verify_objects,
 )
 from airflow_provider_kraken_s3.records import store
+from airflow_provider_kraken_s3.transfer import remote
+from airflow_provider_kraken_s3.transfer.access import S3Access
+from airflow_provider_kraken_s3.transfer.listing import list_prefix
 
 # mongoengine aliases are process-global; a triggerer runs many triggers in one process (and their reads in
 # several threads), so connecting the alias and reading through it happen under one lock.
@@ -79,6 +87,52 @@ def objects_to_check(
     except InvalidInputError as error:
         return Outcome(Action.FAIL, f"invalid expected objects: {error}")
     return str(bucket), list(objects)
+
+
+def fetch_remote(
+    access: S3Access, bucket: str, objects: Sequence[ExpectedObject]
+) -> dict[str, RemoteObject | None]:
+    """What S3 holds for each expected key: one listing for a set (a ``.d`` folder), a HEAD for one object."""
+    folder = listing_folder(item.key for item in objects)
+    if folder:
+        listed = list_prefix(access, bucket, folder)
+        return {item.key: listed.get(item.key) for item in objects}
+    return {item.key: remote.head(access, bucket, item.key) for item in objects}
+
+
+def check_round(
+    access: Callable[[], S3Access],
+    record: RawFileRecord | Outcome | None,
+    *,
+    raw_file_id: str | None,
+    fail_on_failed: bool = False,
+    bucket: Any = None,
+    keys: Any = None,
+    expected_etags: Any = None,
+    expected_sizes: Any = None,
+) -> Outcome:
+    """One synchronous verification round: what must be in S3, what is there, and the verdict.
+
+    ``access`` is called only when S3 has to be asked, so a round that ends at the record costs no client.
+    """
+    target = objects_to_check(
+        record,
+        fail_on_failed=fail_on_failed,
+        bucket=bucket,
+        keys=keys,
+        expected_etags=expected_etags,
+        expected_sizes=expected_sizes,
+    )
+    if isinstance(target, Outcome):
+        return target
+    target_bucket, objects = target
+    try:
+        found = fetch_remote(access(), target_bucket, objects)
+    except TransientBackupError as error:
+        return Outcome(Action.WAIT, f"S3 not answering properly ({error})")
+    except PermanentBackupError as error:
+        return Outcome(Action.FAIL, f"cannot read the backup in s3://{target_bucket}/: {error}")
+    return conclude(verify_objects(objects, found), bucket=target_bucket, raw_file_id=raw_file_id)
 
 
 def validate_mode(

@@ -9,7 +9,7 @@ import hashlib
 import os
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -57,13 +57,16 @@ def compute_s3_etag(path: str | os.PathLike[str], part_size: int = DEFAULT_PART_
 
 
 def compute_s3_etag_and_md5(
-    path: str | os.PathLike[str], part_size: int = DEFAULT_PART_SIZE
+    path: str | os.PathLike[str],
+    part_size: int = DEFAULT_PART_SIZE,
+    *,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> tuple[str, str]:
     """ETag and whole-file hex MD5 from one read pass.
 
     The reading thread hashes the whole file while a second thread hashes the parts, so both digests cost
     about as much wall time as ``md5sum`` alone. Blocks come from a small ring of reused buffers, bounding
-    memory to a few MiB whatever the file size.
+    memory to a few MiB whatever the file size. ``on_bytes(n)`` is told of every block read (a progress bar).
     """
     path = Path(path)
     plan = _plan_for(path, part_size)
@@ -104,6 +107,8 @@ def compute_s3_etag_and_md5(
                     blocks.put((slot, got, remaining == 0))
                     whole.update(view[:got])
                     slot = (slot + 1) % ring_size
+                    if on_bytes is not None:
+                        on_bytes(got)
     finally:
         blocks.put(None)
         hasher.join()

@@ -1,0 +1,1 @@
+"""The ``kraken-s3`` command line (see :mod:`.main`)."""

@@ -1,0 +1,93 @@
+"""The ``kraken-s3`` subcommands: one function per command, named as the command, returning its exit code.
+
+Each builds its connections from Airflow, calls one service and hands the result to :class:`~.output.Output`.
+Errors of our own (:class:`~..core.errors.KrakenBackupError`) are left to :func:`~.main.main`, which turns
+them into a message and an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+
+from airflow_provider_kraken_s3.cli.output import ExitCode, Output
+from airflow_provider_kraken_s3.core.etag import format_precomputed_etag
+from airflow_provider_kraken_s3.core.parts import MIB
+from airflow_provider_kraken_s3.core.verdict import Action, conclude, verify_objects
+from airflow_provider_kraken_s3.transfer.access import S3Access
+from airflow_provider_kraken_s3.transfer.hashing import compute_s3_etag_and_md5
+
+
+def _hooks(args: argparse.Namespace) -> tuple[S3Access, Callable[[str], str]]:
+    """The S3 access and the MongoDB connector for the command's Airflow connections (imported late: Airflow
+    takes seconds to import, and ``etag`` needs neither)."""
+    from airflow_provider_kraken_s3.hooks.kraken_mongo import connect
+    from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
+
+    connect(args.mongo_conn_id)
+    return KrakenS3Hook(aws_conn_id=args.aws_conn_id).access(), connect
+
+
+def etag(args: argparse.Namespace, out: Output) -> ExitCode:
+    """MD5 and S3 ETag of local files, from one read of each."""
+    part_size = args.part_size * MIB
+    rows = []
+    for path in args.files:
+        try:
+            size = os.stat(path).st_size
+            with out.bytes_progress(f"hashing {path.name}", size) as advance:
+                etag_value, md5 = compute_s3_etag_and_md5(path, part_size, on_bytes=advance)
+        except OSError as error:
+            out.note(f"error: cannot read {path}: {error.strerror or error}")
+            return ExitCode.UNAVAILABLE
+        alphakraken = format_precomputed_etag(etag_value, part_size)
+        out.record(
+            {"path": str(path), "size": size, "md5": md5, "etag": etag_value, "part_size_mib": part_size // MIB,
+             "alphakraken_etag": alphakraken}
+        )  # fmt: skip
+        rows.append((str(path), f"{size:,}", md5, etag_value, alphakraken))
+    out.table(
+        f"S3 ETags at {part_size // MIB} MiB parts",
+        ("file", "bytes", "MD5", "ETag", "alphakraken file_info[2]"),
+        rows,
+    )
+    return ExitCode.OK
+
+
+def verify(args: argparse.Namespace, out: Output) -> ExitCode:
+    """Is the raw file's backup in S3 as its RawFile says? HEAD/listing only, or ``--deep``."""
+    from airflow_provider_kraken_s3.services.verify import (
+        fetch_remote,
+        objects_to_check,
+        read_raw_file_record,
+    )
+
+    access, connect = _hooks(args)
+    record = read_raw_file_record(connect, args.mongo_conn_id, args.raw_file_id)
+    target = objects_to_check(
+        record, fail_on_failed=True, bucket=None, keys=None, expected_etags=None, expected_sizes=None
+    )
+    if isinstance(target, tuple):
+        bucket, objects = target
+        outcome = conclude(
+            verify_objects(objects, fetch_remote(access, bucket, objects)),
+            bucket=bucket,
+            raw_file_id=record.id,
+        )
+    else:
+        outcome = target
+    verified = outcome.action is Action.SUCCESS
+    objects_seen = (outcome.xcom or {}).get("objects", [])
+    out.record(
+        {"raw_file_id": record.id, "verified": verified, "message": outcome.message, "objects": objects_seen}
+    )
+    if verified:
+        out.table(
+            f"{record.id}: {outcome.message}",
+            ("key", "bytes", "ETag"),
+            [(item["key"], f"{item['size']:,}", item["etag"]) for item in objects_seen],
+        )
+        return ExitCode.OK
+    out.say(f"{record.id}: NOT verified: {outcome.message}")
+    return ExitCode.PROBLEM

@@ -1,0 +1,148 @@
+"""``kraken-s3``: check, audit and restore raw-file backups from a shell, with Airflow's connections.
+
+A thin face like the operators: every subcommand parses its arguments, builds the connections from Airflow
+(``--aws-conn-id``, ``--mongo-conn-id``, so it runs wherever Airflow runs and reads the same secrets), calls
+one Airflow-free service, and prints the result for people or, with ``--json``, as JSON lines for scripts.
+Exit codes are :class:`~.output.ExitCode`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow_provider_kraken_s3.cli import commands
+from airflow_provider_kraken_s3.cli.output import ExitCode, Output
+from airflow_provider_kraken_s3.core.errors import (
+    IntegrityError,
+    InvalidInputError,
+    KrakenBackupError,
+    LocalFileChangedError,
+    ObjectConflictError,
+    PermanentBackupError,
+)
+from airflow_provider_kraken_s3.core.parts import DEFAULT_PART_SIZE, MIB, check_part_size
+
+EPILOG = """\
+exit codes:
+  0  everything checked is as it should be
+  1  a backup is missing, differs or failed verification (see the report)
+  2  bad arguments
+  3  could not check: S3 or MongoDB unreachable, a bad connection, no such RawFile
+  4  objects are in an archive storage class (GLACIER, DEEP_ARCHIVE): restore them from the archive first
+
+Connections are Airflow connections (an 'aws' one for S3, a 'kraken_mongo' one for alphakraken's MongoDB),
+resolved as in a task: environment variables AIRFLOW_CONN_<ID>, a secrets backend, or the metadata database.
+"""
+
+
+def _part_size_mib(text: str) -> int:
+    """``--part-size`` in MiB, refused by argparse (exit 2) when S3 could not use it."""
+    try:
+        return check_part_size(int(text) * MIB) // MIB
+    except (ValueError, InvalidInputError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a part size S3 accepts: a whole number of MiB from 5 to 5120"
+        ) from None
+
+
+def _connection_flags(parser: argparse.ArgumentParser, *, mongo: bool = True) -> None:
+    parser.add_argument(
+        "--aws-conn-id", default="aws_default", help="Airflow 'aws' connection (default: %(default)s)"
+    )
+    if mongo:
+        parser.add_argument(
+            "--mongo-conn-id",
+            default="kraken_mongo_default",
+            help="Airflow connection of alphakraken's MongoDB (default: %(default)s)",
+        )
+
+
+def _output_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json", action="store_true", help="print JSON lines (one per result) instead of tables"
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (they only show on a terminal)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="also print what the services log")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kraken-s3",
+        description="Check, audit and restore S3 backups of mass-spectrometry raw files (alphakraken RawFiles).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    etag = sub.add_parser(
+        "etag",
+        help="the ETag S3 will report for local files (and alphakraken's '<etag>__<MiB>' form)",
+        description="Compute, from the bytes of each file, its MD5 and the multipart ETag S3 reports for it when "
+        "uploaded with the given part size. Reads each file once; needs no connection.",
+    )
+    etag.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    etag.add_argument(
+        "--part-size",
+        type=_part_size_mib,
+        default=DEFAULT_PART_SIZE // MIB,
+        metavar="MIB",
+        help="part size in MiB (default %(default)s, this provider's; alphakraken's own uploader uses 100)",
+    )
+    _output_flags(etag)
+
+    verify = sub.add_parser(
+        "verify",
+        help="verify one raw file's backup: HEAD (ETag and size), or --deep (download and hash)",
+        description="Without --deep: the sensor's check, from S3's ETags and sizes (no download). With --deep: "
+        "every object is downloaded (parallel ranged GETs, nothing written to disk) and its MD5 and ETag are "
+        "computed from the bytes and compared with the inventory; the outcome is recorded on the RawFile.",
+    )
+    verify.add_argument("raw_file_id", metavar="RAW_FILE_ID")
+    verify.add_argument("--deep", action="store_true", help="download and hash every object (fixity check)")
+    _connection_flags(verify)
+    _output_flags(verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kraken-s3`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    out = Output(as_json=args.json, progress=not args.no_progress, answers=sys.stdout)
+    handler: Any = getattr(commands, args.command)
+    try:
+        with contextlib.redirect_stdout(
+            sys.stderr
+        ):  # Airflow 3 logs to stdout; answers keep it to themselves
+            return int(handler(args, out))
+    except PermanentBackupError as error:
+        out.note(f"error: {error}")
+        return ExitCode.PROBLEM if _is_about_the_backup(error) else ExitCode.UNAVAILABLE
+    except KrakenBackupError as error:  # transient: S3 or MongoDB did not answer properly
+        out.note(f"error (try again later): {error}")
+        return ExitCode.UNAVAILABLE
+    except KeyboardInterrupt:
+        out.note("interrupted")
+        return 130
+
+
+def _is_about_the_backup(error: PermanentBackupError) -> bool:
+    """Errors that prove something wrong with a backup's bytes, not with where or how we looked."""
+    return isinstance(error, (IntegrityError, ObjectConflictError, LocalFileChangedError))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
