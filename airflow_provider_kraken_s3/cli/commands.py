@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable
+from datetime import timedelta
 
 from airflow_provider_kraken_s3.cli.output import ExitCode, Output
 from airflow_provider_kraken_s3.core.etag import format_precomputed_etag
@@ -91,3 +92,54 @@ def verify(args: argparse.Namespace, out: Output) -> ExitCode:
         return ExitCode.OK
     out.say(f"{record.id}: NOT verified: {outcome.message}")
     return ExitCode.PROBLEM
+
+
+def audit(args: argparse.Namespace, out: Output) -> ExitCode:
+    """Every matching ``upload_done`` record against S3; exit 1 when anything is missing, differs or is extra."""
+    from airflow_provider_kraken_s3.core.audit import FindingKind, render_json_lines, render_table
+    from airflow_provider_kraken_s3.records.queries import RecordFilter
+    from airflow_provider_kraken_s3.services.audit import run_audit
+
+    access, _ = _hooks(args)
+    record_filter = RecordFilter(
+        project_ids=tuple(args.project),
+        instrument_ids=tuple(args.instrument),
+        created_from=args.since,
+        created_before=args.until,
+    )
+    with out.count_progress("auditing raw files") as advance:
+        report = run_audit(
+            access,
+            record_filter,
+            max_workers=args.workers,
+            keep_ok=args.all or args.json,
+            on_record=lambda _audit: advance(),
+        )
+    if out.as_json:
+        out.answers.write(render_json_lines(report.findings, report.summary))
+    else:
+        out.text(render_table(report.findings, report.summary, include_ok=args.all))
+    if report.ok:
+        return ExitCode.OK
+    counts = report.summary.counts
+    only_unchecked = (
+        sum(counts[kind] for kind in FindingKind if kind not in (FindingKind.OK, FindingKind.UNCHECKED)) == 0
+    )
+    return ExitCode.UNAVAILABLE if only_unchecked else ExitCode.PROBLEM
+
+
+def reconcile(args: argparse.Namespace, out: Output) -> ExitCode:
+    """Stuck records → ``upload_failed``; orphan multipart uploads listed (aborted with ``--abort-orphans``)."""
+    from airflow_provider_kraken_s3.services.reconcile import Reconciler
+
+    access, _ = _hooks(args)
+    report = Reconciler(
+        access,
+        buckets=args.bucket,
+        orphan_age=timedelta(days=args.older_than),
+        abort=args.abort_orphans,
+        dry_run=args.dry_run,
+    ).run()
+    out.record(report.as_dict())
+    out.text(report.describe() + "\n")
+    return ExitCode.OK if report.ok else ExitCode.UNAVAILABLE

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,13 @@ def _part_size_mib(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a part size S3 accepts: a whole number of MiB from 5 to 5120"
         ) from None
+
+
+def _utc_date(text: str) -> datetime:
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date of the form YYYY-MM-DD") from None
 
 
 def _connection_flags(parser: argparse.ArgumentParser, *, mongo: bool = True) -> None:
@@ -109,6 +117,52 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--deep", action="store_true", help="download and hash every object (fixity check)")
     _connection_flags(verify)
     _output_flags(verify)
+
+    audit = sub.add_parser(
+        "audit",
+        help="check every upload_done record against S3 (HEAD/listing): missing, different, extra objects",
+        description="For each RawFile recorded upload_done (optionally filtered), ask S3 for its objects (one "
+        "listing per .d/.wiff set, a HEAD per single file, in parallel) and compare ETag and size with the "
+        "record. Objects under a set's folder that the inventory does not name are reported as extra. Nothing "
+        "is downloaded or written. Exit 1 when anything is wrong.",
+    )
+    audit.add_argument(
+        "--project", action="append", default=[], metavar="ID", help="only this project (repeatable)"
+    )
+    audit.add_argument(
+        "--instrument", action="append", default=[], metavar="ID", help="only this instrument (repeatable)"
+    )
+    audit.add_argument(
+        "--since", type=_utc_date, metavar="YYYY-MM-DD", help="created on or after this day (UTC)"
+    )
+    audit.add_argument("--until", type=_utc_date, metavar="YYYY-MM-DD", help="created before this day (UTC)")
+    audit.add_argument("--all", action="store_true", help="list the objects that are ok too")
+    audit.add_argument("--workers", type=int, default=8, help="records checked at once (default %(default)s)")
+    _connection_flags(audit)
+    _output_flags(audit)
+
+    reconcile = sub.add_parser(
+        "reconcile",
+        help="fail records stuck upload_in_progress past their lease; list (or abort) orphan multipart uploads",
+        description="Records whose attempt died (lease expired, no outcome) are marked upload_failed with the "
+        "reason; their multipart uploads are kept for the next attempt. Incomplete multipart uploads that no "
+        "RawFile references and that are older than --older-than days are listed, and aborted only with "
+        "--abort-orphans. Listing them needs s3:ListBucketMultipartUploads, aborting s3:AbortMultipartUpload.",
+    )
+    reconcile.add_argument("--abort-orphans", action="store_true", help="abort the orphan uploads found")
+    reconcile.add_argument(
+        "--older-than",
+        type=float,
+        default=7.0,
+        metavar="DAYS",
+        help="orphan age threshold (default %(default)s)",
+    )
+    reconcile.add_argument(
+        "--bucket", action="append", default=[], help="also look in this bucket (besides those records name)"
+    )
+    reconcile.add_argument("--dry-run", action="store_true", help="change nothing; say what would be done")
+    _connection_flags(reconcile)
+    _output_flags(reconcile)
     return parser
 
 

@@ -18,8 +18,10 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
     TextColumn,
+    TimeElapsedColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
@@ -72,6 +74,23 @@ class Output:
         for row in rows:
             table.add_row(*(str(cell) for cell in row))
         self.out.print(table)
+
+    def text(self, text: str) -> None:
+        """Pre-rendered text that is the answer (a report): stdout as is, silent in ``--json`` mode."""
+        if not self.as_json:
+            self.answers.write(text)
+            self.answers.flush()
+
+    @contextmanager
+    def count_progress(self, description: str, total: int | None = None) -> Iterator[Callable[[], None]]:
+        """A counter on stderr (a terminal only), for work counted in items; yields ``advance()``."""
+        if not self.show_progress:
+            yield lambda: None
+            return
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=self.err, transient=True) as progress:
+            task = progress.add_task(description, total=total)
+            yield lambda: progress.advance(task)
 
     @contextmanager
     def bytes_progress(self, description: str, total: int) -> Iterator[Callable[[int], None]]:

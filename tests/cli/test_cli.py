@@ -107,5 +107,63 @@ def test_console_script_is_installed_and_explains_itself() -> None:
         check=True,
     )
     assert "exit codes:" in done.stdout
-    for command in ("etag", "verify"):
+    for command in ("etag", "verify", "audit", "reconcile"):
         assert command in done.stdout
+
+
+def test_audit_finds_a_missing_object_and_fails(backed_up, s3_client, capsys) -> None:
+    backed_up("a1.raw", {"a1.raw": 2048})
+    backed_up("a2.d", {"a2.d/analysis.tdf": 1000, "a2.d/analysis.tdf_bin": 3000})
+    s3_client.delete_object(Bucket=BUCKET, Key=RawFile.objects.get(id="a1.raw").s3_backup_key)
+    capsys.readouterr()
+
+    assert main(["audit", "--json"]) == ExitCode.PROBLEM
+
+    lines = json_lines(capsys.readouterr().out)
+    summary = lines[-1]
+    assert summary["kind"] == "summary" and summary["records"] == 2 and summary["missing"] == 1
+    [missing] = [line for line in lines if line.get("kind") == "missing"]
+    assert missing["raw_file_id"] == "a1.raw"
+    assert {line["raw_file_id"] for line in lines if line.get("kind") == "ok"} == {"a2.d"}
+
+
+def test_audit_of_a_healthy_store_is_ok_and_filters_apply(backed_up, capsys) -> None:
+    backed_up("h1.raw", {"h1.raw": 100})
+    capsys.readouterr()
+
+    assert main(["audit", "--instrument", "astral1"]) == ExitCode.OK
+    assert "audited 1 raw file(s)" in capsys.readouterr().out
+    assert main(["audit", "--project", "P9999"]) == ExitCode.OK
+    assert "audited 0 raw file(s)" in capsys.readouterr().out
+    assert main(["audit", "--since", "2030-01-01"]) == ExitCode.OK
+    assert "audited 0 raw file(s)" in capsys.readouterr().out
+
+
+def test_reconcile_fails_a_dead_attempt_and_aborts_an_orphan_only_when_asked(
+    aws_conn, kraken_mongo, s3_client, bucket, capsys
+) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from tests.conftest_mongo import insert_raw_file
+
+    insert_raw_file(
+        "dead.raw",
+        backup_status="upload_in_progress",
+        s3_bucket=bucket,
+        s3_lease_owner="upload_to_s3/run/try1#dead",
+        s3_lease_expires_at=datetime.now(timezone.utc) - timedelta(minutes=5),
+    )
+    orphan = s3_client.create_multipart_upload(Bucket=bucket, Key="lost/x.raw")["UploadId"]  # moto: "2010"
+
+    assert main(["reconcile", "--json", "--bucket", bucket]) == ExitCode.OK
+    [report] = json_lines(capsys.readouterr().out)
+    assert [(s["raw_file_id"], s["action"]) for s in report["stuck"]] == [("dead.raw", "failed")]
+    assert [(o["upload_id"], o["action"]) for o in report["orphans"]] == [(orphan, "listed")]
+    dead = RawFile.objects.get(id="dead.raw")
+    assert dead.backup_status == "upload_failed" and "#dead" in dead.s3_backup_details
+    still_there = s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert [upload["UploadId"] for upload in still_there] == [orphan]
+
+    assert main(["reconcile", "--abort-orphans", "--bucket", bucket]) == ExitCode.OK
+    assert "1 aborted" in capsys.readouterr().out
+    assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []

@@ -1,0 +1,350 @@
+"""Audit of recorded backups: for one ``upload_done`` record, what S3 should hold against what it answered.
+
+A person (or a nightly DAG) wants one list: every object that is fine, missing, different from the record,
+present under a set's folder without being in the inventory, or not checkable. The pieces:
+
+1. :func:`plan_audit` — what to ask S3 for one record: the expected objects come from
+   :func:`~.verdict.assess_raw_file` (the sensor's reading of a DONE record, itself built on
+   :func:`~.inventory.backup_objects` and :func:`~.layout.key_prefix`), and a set (a ``.d`` folder, a
+   ``.wiff`` set) is asked for with one listing of its folder (:func:`~.layout.backup_key`);
+2. :func:`compare` — each expected object is judged by :func:`~.verdict.verify_objects`, i.e. by
+   :func:`~.decision.judge` and :func:`~.decision.prove`, the rule the upload and the sensor use; a listed
+   object the inventory does not name is *extra*;
+3. :class:`AuditSummary` counts findings; :func:`render_json_lines` and :func:`render_table` print them.
+
+Pure module: no Airflow, boto3, MongoDB or I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from airflow_provider_kraken_s3.core.decision import RemoteObject
+from airflow_provider_kraken_s3.core.etag import normalize_etag
+from airflow_provider_kraken_s3.core.layout import backup_key, key_prefix
+from airflow_provider_kraken_s3.core.verdict import (
+    ExpectedObject,
+    Problem,
+    ProblemKind,
+    RawFileRecord,
+    assess_raw_file,
+    verify_objects,
+)
+
+
+class FindingKind(str, enum.Enum):
+    """What the audit found for one object (or one record)."""
+
+    OK = "ok"  # proven: ETag and size as recorded
+    MISSING = "missing"  # recorded, not in S3
+    DIFFERENT = "different"  # in S3 with another ETag or size than recorded
+    EXTRA = "extra"  # under a set's folder, but not in the inventory
+    RECORD = "record"  # the record itself cannot be audited (no bucket, no recorded ETag, bad inventory)
+    UNCHECKED = "unchecked"  # S3 could not be asked (an error, denied access): neither proof nor disproof
+
+
+#: Field names of a finding in JSON lines, in this order; a stable interface for scripts.
+FIELDS = (
+    "kind",
+    "raw_file_id",
+    "bucket",
+    "key",
+    "path",
+    "expected_etag",
+    "found_etag",
+    "expected_size",
+    "found_size",
+    "detail",
+)
+
+#: Words for the table's STATUS column: problems in capitals, so they stand out among the ok rows.
+_LABELS = {
+    FindingKind.OK: "ok",
+    FindingKind.MISSING: "MISSING",
+    FindingKind.DIFFERENT: "DIFFERENT",
+    FindingKind.EXTRA: "EXTRA",
+    FindingKind.RECORD: "RECORD PROBLEM",
+    FindingKind.UNCHECKED: "NOT CHECKED",
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One line of the audit: an object (``key``) of a raw file's backup, or the record as a whole."""
+
+    kind: FindingKind
+    raw_file_id: str
+    bucket: str | None = None
+    key: str | None = None
+    path: str | None = None  # the file_info path, for objects the inventory names
+    expected_etag: str | None = None
+    found_etag: str | None = None
+    expected_size: int | None = None
+    found_size: int | None = None
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.kind is FindingKind.OK
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form: every field of :data:`FIELDS`, ``null`` where unknown."""
+        values = {name: getattr(self, name) for name in FIELDS}
+        values["kind"] = self.kind.value
+        return values
+
+
+@dataclass(frozen=True)
+class AuditTarget:
+    """What to ask S3 about one record: a listing of ``folder`` for a set, else a HEAD per object."""
+
+    raw_file_id: str
+    bucket: str
+    folder: str  # "" when each object is asked for with a HEAD
+    objects: tuple[ExpectedObject, ...]
+
+
+@dataclass(frozen=True)
+class RecordAudit:
+    """The findings of one record, in key order (expected objects first, then extras)."""
+
+    raw_file_id: str
+    findings: tuple[Finding, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(finding.ok for finding in self.findings)
+
+
+# --------------------------------------------------------------------------- one record
+
+
+def plan_audit(record: RawFileRecord) -> AuditTarget | RecordAudit:
+    """What S3 must be asked for ``record``, or its findings already when the record cannot be audited."""
+    outcome = assess_raw_file(record)
+    expected = outcome.expected
+    if expected is not None and expected.bucket and expected.objects:
+        # Objects without a recorded ETag are reported by compare(), beside the others' real state.
+        return AuditTarget(
+            raw_file_id=record.id,
+            bucket=expected.bucket,
+            folder=_set_folder(record, expected.objects),
+            objects=expected.objects,
+        )
+    problems = expected.problems if expected is not None else ()
+    findings = [
+        Finding(FindingKind.RECORD, record.id, bucket=record.s3_bucket, key=problem.key, detail=str(problem))
+        for problem in problems
+    ] or [Finding(FindingKind.RECORD, record.id, bucket=record.s3_bucket, detail=outcome.message)]
+    return RecordAudit(record.id, tuple(findings))
+
+
+def _set_folder(record: RawFileRecord, objects: Sequence[ExpectedObject]) -> str:
+    """The folder of a set (``x.d/``, ``x.wiff/``, with the fallback project's prefix), as the backup records
+    it; "" for a single object, or when an inventory path lies outside that folder (a HEAD each, then)."""
+    prefix = key_prefix(
+        record.id,
+        project_id=record.project_id,
+        instrument_id=record.instrument_id,
+        created_at=record.created_at,
+    )
+    folder = backup_key(record.id, {item.path or item.key: item.key for item in objects}, prefix=prefix)
+    if not folder.endswith("/") or not all(item.key.startswith(folder) for item in objects):
+        return ""
+    return folder
+
+
+def compare(target: AuditTarget, found: Mapping[str, RemoteObject | None]) -> RecordAudit:
+    """Judge each expected object by what S3 answered (``found``: key → object, None or absent when missing).
+
+    For a set, ``found`` is the whole listing of its folder: keys the inventory does not name are *extra*.
+    """
+    result = verify_objects(target.objects, found)
+    problems: dict[str, list[Problem]] = {}
+    for problem in result.problems:
+        problems.setdefault(problem.key, []).append(problem)
+    findings = []
+    for item in sorted(target.objects, key=lambda item: item.key):
+        # Notes read "<key>: <note>": metadata contradicting the inventory, shown but never a verdict.
+        notes = [
+            note.removeprefix(f"{item.key}: ") for note in result.notes if note.startswith(f"{item.key}: ")
+        ]
+        findings.append(_object_finding(target, item, found.get(item.key), problems.get(item.key, []), notes))
+    if target.folder:
+        expected = {item.key for item in target.objects}
+        for key in sorted(set(found) - expected):
+            remote = found[key]
+            if remote is None:
+                continue
+            findings.append(
+                Finding(
+                    FindingKind.EXTRA,
+                    target.raw_file_id,
+                    bucket=target.bucket,
+                    key=key,
+                    found_etag=normalize_etag(remote.etag),
+                    found_size=remote.size,
+                    detail=f"under {target.folder} but not in the inventory of {target.raw_file_id}",
+                )
+            )
+    return RecordAudit(target.raw_file_id, tuple(findings))
+
+
+def _object_finding(
+    target: AuditTarget,
+    item: ExpectedObject,
+    remote: RemoteObject | None,
+    problems: Sequence[Problem],
+    notes: Sequence[str],
+) -> Finding:
+    kinds = {problem.kind for problem in problems}
+    if not problems:
+        kind = FindingKind.OK
+    elif ProblemKind.RECORD in kinds:
+        kind = FindingKind.RECORD
+    elif ProblemKind.MISSING in kinds:
+        kind = FindingKind.MISSING
+    else:
+        kind = FindingKind.DIFFERENT
+    return Finding(
+        kind,
+        target.raw_file_id,
+        bucket=target.bucket,
+        key=item.key,
+        path=item.path,
+        expected_etag=normalize_etag(item.etag) if item.etag else None,
+        found_etag=normalize_etag(remote.etag) if remote is not None else None,
+        expected_size=item.size,
+        found_size=remote.size if remote is not None else None,
+        detail="; ".join([*(str(problem) for problem in problems), *notes]),
+    )
+
+
+def not_checked(target: AuditTarget, reason: str) -> RecordAudit:
+    """The record could not be checked (S3 did not answer properly, or refused): one finding saying why."""
+    return RecordAudit(
+        target.raw_file_id,
+        (
+            Finding(
+                FindingKind.UNCHECKED,
+                target.raw_file_id,
+                bucket=target.bucket,
+                key=target.folder or None,
+                detail=f"could not check: {reason}",
+            ),
+        ),
+    )
+
+
+def bucket_missing(target: AuditTarget, reason: str) -> RecordAudit:
+    """The record's bucket does not exist: every object is missing, and the finding says why."""
+    audit = compare(target, {})
+    return RecordAudit(
+        target.raw_file_id, tuple(replace(finding, detail=reason) for finding in audit.findings)
+    )
+
+
+# --------------------------------------------------------------------------- many records
+
+
+@dataclass
+class AuditSummary:
+    """Counts of findings over the records audited so far; ``ok`` when every finding is ok."""
+
+    records: int = 0
+    records_with_problems: int = 0
+    counts: dict[FindingKind, int] = field(default_factory=lambda: dict.fromkeys(FindingKind, 0))
+
+    def add(self, audit: RecordAudit) -> None:
+        self.records += 1
+        self.records_with_problems += not audit.ok
+        for finding in audit.findings:
+            self.counts[finding.kind] += 1
+
+    @property
+    def ok(self) -> bool:
+        return self.records_with_problems == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form: ``ok``, the record counts and one count per finding kind."""
+        counts = self.counts
+        return {
+            "ok": self.ok,
+            "records": self.records,
+            "records_with_problems": self.records_with_problems,
+            "objects_ok": counts[FindingKind.OK],
+            "missing": counts[FindingKind.MISSING],
+            "different": counts[FindingKind.DIFFERENT],
+            "extra": counts[FindingKind.EXTRA],
+            "record_problems": counts[FindingKind.RECORD],
+            "unchecked": counts[FindingKind.UNCHECKED],
+        }
+
+    def describe(self) -> str:
+        """One line: what was audited, the counts, and the verdict."""
+        counts = self.counts
+        verdict = "OK" if self.ok else f"NOT OK: {self.records_with_problems} raw file(s) with problems"
+        return (
+            f"audited {self.records} raw file(s): {counts[FindingKind.OK]} object(s) ok, "
+            f"{counts[FindingKind.MISSING]} missing, {counts[FindingKind.DIFFERENT]} different, "
+            f"{counts[FindingKind.EXTRA]} extra, {counts[FindingKind.RECORD]} record problem(s), "
+            f"{counts[FindingKind.UNCHECKED]} not checked — {verdict}"
+        )
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def json_line(finding: Finding) -> str:
+    """One finding as one line of JSON (fields :data:`FIELDS`)."""
+    return json.dumps(finding.as_dict(), ensure_ascii=False)
+
+
+def render_json_lines(findings: Iterable[Finding], summary: AuditSummary | None = None) -> str:
+    """One JSON object per finding, one per line; with ``summary``, a last line ``{"kind": "summary", ...}``."""
+    lines = [json_line(finding) for finding in findings]
+    if summary is not None:
+        lines.append(json.dumps({"kind": "summary", **summary.as_dict()}))
+    return "".join(f"{line}\n" for line in lines)
+
+
+_TABLE_HEADER = ("STATUS", "RAW FILE", "KEY", "EXPECTED", "FOUND", "DETAIL")
+
+
+def render_table(findings: Iterable[Finding], summary: AuditSummary, *, include_ok: bool = False) -> str:
+    """Aligned columns (status, raw file, key, expected and found ETag/size, detail), then the summary line.
+
+    Ok rows are left out unless ``include_ok``: on a healthy store they are thousands of lines of nothing.
+    """
+    rows = [
+        (
+            _LABELS[finding.kind],
+            finding.raw_file_id,
+            finding.key or "-",
+            _etag_and_size(finding.expected_etag, finding.expected_size),
+            _etag_and_size(finding.found_etag, finding.found_size),
+            finding.detail,
+        )
+        for finding in findings
+        if include_ok or not finding.ok
+    ]
+    if not rows:
+        return f"{summary.describe()}\n"
+    widths = [
+        max(len(row[column]) for row in [_TABLE_HEADER, *rows]) for column in range(len(_TABLE_HEADER) - 1)
+    ]
+    lines = [
+        "  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]]).rstrip()
+        for row in [_TABLE_HEADER, *rows]
+    ]
+    return "\n".join([*lines, "", summary.describe()]) + "\n"
+
+
+def _etag_and_size(etag: str | None, size: int | None) -> str:
+    if etag is None and size is None:
+        return "-"
+    return f"{etag or '?'} ({'?' if size is None else f'{size:,}'} B)"
