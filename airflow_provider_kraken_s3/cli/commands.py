@@ -96,7 +96,7 @@ def verify(args: argparse.Namespace, out: Output) -> ExitCode:
 
 def audit(args: argparse.Namespace, out: Output) -> ExitCode:
     """Every matching ``upload_done`` record against S3; exit 1 when anything is missing, differs or is extra."""
-    from airflow_provider_kraken_s3.core.audit import FindingKind, render_json_lines, render_table
+    from airflow_provider_kraken_s3.core.audit import render_json_lines, render_table
     from airflow_provider_kraken_s3.records.queries import RecordFilter
     from airflow_provider_kraken_s3.services.audit import run_audit
 
@@ -121,11 +121,7 @@ def audit(args: argparse.Namespace, out: Output) -> ExitCode:
         out.text(render_table(report.findings, report.summary, include_ok=args.all))
     if report.ok:
         return ExitCode.OK
-    counts = report.summary.counts
-    only_unchecked = (
-        sum(counts[kind] for kind in FindingKind if kind not in (FindingKind.OK, FindingKind.UNCHECKED)) == 0
-    )
-    return ExitCode.UNAVAILABLE if only_unchecked else ExitCode.PROBLEM
+    return ExitCode.PROBLEM if report.summary.wrong else ExitCode.UNAVAILABLE
 
 
 def reconcile(args: argparse.Namespace, out: Output) -> ExitCode:

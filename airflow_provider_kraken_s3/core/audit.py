@@ -269,6 +269,14 @@ class AuditSummary:
     def ok(self) -> bool:
         return self.records_with_problems == 0
 
+    @property
+    def wrong(self) -> int:
+        """Findings showing a backup is not as recorded (missing, different, extra, record); not-checked
+        ones are not among them: they say only that S3 could not be asked (try again)."""
+        return sum(
+            n for kind, n in self.counts.items() if kind not in (FindingKind.OK, FindingKind.UNCHECKED)
+        )
+
     def as_dict(self) -> dict[str, Any]:
         """The JSON form: ``ok``, the record counts and one count per finding kind."""
         counts = self.counts

@@ -1,4 +1,9 @@
-"""``kraken-s3`` against moto_server and mongomock: answers, JSON lines and exit codes."""
+"""``kraken-s3`` against moto_server and mongomock: answers, JSON lines and exit codes.
+
+The CLI is called in-process (``main([...])``): mongomock lives in this process only, so a ``kraken-s3``
+subprocess would see an empty database. :func:`test_console_script_is_installed_and_explains_itself` runs
+the console script itself with a command that needs no MongoDB.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from airflow_provider_kraken_s3.cli.main import main
 from airflow_provider_kraken_s3.cli.output import ExitCode
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.records.models import RawFile
-from tests.cli.conftest import BUCKET
+from tests.conftest import BACKED_UP_BUCKET as BUCKET
 
 
 def json_lines(text: str) -> list[dict]:
