@@ -64,6 +64,8 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_kraken_s3.triggers.backup_verified"],
             }
         ],
+        # Listed so the webserver (2.11) and API server (3.x) can show the link of serialized tasks.
+        "extra-links": ["airflow_provider_kraken_s3.links.S3BackupLink"],
         # S3 reuses the Amazon provider's ``aws`` connection type; only MongoDB gets a type of its own.
         "connection-types": [
             {

@@ -1,10 +1,11 @@
 """The demo: the acquisition DAG backing up two raw files to an embedded S3, with RawFiles in an embedded MongoDB.
 
 Starts moto_server on loopback (S3 over real HTTP) and uses mongomock through the same
-``mongoengine.connect`` path production uses; generates a Bruker-like ``.d`` folder (nested, ~200 MB) and
+``mongoengine.connect`` path production uses; generates a Bruker-like ``.d`` folder (nested, ~175 MiB) and
 a Thermo ``.raw``; runs ``airflow dags test acquisition_handler`` for each (Airflow's own CLI code, in this
-process); prints buckets, keys, ETags and RawFile statuses; then runs everything again to show that nothing
-is uploaded twice.
+process); prints what a data steward reads (the provider's log lines, the bucket listing, the RawFile
+documents); then runs everything again to show that nothing is uploaded twice. Airflow's own output goes
+to a log file whose path is printed.
 
 Run it with ``scripts/demo`` (which installs the project first). Options: ``--keep`` keeps the work folder.
 """
@@ -12,13 +13,17 @@ Run it with ``scripts/demo`` (which installs the project first). Options: ``--ke
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import sys
 import tempfile
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,7 +32,7 @@ PROJECT = "P1234"
 BUCKET_PREFIX = "demo-lab"
 PART_SIZE_MIB = 16  # small parts so the demo's files are multipart uploads, like 10–100 GB files are
 
-BRUKER_FILES = {  # ~200 MB in 10 files, nested like a timsTOF .d folder
+BRUKER_FILES = {  # ~175 MiB in 10 files, nested like a timsTOF .d folder
     "analysis.tdf": 6 * MIB,
     "analysis.tdf_bin": 150 * MIB,
     "chromatography-data.sqlite": 3 * MIB,
@@ -41,15 +46,39 @@ BRUKER_FILES = {  # ~200 MB in 10 files, nested like a timsTOF .d folder
 }
 THERMO_SIZE = 70 * MIB + 12_345
 
+#: The demo's S3 credentials (AWS's documented example keys; moto accepts any). Long enough for Airflow to
+#: mask the secret in its logs, as it would a real one.
+ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
+SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+
+#: The provider's log lines a data steward reads (the rest, such as progress, stays in the log file).
+STEWARD_LINES = (
+    "backup start",
+    "upload summary",
+    "already in S3",
+    "RawFile ",
+    "backup summary",
+    "S3 backup:",
+    "REPLACING",
+    "backup of ",  # ... failed: why, and what happens next
+)
+#: The message of a log line: Airflow 3 (structlog: ``time [level] message [logger] key=value``) or Airflow
+#: 2 (logging: ``[time] {file.py:n} LEVEL - message``).
+LOG_MESSAGE = re.compile(
+    r"^(?:\S+ \[\w+\s*\] (?P<af3>.*?)(?: \[airflow\.task\.[^\]]*\].*)?|\[[^\]]+\] \{[^}]+\} \w+ - (?P<af2>.*))$"
+)
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="keep the work folder (its path is printed)")
     options = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kraken-demo-"))
+    # Outside the work folder, so it outlives the demo for a look afterwards.
+    airflow_log = Path(tempfile.mkstemp(prefix="kraken-demo-airflow-", suffix=".log")[1])
     _configure_airflow(work)
     try:
-        return _run(work)
+        return _run(work, airflow_log)
     finally:
         if options.keep:
             print(f"\nwork folder kept: {work}")
@@ -59,12 +88,17 @@ def main() -> int:
 
 def _configure_airflow(work: Path) -> None:
     """Airflow reads these at import time: a private home, our example DAGs, quiet startup."""
+    # Said by Airflow's own imports about optional packages the demo does not use (graph rendering, the
+    # test client of its in-process API): nothing a steward could act on.
+    warnings.filterwarnings("ignore", message="Could not import graphviz")
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
     os.environ.update(
         {
             "AIRFLOW_HOME": str(work / "airflow"),
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "example_dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
+            "AIRFLOW__METRICS__TIMER_UNIT_CONSISTENCY": "True",  # Airflow 2.11 warns without it
             "AIRFLOW_CONN_KRAKEN_MONGO_DEFAULT": json.dumps(
                 {"conn_type": "kraken_mongo", "host": "mongomock://localhost", "schema": "alphakraken"}
             ),
@@ -72,60 +106,118 @@ def _configure_airflow(work: Path) -> None:
     )
 
 
-def _run(work: Path) -> int:
-    from airflow_provider_kraken_s3.embedded import MotoServer, airflow_dags_test, migrate_airflow_db
+def _run(work: Path, airflow_log: Path) -> int:
+    from airflow_provider_kraken_s3.embedded import MotoServer, migrate_airflow_db
 
     step("1. embedded S3 (moto_server on loopback) and MongoDB (mongomock)")
     with MotoServer.start() as s3_server:
         os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = json.dumps(
             {
                 "conn_type": "aws",
-                "login": "demo",
-                "password": "demo",
+                "login": ACCESS_KEY,
+                "password": SECRET_KEY,
                 "extra": {"endpoint_url": s3_server.url, "region_name": "us-east-1"},
             }
         )
-        print(f"S3 endpoint {s3_server.url}; MongoDB mongomock://localhost/alphakraken")
+        print(f"S3 endpoint {s3_server.url}; MongoDB mongomock://localhost/alphakraken (in this process)")
         import boto3
 
         s3 = boto3.client(
             "s3",
             endpoint_url=s3_server.url,
             region_name="us-east-1",
-            aws_access_key_id="demo",
-            aws_secret_access_key="demo",
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
         )
         bucket = f"{BUCKET_PREFIX}-{PROJECT.lower()}"
         s3.create_bucket(Bucket=bucket)
         s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-        print(f"project bucket {bucket} created (the lab creates buckets ahead, as the design assumes)")
+        print(
+            f"project bucket {bucket} created, versioned (the lab creates buckets ahead, as the design assumes)"
+        )
 
         step("2. instrument data")
         instrument_dir = work / "instrument" / "Data"
         raw_files = generate_data(instrument_dir)
-        migrate_airflow_db()
+        print(f"Airflow's own log (scheduler-side INFO, task runner, DAG test): {airflow_log}")
+        with airflow_output_to(airflow_log):
+            migrate_airflow_db()
 
         for round_number in (1, 2):
             step(f"3.{round_number} airflow dags test acquisition_handler (round {round_number})")
+            summaries: dict[str, dict[str, str]] = {}  # this round's `backup summary` fields, per raw file
             for raw_file_id in raw_files:
-                started = time.monotonic()
-                airflow_dags_test(
-                    "acquisition_handler",
-                    {
-                        "raw_file_id": raw_file_id,
-                        "project_id": PROJECT,
-                        "instrument_id": "timstof1" if raw_file_id.endswith(".d") else "astral1",
-                        "instrument_dir": str(instrument_dir),
-                        "backup_dir": str(work / "backup"),
-                        "bucket_prefix": BUCKET_PREFIX,
-                        "part_size_mib": PART_SIZE_MIB,
-                    },
-                )
-                print(f"-> {raw_file_id}: DAG run finished in {time.monotonic() - started:.1f} s")
-            report(s3, bucket, raw_files)
+                lines = run_dag(raw_file_id, instrument_dir, work, airflow_log)
+                for line in lines:
+                    print(f"    {line}")
+                summary = next((line for line in lines if line.startswith("backup summary ")), "")
+                summaries[raw_file_id] = dict(re.findall(r"(\w+)=(\S+)", summary))
+            report(s3, bucket, raw_files, airflow_log)
     step("done")
-    print("Round 2 re-checked every object against its recorded ETag and uploaded nothing (0 bytes).")
-    return 0
+    print(f"Airflow's own log: {airflow_log}")
+    missing = [raw_file_id for raw_file_id, summary in summaries.items() if "bytes_uploaded" not in summary]
+    if missing:
+        print(f"Round 2 did not back up {', '.join(missing)}: see the lines above and the Airflow log.")
+        return 1
+    uploaded = sum(int(summary["bytes_uploaded"]) for summary in summaries.values())
+    skipped = sum(int(summary["files_skipped"]) for summary in summaries.values())
+    files = sum(int(summary["files"]) for summary in summaries.values())
+    print(f"Round 2 proved {skipped} of {files} objects from S3's ETags and uploaded {uploaded} bytes.")
+    return 0 if uploaded == 0 and skipped == files else 1
+
+
+def run_dag(raw_file_id: str, instrument_dir: Path, work: Path, airflow_log: Path) -> list[str]:
+    """One ``airflow dags test acquisition_handler`` run; returns the provider's lines a steward reads."""
+    from airflow_provider_kraken_s3.embedded import airflow_dags_test
+
+    started = time.monotonic()
+    offset = airflow_log.stat().st_size
+    outcome = "success"
+    with airflow_output_to(airflow_log):
+        try:
+            airflow_dags_test(
+                "acquisition_handler",
+                {
+                    "raw_file_id": raw_file_id,
+                    "project_id": PROJECT,
+                    "instrument_id": "timstof1" if raw_file_id.endswith(".d") else "astral1",
+                    "instrument_dir": str(instrument_dir),
+                    "backup_dir": str(work / "backup"),
+                    "bucket_prefix": BUCKET_PREFIX,
+                    "part_size_mib": PART_SIZE_MIB,
+                },
+            )
+        except SystemExit as error:  # Airflow's CLI says a failed run this way
+            outcome = f"FAILED ({error})"
+    print(f"{raw_file_id}: DAG run {outcome} in {time.monotonic() - started:.1f} s")
+    with airflow_log.open(encoding="utf-8", errors="replace") as log:
+        log.seek(offset)
+        messages = [
+            match["af3"] or match["af2"] for line in log if (match := LOG_MESSAGE.match(line.rstrip()))
+        ]
+    # Airflow 2 writes each task log line twice (console and task log handler): once is enough here.
+    return list(dict.fromkeys(message for message in messages if message.startswith(STEWARD_LINES)))
+
+
+@contextlib.contextmanager
+def airflow_output_to(path: Path) -> Iterator[None]:
+    """Send everything printed meanwhile to ``path``, at the file-descriptor level: Airflow's log handlers
+    hold on to the streams they found, so swapping ``sys.stdout`` would not reach them."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with path.open("ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 def generate_data(instrument_dir: Path) -> list[str]:
@@ -143,7 +235,7 @@ def generate_data(instrument_dir: Path) -> list[str]:
     return [bruker.name, thermo.name]
 
 
-def report(s3, bucket: str, raw_file_ids: list[str]) -> None:
+def report(s3, bucket: str, raw_file_ids: list[str], airflow_log: Path) -> None:
     """What is in S3 and what the RawFile documents say."""
     from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook
     from airflow_provider_kraken_s3.records.models import RawFile
@@ -153,15 +245,16 @@ def report(s3, bucket: str, raw_file_ids: list[str]) -> None:
     for item in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
         count = sum(v["Key"] == item["Key"] for v in versions)
         print(f"  {item['Key']:<70} {item['Size']:>11} {item['ETag'].strip(chr(34)):<38} v{count}")
-    KrakenMongoHook().connect()
+    with airflow_output_to(airflow_log):  # its notice about the embedded MongoDB is for task logs
+        KrakenMongoHook().connect()
     print("\nRawFile documents")
     for raw_file_id in raw_file_ids:
         raw = RawFile.objects.get(id=raw_file_id)
         print(f"  {raw.id}")
-        print(
-            f"    backup_status={raw.backup_status}  s3_bucket={raw.s3_bucket}  s3_backup_key={raw.s3_backup_key}"
-        )
-        print(f"    s3_etag={raw.s3_etag}")
+        print(f"    backup_status={raw.backup_status}  s3_upload_path={raw.s3_upload_path}")
+        print(f"    s3_bucket={raw.s3_bucket}  s3_backup_key={raw.s3_backup_key}  s3_etag={raw.s3_etag}")
+        updated = raw.s3_backup_updated_at
+        print(f"    s3_backup_updated_at={f'{updated:%Y-%m-%d %H:%M:%S} UTC' if updated else None}")
         print(f"    s3_backup_details={raw.s3_backup_details}")
 
 

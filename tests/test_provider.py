@@ -40,6 +40,7 @@ def test_provider_info_modules_import_and_classes_exist() -> None:
             ("providers", "triggers"),
             "airflow_provider_kraken_s3.triggers.backup_verified",
         ),
+        (("providers", "links"), "airflow_provider_kraken_s3.links.S3BackupLink"),
     ],
 )
 def test_airflow_cli_lists_the_provider(command: tuple[str, ...], expected: str) -> None:

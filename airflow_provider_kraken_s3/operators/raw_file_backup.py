@@ -2,7 +2,9 @@
 
 A thin face over :class:`~airflow_provider_kraken_s3.services.backup.RawFileBackup` (which claims the
 record, uploads, and records the truth). This module only resolves settings and connections, names the
-attempt, and decides what an outcome means for the Airflow task: succeed, fail without retries, or retry.
+attempt, decides what an outcome means for the Airflow task (succeed, fail without retries, or retry), and
+tells Airflow what a verified backup read and wrote: lineage (hook-lineage collector and OpenLineage) and
+the "S3 backup" link. A failed attempt reports neither.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.common.compat.lineage.hook import get_hook_lineage_collector
 from airflow.providers.common.compat.sdk import (
     AirflowFailException,
     AirflowSkipException,
@@ -23,9 +26,10 @@ from airflow_provider_kraken_s3.core.errors import InvalidInputError, PermanentB
 from airflow_provider_kraken_s3.core.settings import resolve_settings, validate_arguments
 from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook
 from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
+from airflow_provider_kraken_s3.links import S3BackupLink, backup_url
 from airflow_provider_kraken_s3.records.lease import DEFAULT_TTL, Attempt
 from airflow_provider_kraken_s3.records.models import BackupStatus
-from airflow_provider_kraken_s3.services.backup import RawFileBackup
+from airflow_provider_kraken_s3.services.backup import BackupOutcome, RawFileBackup
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -74,6 +78,7 @@ class RawFileS3BackupOperator(BaseOperator):
         "storage_class",
     )
     ui_color = "#c9e4f6"
+    operator_extra_links = (S3BackupLink(),)
 
     def __init__(
         self,
@@ -117,6 +122,7 @@ class RawFileS3BackupOperator(BaseOperator):
         self.expected_bucket_owner = expected_bucket_owner
         self.lease_ttl = lease_ttl
         self._cancel = threading.Event()
+        self._outcome: BackupOutcome | None = None  # a verified backup of this run: its lineage
 
     def execute(self, context: Context) -> dict[str, Any]:
         try:
@@ -182,7 +188,50 @@ class RawFileS3BackupOperator(BaseOperator):
         Stats.incr(f"{STATS_PREFIX}.done")
         Stats.incr(f"{STATS_PREFIX}.bytes_uploaded", count=outcome.bytes_uploaded)
         Stats.timing(f"{STATS_PREFIX}.duration", timedelta(seconds=outcome.seconds))
+        self._report(context, s3, outcome)
         return outcome.as_dict()
+
+    def _report(self, context: Context, s3: KrakenS3Hook, outcome: BackupOutcome) -> None:
+        """Tell Airflow what this verified backup read and what it vouches for, and where to see it.
+
+        Inputs are the local files this attempt read (``file://``); outputs every object of the raw file,
+        those S3 already proved included (the task vouches for them). Reported as the Amazon provider's
+        S3Hook does, with the hook as the lineage context; OpenLineage asks
+        :meth:`get_openlineage_facets_on_complete` for the same.
+        """
+        self._outcome = outcome
+        collector = get_hook_lineage_collector()
+        for path in outcome.read_paths:
+            collector.add_input_asset(context=s3, scheme="file", asset_kwargs={"path": path})
+        for key in outcome.keys:
+            collector.add_output_asset(
+                context=s3, scheme="s3", asset_kwargs={"bucket": outcome.bucket, "key": key}
+            )
+        url = backup_url(
+            bucket=outcome.bucket,
+            key=outcome.s3_backup_key,
+            endpoint_url=s3.conn_config.get_service_endpoint_url("s3"),
+            region=s3.region_name,
+        )
+        S3BackupLink.persist(context, url)
+        self.log.info("S3 backup: %s", url)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage datasets of this run (called by the OpenLineage provider's listener, where installed).
+
+        The provider is not a dependency: it is imported here, where only its own listener calls. Nothing
+        verified (a failed or skipped backup): an empty lineage.
+        """
+        from airflow.providers.common.compat.openlineage.facet import Dataset
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        outcome = self._outcome
+        if outcome is None:
+            return OperatorLineage()
+        return OperatorLineage(
+            inputs=[Dataset(namespace="file", name=path) for path in outcome.read_paths],
+            outputs=[Dataset(namespace=f"s3://{outcome.bucket}", name=key) for key in outcome.keys],
+        )
 
     def on_kill(self) -> None:
         """The task is being killed: stop the upload at the next block; the service records the interruption."""

@@ -69,9 +69,15 @@ class BackupOutcome:
     bytes_uploaded: int
     files_skipped: int
     seconds: float
+    #: the lineage: every object the record now vouches for, and the local files this attempt read to
+    #: upload or prove one (a file S3 proved without a byte read is not an input of this attempt)
+    keys: tuple[str, ...] = ()
+    read_paths: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "seconds": round(self.seconds, 3)}
+        """The XCom: the record's summary, without the per-file lists (a .d folder may hold thousands)."""
+        summary = {name: value for name, value in self.__dict__.items() if name not in ("keys", "read_paths")}
+        return {**summary, "seconds": round(self.seconds, 3)}
 
 
 def expectation(item: BackupObject) -> Expectation:
@@ -327,6 +333,13 @@ class RawFileBackup:
             bytes_uploaded=uploaded,
             files_skipped=skipped,
             seconds=seconds,
+            keys=tuple(item.key for item in objects),
+            read_paths=tuple(
+                str(local_path(raw_file.backup_base_path or "", item.path))
+                for item in objects
+                if (result := results.get(item.path)) is not None
+                and (result.bytes_read or not result.skipped)
+            ),
         )
         unchanged = (
             not results
