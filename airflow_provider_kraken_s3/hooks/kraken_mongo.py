@@ -301,7 +301,8 @@ class KrakenMongoHook(BaseHook):
         except PyMongoError as err:  # URI parsing (e.g. DNS lookup of mongodb+srv) before any client exists
             raise self._connect_error(settings, err) from err
         log.debug("mongoengine alias %r connected to %s.", KRAKEN_DB_ALIAS, settings.describe())
-        if settings.is_mock:
+        if settings.is_mock and settings.describe() not in _warned_embedded:
+            _warned_embedded.add(settings.describe())  # once per store and process: every task log shows it
             log.warning(EMBEDDED_WARNING)
         return KRAKEN_DB_ALIAS
 
@@ -371,7 +372,10 @@ class KrakenMongoHook(BaseHook):
         return True, f"Connected to {settings.describe()}."
 
 
-#: Said whenever the embedded store is used: under a real scheduler it looks like data loss otherwise.
+#: Embedded stores this process has already warned about.
+_warned_embedded: set[str] = set()
+
+#: Said when the embedded store is used: under a real scheduler it looks like data loss otherwise.
 EMBEDDED_WARNING = (
     "kraken_mongo points at the embedded MongoDB (mongomock://): an in-memory store that lives and dies with "
     "this process. `airflow dags test` runs every task in one process; a real scheduler runs each task in its "

@@ -20,7 +20,7 @@ from airflow_provider_kraken_s3.core.errors import (
 from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook
 from airflow_provider_kraken_s3.records import lease, store
 from airflow_provider_kraken_s3.records.models import BackupStatus, RawFile
-from tests.conftest_mongo import KRAKEN_MONGO_CONN_ENV, disconnect_kraken_alias
+from tests.conftest_mongo import KRAKEN_MONGO_CONN_ENV, disconnect_kraken_alias, mongomock_connection_json
 
 RAW_ID = "20240101_astral1_P1234_sample.d"
 FILE_INFO = {
@@ -367,5 +367,13 @@ def test_a_missing_raw_file_in_the_embedded_store_says_why_it_may_be_missing(kra
     """Under a real scheduler the embedded store is empty in each task's process: say so, not only "the id"."""
     with pytest.raises(RawFileNotFoundError, match=r"embedded MongoDB .*per process.*MongoDB server"):
         store.get_raw_file("not-here.raw")
-    kraken_mongo.connect()
-    assert "embedded MongoDB (mongomock://)" in task_log()
+
+
+def test_the_embedded_store_warning_is_said_once_per_store(monkeypatch, caplog) -> None:
+    monkeypatch.setenv(KRAKEN_MONGO_CONN_ENV, mongomock_connection_json("kraken_warned_once"))
+    try:
+        KrakenMongoHook().connect()
+        KrakenMongoHook().connect()
+        assert caplog.text.count("embedded MongoDB (mongomock://)") == 1
+    finally:
+        disconnect_kraken_alias()
