@@ -4,8 +4,10 @@ Starts moto_server on loopback (S3 over real HTTP) and uses mongomock through th
 ``mongoengine.connect`` path production uses; generates a Bruker-like ``.d`` folder (nested, ~175 MiB) and
 a Thermo ``.raw``; runs ``airflow dags test acquisition_handler`` for each (Airflow's own CLI code, in this
 process); prints what a data steward reads (the provider's log lines, the bucket listing, the RawFile
-documents); then runs everything again to show that nothing is uploaded twice. Airflow's own output goes
-to a log file whose path is printed.
+documents); then runs everything again to show that nothing is uploaded twice; and ends with the proof
+that does not trust the uploader: ``kraken-s3 verify --deep`` downloads and hashes the ``.d`` folder's
+objects, ``kraken-s3 restore`` brings them back into a scratch folder, compared byte for byte with the
+instrument's. Airflow's own output goes to a log file whose path is printed.
 
 Run it with ``scripts/demo`` (which installs the project first). Options: ``--keep`` keeps the work folder.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import filecmp
 import json
 import os
 import random
@@ -153,6 +156,8 @@ def _run(work: Path, airflow_log: Path) -> int:
                 summary = next((line for line in lines if line.startswith("backup summary ")), "")
                 summaries[raw_file_id] = dict(re.findall(r"(\w+)=(\S+)", summary))
             report(s3, bucket, raw_files, airflow_log)
+
+        round_trip_ok = prove_round_trip(raw_files[0], instrument_dir, work / "restored")
     step("done")
     print(f"Airflow's own log: {airflow_log}")
     missing = [raw_file_id for raw_file_id, summary in summaries.items() if "bytes_uploaded" not in summary]
@@ -163,7 +168,28 @@ def _run(work: Path, airflow_log: Path) -> int:
     skipped = sum(int(summary["files_skipped"]) for summary in summaries.values())
     files = sum(int(summary["files"]) for summary in summaries.values())
     print(f"Round 2 proved {skipped} of {files} objects from S3's ETags and uploaded {uploaded} bytes.")
-    return 0 if uploaded == 0 and skipped == files else 1
+    print(
+        f"Deep verification and restore of {raw_files[0]}: {'byte-identical' if round_trip_ok else 'FAILED'}."
+    )
+    return 0 if uploaded == 0 and skipped == files and round_trip_ok else 1
+
+
+def prove_round_trip(raw_file_id: str, instrument_dir: Path, destination: Path) -> bool:
+    """``kraken-s3 verify --deep`` and ``kraken-s3 restore`` (in this process: the embedded MongoDB lives
+    here), then compare the restored files with the instrument's, byte for byte."""
+    from airflow_provider_kraken_s3.cli.main import main as kraken_s3
+
+    step(f"4. proof after the fact: kraken-s3 verify {raw_file_id} --deep; kraken-s3 restore")
+    verified = kraken_s3(["verify", raw_file_id, "--deep", "--no-progress"]) == 0
+    restored = kraken_s3(["restore", raw_file_id, str(destination), "--no-progress"]) == 0
+    files = sorted(path for path in destination.rglob("*") if path.is_file())
+    same = [
+        path
+        for path in files
+        if filecmp.cmp(path, instrument_dir / path.relative_to(destination), shallow=False)
+    ]
+    print(f"restored {len(files)} file(s) into {destination}; {len(same)} byte-identical to the instrument's")
+    return verified and restored and bool(files) and len(same) == len(files)
 
 
 def run_dag(raw_file_id: str, instrument_dir: Path, work: Path, airflow_log: Path) -> list[str]:

@@ -212,6 +212,28 @@ class FlipByte(Fault):
 
 
 @dataclass
+class FlipResponseByte(Fault):
+    """XOR byte ``offset`` *of the object* with 0xFF in every response body that carries it (GetObject, whole
+    or ranged: the position is mapped through ``Content-Range``): bytes that rotted in storage, or were
+    rewritten behind S3's back, while HEAD still reports the ETag of the original. Use ``times=None`` for
+    damage that stays.
+    """
+
+    offset: int = 0
+
+    def on_response(self, record: RequestRecord, response: ProxiedResponse) -> None:
+        if response.status not in (200, 206):
+            return
+        content_range = next((v for k, v in response.headers if k.lower() == "content-range"), None)
+        start = int(content_range.split()[1].split("-")[0]) if content_range else 0
+        index = self.offset - start
+        if 0 <= index < len(response.body):
+            body = bytearray(response.body)
+            body[index] ^= 0xFF
+            response.body = bytes(body)
+
+
+@dataclass
 class RewriteETag(Fault):
     """Report ``etag`` (quoted, as S3 does) in the response instead of the server's ETag; the object is unchanged."""
 
@@ -289,6 +311,7 @@ class Delay(Fault):
 
 # The constructors tests use: ``flip_byte("UploadPart", part_number=2)``, ``respond("PutObject", 503, ...)``.
 flip_byte = FlipByte
+flip_response_byte = FlipResponseByte
 rewrite_etag = RewriteETag
 respond = Respond
 lose_response = LoseResponse

@@ -58,6 +58,8 @@ def etag(args: argparse.Namespace, out: Output) -> ExitCode:
 
 def verify(args: argparse.Namespace, out: Output) -> ExitCode:
     """Is the raw file's backup in S3 as its RawFile says? HEAD/listing only, or ``--deep``."""
+    if args.deep:
+        return _deep_verify(args, out)
     from airflow_provider_kraken_s3.services.verify import (
         fetch_remote,
         objects_to_check,
@@ -92,6 +94,70 @@ def verify(args: argparse.Namespace, out: Output) -> ExitCode:
         return ExitCode.OK
     out.say(f"{record.id}: NOT verified: {outcome.message}")
     return ExitCode.PROBLEM
+
+
+def _inventory_bytes(raw_file_id: str) -> int:
+    """The raw file's size from its inventory: the total of a progress bar (0 when unreadable)."""
+    from airflow_provider_kraken_s3.records import store
+
+    file_info = store.read_fields(raw_file_id, "file_info").get("file_info") or {}
+    return sum(int(entry[0]) for entry in file_info.values() if entry and str(entry[0]).isdigit())
+
+
+def _deep_verify(args: argparse.Namespace, out: Output) -> ExitCode:
+    """Download and hash every object (nothing written to disk); the outcome is recorded on the RawFile."""
+    from airflow_provider_kraken_s3.core.fixity import FixityOutcome
+    from airflow_provider_kraken_s3.services.deep_verify import deep_verify_raw_file
+
+    access, _ = _hooks(args)
+    with out.bytes_progress(
+        f"deep-verifying {args.raw_file_id}", _inventory_bytes(args.raw_file_id)
+    ) as advance:
+        report = deep_verify_raw_file(access, args.raw_file_id, progress=advance)
+    out.record(report.as_dict())
+    out.table(
+        report.summary(),
+        ("key", "outcome", "bytes read", "seconds", "detail"),
+        [
+            (item.key, item.outcome.value, f"{item.bytes:,}", f"{item.seconds:.1f}", item.detail)
+            for item in report.objects
+        ],
+    )
+    return {
+        FixityOutcome.OK: ExitCode.OK,
+        FixityOutcome.DIFFERS: ExitCode.PROBLEM,
+        FixityOutcome.MISSING: ExitCode.PROBLEM,
+        FixityOutcome.UNVERIFIED: ExitCode.UNAVAILABLE,
+        FixityOutcome.NEEDS_RESTORE: ExitCode.NEEDS_RESTORE,
+    }[report.outcome]
+
+
+def restore(args: argparse.Namespace, out: Output) -> ExitCode:
+    """Every file of a raw file from S3 into DEST, verified before it is put in place; resumable."""
+    from airflow_provider_kraken_s3.services.restore import RestoreOutcome, restore_raw_file
+
+    access, _ = _hooks(args)
+    with out.bytes_progress(f"restoring {args.raw_file_id}", _inventory_bytes(args.raw_file_id)) as advance:
+        report = restore_raw_file(
+            access, args.raw_file_id, args.destination, overwrite=args.overwrite, progress=advance
+        )
+    out.record(report.as_dict())
+    out.table(
+        report.summary(),
+        ("file", "outcome", "bytes downloaded", "resumed from"),
+        [
+            (item.path, item.outcome.value, f"{item.bytes:,}", f"{item.resumed_from:,}")
+            for item in report.files
+        ],
+    )
+    for problem in report.problems():
+        out.say(f"  {problem}")
+    outcomes = {item.outcome for item in report.files}
+    if report.ok:
+        return ExitCode.OK
+    if outcomes & {RestoreOutcome.FAILED, RestoreOutcome.MISSING, RestoreOutcome.EXISTS}:
+        return ExitCode.PROBLEM
+    return ExitCode.NEEDS_RESTORE
 
 
 def audit(args: argparse.Namespace, out: Output) -> ExitCode:

@@ -118,6 +118,20 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_flags(verify)
     _output_flags(verify)
 
+    restore = sub.add_parser(
+        "restore",
+        help="restore a raw file's files from S3 into a folder, verified against the inventory",
+        description="Download every file of the raw file into DEST at its inventory path. Each file is written "
+        "to a temporary name beside its target, verified (MD5 and ETag against the inventory) and only then "
+        "renamed into place (fsynced). An interrupted restore continues where it stopped when run again. "
+        "Existing files are never replaced unless --overwrite.",
+    )
+    restore.add_argument("raw_file_id", metavar="RAW_FILE_ID")
+    restore.add_argument("destination", type=Path, metavar="DEST")
+    restore.add_argument("--overwrite", action="store_true", help="replace existing files that differ")
+    _connection_flags(restore)
+    _output_flags(restore)
+
     audit = sub.add_parser(
         "audit",
         help="check every upload_done record against S3 (HEAD/listing): missing, different, extra objects",

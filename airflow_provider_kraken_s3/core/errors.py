@@ -90,6 +90,8 @@ class S3ErrorKind(enum.Enum):
     BAD_DIGEST = "bad_digest"
     ALREADY_OWNED = "already_owned"  # creating a bucket that we (another attempt) created meanwhile
     DENIED = "denied"
+    ARCHIVED = "archived"  # InvalidObjectState: an archived object read before it was restored
+    CHANGED = "changed"  # PreconditionFailed: the object is no longer the one an If-Match named
     TRANSIENT = "transient"
     PERMANENT = "permanent"
 
@@ -144,6 +146,10 @@ def classify_s3_error(status: int, code: str) -> S3ErrorKind:
         return S3ErrorKind.ALREADY_OWNED
     if code in DIGEST_CODES:
         return S3ErrorKind.BAD_DIGEST
+    if code == "InvalidObjectState":  # a 403 that is no access problem
+        return S3ErrorKind.ARCHIVED
+    if code == "PreconditionFailed" or status == 412:
+        return S3ErrorKind.CHANGED
     if code in NOT_FOUND_CODES or (status == 404 and not code):
         return S3ErrorKind.NOT_FOUND
     if code in DENIED_CODES or status == 403:
@@ -157,6 +163,11 @@ def classify_s3_error(status: int, code: str) -> S3ErrorKind:
 
 class ObjectConflictError(PermanentBackupError):
     """An object exists where the backup belongs that can neither be proven equal nor safely replaced."""
+
+
+class ObjectReplacedError(TransientBackupError):
+    """The object changed while it was being read (its ETag is no longer the one every ranged GET named):
+    nothing was concluded about either version; reading it again checks the new one."""
 
 
 class UploadVanishedError(S3TransientError):

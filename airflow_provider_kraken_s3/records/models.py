@@ -115,6 +115,10 @@ class RawFile(Document):
     # attempt is conditional on still owning it, so a stale attempt can never overwrite a newer outcome.
     s3_lease_owner = StringField()
     s3_lease_expires_at = DateTimeField()  # UTC
+    # Deep verification (download and hash, :mod:`..records.fixity`): when it last reached an outcome, and
+    # which (``ok``, ``differs``, ``missing``, ``needs_restore``). Sampling verifies the oldest first.
+    s3_verified_at = DateTimeField()  # UTC
+    s3_verify_outcome = StringField()
 
     def __repr__(self) -> str:
         """Short form for logs: the id and where the backup stands."""

@@ -112,7 +112,7 @@ def test_console_script_is_installed_and_explains_itself() -> None:
         check=True,
     )
     assert "exit codes:" in done.stdout
-    for command in ("etag", "verify", "audit", "reconcile"):
+    for command in ("etag", "verify", "restore", "audit", "reconcile"):
         assert command in done.stdout
 
 
@@ -172,3 +172,24 @@ def test_reconcile_fails_a_dead_attempt_and_aborts_an_orphan_only_when_asked(
     assert main(["reconcile", "--abort-orphans", "--bucket", bucket]) == ExitCode.OK
     assert "1 aborted" in capsys.readouterr().out
     assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_deep_verify_and_restore_round_trip(backed_up, s3_client, tmp_path, capsys) -> None:
+    base = backed_up("r.d", {"r.d/a.tdf": 700, "r.d/a.tdf_bin": 6 * MIB + 1})
+    capsys.readouterr()
+
+    assert main(["verify", "r.d", "--deep", "--json"]) == ExitCode.OK
+    [report] = json_lines(capsys.readouterr().out)
+    assert report["outcome"] == "ok" and report["bytes"] == 700 + 6 * MIB + 1
+
+    destination = tmp_path / "restored"
+    assert main(["restore", "r.d", str(destination)]) == ExitCode.OK
+    for relative in ("r.d/a.tdf", "r.d/a.tdf_bin"):
+        assert (destination / relative).read_bytes() == (base / relative).read_bytes()
+    assert "restored" in capsys.readouterr().out
+    assert main(["restore", "r.d", str(destination), "--json"]) == ExitCode.OK  # already there: left alone
+    assert {f["outcome"] for f in json_lines(capsys.readouterr().out)[-1]["files"]} == {"already_present"}
+
+    s3_client.put_object(Bucket=BUCKET, Key="r.d/a.tdf", Body=b"q" * 700)
+    assert main(["verify", "r.d", "--deep"]) == ExitCode.PROBLEM
+    assert "differs" in capsys.readouterr().out

@@ -28,6 +28,8 @@ from airflow_provider_kraken_s3.core.errors import (
         (400, "BadDigest", S3ErrorKind.BAD_DIGEST),
         (409, "BucketAlreadyOwnedByYou", S3ErrorKind.ALREADY_OWNED),
         (403, "AccessDenied", S3ErrorKind.DENIED),
+        (403, "InvalidObjectState", S3ErrorKind.ARCHIVED),
+        (412, "PreconditionFailed", S3ErrorKind.CHANGED),
         (403, "SignatureDoesNotMatch", S3ErrorKind.DENIED),
         (403, "", S3ErrorKind.DENIED),
         # Defect 8: these clear up on their own (refreshed credentials, a corrected clock, less load).

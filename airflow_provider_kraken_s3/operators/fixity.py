@@ -1,0 +1,179 @@
+"""Proof from the bytes themselves, as DAG tasks: deep verification (fixity) and restore.
+
+Thin faces over :mod:`..services.deep_verify` and :mod:`..services.restore`; both download through parallel
+ranged GETs and hash what they read, trusting no metadata.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
+
+from airflow_provider_kraken_s3.core.errors import PermanentBackupError
+from airflow_provider_kraken_s3.core.fixity import FixityOutcome
+from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook, connect
+from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
+from airflow_provider_kraken_s3.services.deep_verify import deep_verify_raw_file, verify_sample
+from airflow_provider_kraken_s3.services.restore import restore_raw_file
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class S3BackupDeepVerifyOperator(BaseOperator):
+    """Download and hash backups and compare them with the inventory: periodic fixity, or one raw file.
+
+    With ``raw_file_id``: that raw file. Otherwise a sample of ``upload_done`` raw files — ``fraction`` of
+    them or ``byte_budget`` bytes, never-verified and longest-unverified first — so that successive runs
+    cover the whole archive. Each outcome is recorded on the RawFile (``s3_verified_at``,
+    ``s3_verify_outcome``); a backup proven different or missing is set to ``upload_failed`` with what to do,
+    so nothing deletes an instrument copy on its strength, and the task fails without retries. Archived
+    objects ("needs restore") and raw files that could not be read this time are logged, not failed.
+    Returns the report.
+
+    :param raw_file_id: verify this raw file only (templated).
+    :param fraction: share of the eligible raw files to verify per run (0 < fraction ≤ 1).
+    :param byte_budget: bytes to download per run at most (at least one raw file is verified).
+    :param project_id: only this project's raw files (templated).
+    :param instrument_id: only this instrument's raw files (templated).
+    :param max_concurrency: ranged GETs in flight.
+    """
+
+    template_fields: Sequence[str] = ("raw_file_id", "project_id", "instrument_id")
+    ui_color = "#c9e4d2"
+
+    def __init__(
+        self,
+        *,
+        raw_file_id: str | None = None,
+        fraction: float | None = None,
+        byte_budget: int | None = None,
+        project_id: str | None = None,
+        instrument_id: str | None = None,
+        max_concurrency: int = 4,
+        aws_conn_id: str | None = "aws_default",
+        mongo_conn_id: str = KrakenMongoHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if raw_file_id is None and fraction is None and byte_budget is None:
+            raise ValueError("give raw_file_id, or a sample size: fraction and/or byte_budget")
+        if fraction is not None and not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        if byte_budget is not None and byte_budget < 1:
+            raise ValueError(f"byte_budget must be positive, got {byte_budget}")
+        self.raw_file_id = raw_file_id
+        self.fraction = fraction
+        self.byte_budget = byte_budget
+        self.project_id = project_id
+        self.instrument_id = instrument_id
+        self.max_concurrency = max_concurrency
+        self.aws_conn_id = aws_conn_id
+        self.mongo_conn_id = mongo_conn_id
+        self._cancel = threading.Event()
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        connect(self.mongo_conn_id)
+        access = KrakenS3Hook(aws_conn_id=self.aws_conn_id).access()
+        if self.raw_file_id:
+            report = deep_verify_raw_file(
+                access,
+                self.raw_file_id,
+                max_concurrency=self.max_concurrency,
+                cancel=self._cancel,
+                log=self.log,
+            )
+            self.log.info("%s", report.summary())
+            reports, result = [report], report.as_dict()
+        else:
+            sample = verify_sample(
+                access,
+                fraction=self.fraction,
+                byte_budget=self.byte_budget,
+                project_id=self.project_id,
+                instrument_id=self.instrument_id,
+                max_concurrency=self.max_concurrency,
+                cancel=self._cancel,
+                log=self.log,
+            )
+            reports, result = list(sample.reports), sample.as_dict()
+        for report in reports:
+            if not report.ok:
+                self.log.warning("%s: %s", report.summary(), "; ".join(report.problems()))
+        wrong = [report for report in reports if report.outcome.proves_record_wrong]
+        if wrong:
+            raise AirflowFailException(
+                f"deep verification found {len(wrong)} backup(s) whose bytes in S3 are not the inventory's: "
+                + "; ".join(f"{report.raw_file_id}: {'; '.join(report.problems())}" for report in wrong)
+                + ". Their records now say upload_failed: keep the instrument copies and back them up again."
+            )
+        skipped = [r.raw_file_id for r in reports if r.outcome is not FixityOutcome.OK]
+        if skipped:
+            self.log.warning(
+                "not verified this run (archived or unreadable, see above): %s", ", ".join(skipped)
+            )
+        return result
+
+    def on_kill(self) -> None:
+        self._cancel.set()
+
+
+class RawFileS3RestoreOperator(BaseOperator):
+    """Restore a raw file's files from S3 into ``destination``, each verified before it is put in place.
+
+    Files are written to a temporary name, checked against the inventory (MD5 and ETag), fsynced and
+    renamed; a retry continues an interrupted download. Existing files are never replaced unless
+    ``overwrite``. Fails without retries when the bytes are wrong, an object is missing, a file exists, or
+    objects must first be restored from an archive tier; S3 trouble is retried. Returns the report.
+
+    :param raw_file_id: the RawFile to restore (templated).
+    :param destination: folder to restore into, at the inventory's relative paths (templated).
+    :param overwrite: replace existing files that differ from the inventory.
+    """
+
+    template_fields: Sequence[str] = ("raw_file_id", "destination")
+    ui_color = "#c9e4d2"
+
+    def __init__(
+        self,
+        *,
+        raw_file_id: str,
+        destination: str,
+        overwrite: bool = False,
+        max_concurrency: int = 4,
+        aws_conn_id: str | None = "aws_default",
+        mongo_conn_id: str = KrakenMongoHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.raw_file_id = raw_file_id
+        self.destination = destination
+        self.overwrite = overwrite
+        self.max_concurrency = max_concurrency
+        self.aws_conn_id = aws_conn_id
+        self.mongo_conn_id = mongo_conn_id
+        self._cancel = threading.Event()
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        connect(self.mongo_conn_id)
+        try:
+            report = restore_raw_file(
+                KrakenS3Hook(aws_conn_id=self.aws_conn_id).access(),
+                self.raw_file_id,
+                self.destination,
+                overwrite=self.overwrite,
+                max_concurrency=self.max_concurrency,
+                cancel=self._cancel,
+                log=self.log,
+            )
+            self.log.info("%s", report.summary())
+            report.check()
+        except PermanentBackupError as error:  # wrong bytes, missing objects, files in the way, archived
+            raise AirflowFailException(str(error)) from error
+        return report.as_dict()
+
+    def on_kill(self) -> None:
+        self._cancel.set()
