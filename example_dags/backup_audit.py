@@ -67,7 +67,8 @@ with DAG(
         mongo_conn_id=MONGO_CONN_ID,
     )
 
-    @task.short_circuit(task_id="is_deep_verify_day")
+    # After the audit, whatever it found: the cheap check reports first, and the weekly download still runs.
+    @task.short_circuit(task_id="is_deep_verify_day", trigger_rule="all_done")
     def is_deep_verify_day() -> bool:
         """True on the weekly day (by the run's logical date, else today) or when asked for every run."""
         context = get_current_context()
@@ -85,5 +86,4 @@ with DAG(
         execution_timeout=timedelta(hours=12),
     )
 
-    reconcile >> audit_recent
-    is_deep_verify_day() >> deep_verify_sample
+    reconcile >> audit_recent >> is_deep_verify_day() >> deep_verify_sample
