@@ -19,8 +19,11 @@ os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(Path(__file__).resolve().parents[1] / "example_dags"))
 
 import boto3
+from botocore.config import Config
 
 from airflow_provider_kraken_s3.embedded import MotoServer, migrate_airflow_db
+from airflow_provider_kraken_s3.transfer.access import S3Access
+from tests.faults import FaultProxy
 
 pytest_plugins = ["tests.conftest_mongo"]
 
@@ -77,10 +80,60 @@ def make_file(tmp_path: Path):
     def make(name: str, size: int, seed: int = 0) -> Path:
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(random.Random(seed).randbytes(size))
+        path.write_bytes(random_bytes(size, seed))
         return path
 
     return make
+
+
+def random_bytes(size: int, seed: int = 0) -> bytes:
+    """``size`` pseudo-random bytes, the same for the same seed."""
+    return random.Random(seed).randbytes(size)
+
+
+def client_for(url: str):
+    """A boto3 S3 client for ``url`` (moto, or a FaultProxy in front of it) that retries once."""
+    return boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"mode": "standard", "max_attempts": 2}),
+    )
+
+
+def put_object(
+    s3_client, bucket: str, key: str, data: bytes, *, part_size: int = 5 * 1024**2, **extra
+) -> str:
+    """Store ``data`` as S3 would from an uploader with ``part_size`` parts; returns S3's ETag."""
+    if len(data) <= part_size:
+        return s3_client.put_object(Bucket=bucket, Key=key, Body=data, **extra)["ETag"].strip('"')
+    upload = s3_client.create_multipart_upload(Bucket=bucket, Key=key, **extra)["UploadId"]
+    parts = []
+    for number, offset in enumerate(range(0, len(data), part_size), start=1):
+        answer = s3_client.upload_part(
+            Bucket=bucket, Key=key, UploadId=upload, PartNumber=number, Body=data[offset : offset + part_size]
+        )
+        parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+    done = s3_client.complete_multipart_upload(
+        Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}
+    )
+    return done["ETag"].strip('"')
+
+
+@pytest.fixture
+def proxy(moto_server: MotoServer) -> Iterator[FaultProxy]:
+    """A FaultProxy in front of the moto server, for tests that add faults or count requests."""
+    faults = FaultProxy(moto_server.port)
+    with faults.running():
+        yield faults
+
+
+@pytest.fixture
+def access(proxy: FaultProxy) -> S3Access:
+    """The provider's S3 entry point, talking to moto through ``proxy``."""
+    return S3Access(client=client_for(proxy.url), conn_id="test")
 
 
 @pytest.fixture

@@ -18,12 +18,44 @@ from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook, conne
 from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
 from airflow_provider_kraken_s3.services.deep_verify import deep_verify_raw_file, verify_sample
 from airflow_provider_kraken_s3.services.restore import restore_raw_file
+from airflow_provider_kraken_s3.transfer.access import S3Access
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class S3BackupDeepVerifyOperator(BaseOperator):
+class _ReadsBackups(BaseOperator):
+    """What both operators share: the two connections, the ranged GETs in flight, and stopping when killed.
+
+    :param max_concurrency: ranged GETs in flight.
+    """
+
+    ui_color = "#c9e4d2"
+
+    def __init__(
+        self,
+        *,
+        max_concurrency: int = 4,
+        aws_conn_id: str | None = "aws_default",
+        mongo_conn_id: str = KrakenMongoHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.max_concurrency = max_concurrency
+        self.aws_conn_id = aws_conn_id
+        self.mongo_conn_id = mongo_conn_id
+        self._cancel = threading.Event()  # set by on_kill: the download stops at its next chunk
+
+    def _connect(self) -> S3Access:
+        """MongoDB connected (the services read and write RawFiles) and S3 access, at the start of a run."""
+        connect(self.mongo_conn_id)
+        return KrakenS3Hook(aws_conn_id=self.aws_conn_id).access()
+
+    def on_kill(self) -> None:
+        self._cancel.set()
+
+
+class S3BackupDeepVerifyOperator(_ReadsBackups):
     """Download and hash backups and compare them with the inventory: periodic fixity, or one raw file.
 
     With ``raw_file_id``: that raw file. Otherwise a sample of ``upload_done`` raw files — ``fraction`` of
@@ -43,7 +75,6 @@ class S3BackupDeepVerifyOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("raw_file_id", "project_id", "instrument_id")
-    ui_color = "#c9e4d2"
 
     def __init__(
         self,
@@ -53,9 +84,6 @@ class S3BackupDeepVerifyOperator(BaseOperator):
         byte_budget: int | None = None,
         project_id: str | None = None,
         instrument_id: str | None = None,
-        max_concurrency: int = 4,
-        aws_conn_id: str | None = "aws_default",
-        mongo_conn_id: str = KrakenMongoHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -70,14 +98,9 @@ class S3BackupDeepVerifyOperator(BaseOperator):
         self.byte_budget = byte_budget
         self.project_id = project_id
         self.instrument_id = instrument_id
-        self.max_concurrency = max_concurrency
-        self.aws_conn_id = aws_conn_id
-        self.mongo_conn_id = mongo_conn_id
-        self._cancel = threading.Event()
 
     def execute(self, context: Context) -> dict[str, Any]:
-        connect(self.mongo_conn_id)
-        access = KrakenS3Hook(aws_conn_id=self.aws_conn_id).access()
+        access = self._connect()
         if self.raw_file_id:
             report = deep_verify_raw_file(
                 access,
@@ -117,11 +140,8 @@ class S3BackupDeepVerifyOperator(BaseOperator):
             )
         return result
 
-    def on_kill(self) -> None:
-        self._cancel.set()
 
-
-class RawFileS3RestoreOperator(BaseOperator):
+class RawFileS3RestoreOperator(_ReadsBackups):
     """Restore a raw file's files from S3 into ``destination``, each verified before it is put in place.
 
     Files are written to a temporary name, checked against the inventory (MD5 and ETag), fsynced and
@@ -132,36 +152,22 @@ class RawFileS3RestoreOperator(BaseOperator):
     :param raw_file_id: the RawFile to restore (templated).
     :param destination: folder to restore into, at the inventory's relative paths (templated).
     :param overwrite: replace existing files that differ from the inventory.
+    :param max_concurrency: ranged GETs in flight.
     """
 
     template_fields: Sequence[str] = ("raw_file_id", "destination")
-    ui_color = "#c9e4d2"
 
-    def __init__(
-        self,
-        *,
-        raw_file_id: str,
-        destination: str,
-        overwrite: bool = False,
-        max_concurrency: int = 4,
-        aws_conn_id: str | None = "aws_default",
-        mongo_conn_id: str = KrakenMongoHook.default_conn_name,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, raw_file_id: str, destination: str, overwrite: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.raw_file_id = raw_file_id
         self.destination = destination
         self.overwrite = overwrite
-        self.max_concurrency = max_concurrency
-        self.aws_conn_id = aws_conn_id
-        self.mongo_conn_id = mongo_conn_id
-        self._cancel = threading.Event()
 
     def execute(self, context: Context) -> dict[str, Any]:
-        connect(self.mongo_conn_id)
+        access = self._connect()
         try:
             report = restore_raw_file(
-                KrakenS3Hook(aws_conn_id=self.aws_conn_id).access(),
+                access,
                 self.raw_file_id,
                 self.destination,
                 overwrite=self.overwrite,
@@ -174,6 +180,3 @@ class RawFileS3RestoreOperator(BaseOperator):
         except PermanentBackupError as error:  # wrong bytes, missing objects, files in the way, archived
             raise AirflowFailException(str(error)) from error
         return report.as_dict()
-
-    def on_kill(self) -> None:
-        self._cancel.set()

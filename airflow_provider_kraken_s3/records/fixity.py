@@ -113,7 +113,7 @@ def record_proven_wrong(
         {
             "$set": {
                 "backup_status": BackupStatus.FAILED,
-                "s3_backup_details": store._clip(details),
+                "s3_backup_details": store.clip_details(details),
                 "s3_backup_updated_at": now,
                 "s3_verified_at": now,
                 "s3_verify_outcome": outcome.value,
@@ -154,7 +154,7 @@ def sampling_candidates(
     if instrument_id is not None:
         query["instrument_id"] = instrument_id
     projection = {"file_info": 1, "s3_verified_at": 1}
-    with store._mongo_errors("listing raw files to verify", "*"):
+    with store.mongo_errors("listing raw files to verify"):
         documents = list(RawFile._get_collection().find(query, projection))
     return [
         SampleCandidate(

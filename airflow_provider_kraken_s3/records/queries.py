@@ -17,23 +17,15 @@ Call ``KrakenMongoHook(...).connect()`` first, as for :mod:`.store`.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import mongoengine
-from pymongo.errors import ConnectionFailure
-
-from airflow_provider_kraken_s3.core.errors import (
-    InvalidInputError,
-    MongoUnavailableError,
-    PermanentBackupError,
-)
+from airflow_provider_kraken_s3.core.errors import InvalidInputError
 from airflow_provider_kraken_s3.core.verdict import RawFileRecord
 from airflow_provider_kraken_s3.records import store
-from airflow_provider_kraken_s3.records.models import KRAKEN_DB_ALIAS, BackupStatus, RawFile
+from airflow_provider_kraken_s3.records.models import BackupStatus, RawFile
 
 #: Records per page: small enough that a page is read in one round trip, large enough that paging is rare.
 DEFAULT_BATCH_SIZE = 500
@@ -98,7 +90,7 @@ def done_records(
     last: str | None = None
     while True:
         page_query = query if last is None else {**query, "_id": {"$gt": last}}
-        with _reading("listing upload_done records"):
+        with store.mongo_errors("listing upload_done records"):
             page = list(_collection().find(page_query, projection).sort("_id", 1).limit(batch_size))
         for document in page:
             yield _audit_record(document)
@@ -159,7 +151,7 @@ def stuck_uploads(*, unleased_older_than: timedelta, now: datetime | None = None
         ],
     }
     fields = {"s3_lease_owner": 1, "s3_lease_expires_at": 1, "s3_backup_updated_at": 1, "s3_uploads": 1}
-    with _reading("listing records stuck upload_in_progress"):
+    with store.mongo_errors("listing records stuck upload_in_progress"):
         documents = list(_collection().find(query, fields).sort("_id", 1))
     return [
         StuckRecord(
@@ -177,7 +169,7 @@ def in_progress_without_time() -> list[str]:
     """Ids of records ``upload_in_progress`` with neither a lease nor ``s3_backup_updated_at`` (another
     uploader's, e.g. alphakraken's own): nothing tells whether it is still working, so reconcile leaves them."""
     query = {"backup_status": BackupStatus.IN_PROGRESS, "s3_lease_owner": None, "s3_backup_updated_at": None}
-    with _reading("listing records upload_in_progress without a timestamp"):
+    with store.mongo_errors("listing records upload_in_progress without a timestamp"):
         return [document["_id"] for document in _collection().find(query, {"_id": 1}).sort("_id", 1)]
 
 
@@ -219,7 +211,7 @@ def fail_stuck(record: StuckRecord, details: str, *, now: datetime | None = None
 
 def referenced_upload_ids() -> set[str]:
     """Every ``s3_uploads[].upload_id`` of any RawFile: multipart uploads an attempt will resume."""
-    with _reading("reading the multipart uploads RawFiles keep"):
+    with store.mongo_errors("reading the multipart uploads RawFiles keep"):
         documents = _collection().find({"s3_uploads.upload_id": {"$exists": True}}, {"s3_uploads": 1})
         return {
             str(entry["upload_id"])
@@ -231,7 +223,7 @@ def referenced_upload_ids() -> set[str]:
 
 def recorded_buckets() -> set[str]:
     """Every bucket a RawFile names (``s3_bucket``)."""
-    with _reading("reading the buckets RawFiles name"):
+    with store.mongo_errors("reading the buckets RawFiles name"):
         return {str(name) for name in _collection().distinct("s3_bucket") if name}
 
 
@@ -249,19 +241,3 @@ def _utc(moment: datetime) -> datetime:
 
 def _collection() -> Any:
     return RawFile._get_collection()
-
-
-@contextlib.contextmanager
-def _reading(action: str) -> Iterator[None]:
-    """Connection trouble is transient (retry later); an unconnected alias is a setup mistake."""
-    try:
-        yield
-    except ConnectionFailure as error:
-        raise MongoUnavailableError(
-            f"MongoDB unavailable while {action}: {error}. Try again later."
-        ) from error
-    except mongoengine.connection.ConnectionFailure as error:
-        raise PermanentBackupError(
-            f"mongoengine alias {KRAKEN_DB_ALIAS!r} is not connected while {action}; call "
-            f"KrakenMongoHook(...).connect() first ({error})."
-        ) from error

@@ -54,7 +54,7 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _clip(details: str) -> str:
+def clip_details(details: str) -> str:
     """Keep details readable and bounded; the middle of an over-long message is the least useful part."""
     details = str(details)
     if len(details) <= DETAILS_MAX_LENGTH:
@@ -114,18 +114,23 @@ def _database_name() -> str:
 
 
 @contextlib.contextmanager
-def _mongo_errors(action: str, raw_file_id: str) -> Iterator[None]:
-    """Translate driver and mongoengine connection errors into the provider's error classes."""
+def mongo_errors(action: str, raw_file_id: str | None = None) -> Iterator[None]:
+    """Translate driver and mongoengine connection errors into the provider's error classes: connection
+    trouble is transient (retry later), an unconnected alias is a setup mistake. Every read and write of
+    :mod:`..records` runs inside it; ``action`` (and ``raw_file_id`` for one record) say what was being done.
+    """
+    doing = action if raw_file_id is None else f"{action} for raw file {raw_file_id!r}"
     try:
         yield
     except _CONNECTION_ERRORS as err:
         raise MongoUnavailableError(
-            f"MongoDB unavailable while {action} for raw file {raw_file_id!r}: {err}. The task will be retried."
+            f"MongoDB unavailable while {doing}: {err}. The task will be retried (from the command line: try "
+            "again later)."
         ) from err
     except mongoengine.connection.ConnectionFailure as err:
         raise PermanentBackupError(
-            f"mongoengine alias {KRAKEN_DB_ALIAS!r} is not connected while {action} for raw file "
-            f"{raw_file_id!r}; call KrakenMongoHook(...).connect() first ({err})."
+            f"mongoengine alias {KRAKEN_DB_ALIAS!r} is not connected while {doing}; call "
+            f"KrakenMongoHook(...).connect() first ({err})."
         ) from err
 
 
@@ -153,7 +158,7 @@ def _is_embedded() -> bool:
 def _update(raw_file_id: str, action: str, **updates: Any) -> None:
     """One atomic ``update_one`` on an existing document; unknown fields stay untouched."""
     _check_id(raw_file_id)
-    with _mongo_errors(action, raw_file_id):
+    with mongo_errors(action, raw_file_id):
         result = RawFile.objects(id=raw_file_id).update_one(upsert=False, full_result=True, **updates)
     if result.matched_count == 0:
         raise _not_found(raw_file_id)
@@ -163,7 +168,7 @@ def _update(raw_file_id: str, action: str, **updates: Any) -> None:
 def get_raw_file(raw_file_id: str) -> RawFile:
     """Load one RawFile (read-only use: never ``save()`` it, see the module docstring)."""
     _check_id(raw_file_id)
-    with _mongo_errors("reading the document", raw_file_id):
+    with mongo_errors("reading the document", raw_file_id):
         raw_file = RawFile.objects(id=raw_file_id).first()
     if raw_file is None:
         raise _not_found(raw_file_id)
@@ -179,7 +184,7 @@ def update_where(
     language would hide it.
     """
     _check_id(raw_file_id)
-    with _mongo_errors(action, raw_file_id):
+    with mongo_errors(action, raw_file_id):
         result = RawFile._get_collection().update_one({"_id": raw_file_id, **condition}, dict(update))
         if result.matched_count:
             log.debug("RawFile %r: %s.", raw_file_id, action)
@@ -192,7 +197,7 @@ def update_where(
 def read_fields(raw_file_id: str, *fields: str) -> dict[str, Any]:
     """The named fields of one document, as stored (for messages and compare-and-swap)."""
     _check_id(raw_file_id)
-    with _mongo_errors("reading the document", raw_file_id):
+    with mongo_errors("reading the document", raw_file_id):
         document = RawFile._get_collection().find_one({"_id": raw_file_id}, {name: 1 for name in fields})
     if document is None:
         raise _not_found(raw_file_id)
@@ -233,7 +238,7 @@ def mark_in_progress(raw_file_id: str, owner: str, details: str) -> None:
         {
             "$set": {
                 "backup_status": BackupStatus.IN_PROGRESS,
-                "s3_backup_details": _clip(details),
+                "s3_backup_details": clip_details(details),
                 "s3_backup_updated_at": _now(),
             }
         },
@@ -292,7 +297,7 @@ def mark_done(
             s3_upload_path=upload_path,
             file_info=file_info,
             s3_uploads=[],
-            s3_backup_details=_clip(details),
+            s3_backup_details=clip_details(details),
         )
         action = "marking the upload done"
         if update_where(raw_file_id, action, {"s3_lease_owner": owner, "file_info": current}, update):
@@ -321,7 +326,10 @@ def mark_failed(raw_file_id: str, owner: str, details: str, *, bucket: str | Non
 
     ``s3_uploads`` stay as they are: the next attempt resumes those multipart uploads.
     """
-    fields: dict[str, Any] = {"backup_status": BackupStatus.FAILED, "s3_backup_details": _clip(details)}
+    fields: dict[str, Any] = {
+        "backup_status": BackupStatus.FAILED,
+        "s3_backup_details": clip_details(details),
+    }
     if bucket is not None:
         _check_field("s3_bucket", bucket)
         fields["s3_bucket"] = bucket
@@ -353,7 +361,7 @@ def register_raw_file(raw_file_id: str, *, project_id: str, instrument_id: str, 
     An existing document is left exactly as it is (``$setOnInsert``), so re-running a DAG never resets it.
     """
     _check_id(raw_file_id)
-    with _mongo_errors("registering the raw file", raw_file_id):
+    with mongo_errors("registering the raw file", raw_file_id):
         RawFile._get_collection().update_one(
             {"_id": raw_file_id},
             {

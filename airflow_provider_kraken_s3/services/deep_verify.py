@@ -21,50 +21,35 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from airflow_provider_kraken_s3.core.decision import RemoteObject, candidate_part_sizes
-from airflow_provider_kraken_s3.core.errors import (
-    BackupInterrupted,
-    InvalidInputError,
-    KrakenBackupError,
-    ObjectReplacedError,
-)
+from airflow_provider_kraken_s3.core.errors import BackupInterrupted, KrakenBackupError, ObjectReplacedError
 from airflow_provider_kraken_s3.core.etag import etag_part_count
 from airflow_provider_kraken_s3.core.fixity import (
-    Downloaded,
     Finding,
     FixityOutcome,
-    archived_finding,
     judge_download,
-    missing_finding,
     select_sample,
     worst,
 )
-from airflow_provider_kraken_s3.core.inventory import BackupObject, backup_objects
-from airflow_provider_kraken_s3.core.layout import key_prefix
+from airflow_provider_kraken_s3.core.inventory import BackupObject
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.records import fixity as records
+from airflow_provider_kraken_s3.services.objects_job import ObjectRow, ObjectsJob, archived, downloaded, tally
 from airflow_provider_kraken_s3.transfer import remote
 from airflow_provider_kraken_s3.transfer.access import S3Access
-from airflow_provider_kraken_s3.transfer.buckets import check_bucket
-from airflow_provider_kraken_s3.transfer.download import (
-    RANGE_SIZE,
-    DownloadResult,
-    ObjectHead,
-    download_object,
-    head_object,
-    run_per_object,
-)
+from airflow_provider_kraken_s3.transfer.download import RANGE_SIZE, ObjectHead
+from airflow_provider_kraken_s3.transfer.hashing import Digests
 from airflow_provider_kraken_s3.transfer.progress import kv
 
 _log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ObjectReport:
+class ObjectReport(ObjectRow):
     """One object's deep verification: what was read and what it showed."""
 
     key: str
@@ -73,9 +58,6 @@ class ObjectReport:
     bytes: int  # bytes downloaded (0 when missing or archived)
     seconds: float
     detail: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "outcome": self.outcome.value, "seconds": round(self.seconds, 3)}
 
 
 @dataclass(frozen=True)
@@ -109,8 +91,7 @@ class DeepVerifyReport:
         return [item.detail for item in self.objects if item.outcome is not FixityOutcome.OK]
 
     def summary(self) -> str:
-        counts = {o.value: sum(i.outcome is o for i in self.objects) for o in FixityOutcome}
-        shown = ", ".join(f"{n} {name}" for name, n in counts.items() if n)
+        shown = tally((item.outcome for item in self.objects), FixityOutcome)
         return (
             f"raw file {self.raw_file_id!r}: {self.outcome.value} ({shown or 'no objects'}; "
             f"{self.bytes / MIB:.1f} MiB read in {self.seconds:.1f} s); {self.record_note}"
@@ -144,30 +125,16 @@ class DeepVerifyReport:
         )
 
 
-@dataclass
-class DeepVerification:
+@dataclass(kw_only=True)
+class DeepVerification(ObjectsJob):
     """Deep-verify one RawFile's backup; see :func:`deep_verify_raw_file` for the parameters."""
 
-    access: S3Access
-    raw_file_id: str
     record: bool = True
-    max_concurrency: int = 4
-    range_size: int = RANGE_SIZE
-    cancel: threading.Event = field(default_factory=threading.Event)
-    log: logging.Logger = _log
-    progress: Callable[[int], None] | None = None
 
     def run(self) -> DeepVerifyReport:
         started = time.monotonic()
-        document = records.read_record(self.raw_file_id)
-        bucket = document.get("s3_bucket")
-        if not bucket:
-            raise InvalidInputError(
-                f"raw file {self.raw_file_id!r} has no s3_bucket: it was never backed up, so there is nothing "
-                "in S3 to verify"
-            )
-        objects = self._objects(document)
-        check_bucket(self.access, bucket)  # a missing bucket is no proof that every object is missing
+        backup = self.read_backup("in S3 to verify")
+        document, bucket, objects = backup.document, backup.bucket, backup.objects
         self.log.info(
             "deep verify start %s",
             kv(
@@ -177,12 +144,7 @@ class DeepVerification:
                 bytes=sum(o.size for o in objects),
             ),
         )
-        reports: list[ObjectReport] = run_per_object(
-            [item.size for item in objects],
-            lambda i: self._verify_object(bucket, objects[i]),
-            range_size=self.range_size,
-            max_concurrency=self.max_concurrency,
-        )
+        reports = self.per_object(objects, lambda item: self._verify_object(bucket, item))
         outcome = worst(report.outcome for report in reports)
         verified_at = datetime.now(timezone.utc)
         recorded, note = self._record(document, bucket, outcome, reports, verified_at)
@@ -212,16 +174,6 @@ class DeepVerification:
             self.log.warning("deep verify: %s", problem)
         return report
 
-    def _objects(self, document: dict[str, Any]) -> list[BackupObject]:
-        """The objects the record says make up the backup: the operator's and the sensor's layout."""
-        prefix = key_prefix(
-            self.raw_file_id,
-            project_id=document.get("project_id"),
-            instrument_id=document.get("instrument_id"),
-            created_at=document.get("created_at"),
-        )
-        return backup_objects(self.raw_file_id, document.get("file_info"), prefix=prefix)
-
     # ------------------------------------------------------------------ one object
 
     def _verify_object(self, bucket: str, item: BackupObject) -> ObjectReport:
@@ -235,41 +187,28 @@ class DeepVerification:
             seconds=time.monotonic() - started,
             detail=finding.reason,
         )
-        self.log.info(
-            "deep verify %s",
-            kv(
-                key=item.key,
-                outcome=report.outcome.value,
-                bytes=report.bytes,
-                seconds=report.seconds,
-                mib_s=report.bytes / MIB / max(report.seconds, 1e-9),
-            ),
+        self.log_object(
+            "deep verify",
+            key=item.key,
+            outcome=report.outcome.value,
+            bytes=report.bytes,
+            seconds=report.seconds,
         )
         return report
 
     def _judge(self, bucket: str, item: BackupObject) -> tuple[Finding, int]:
-        head = head_object(self.access, bucket, item.key)
-        if head is None:
-            return missing_finding(bucket, item.key), 0
-        if head.needs_restore:
-            return archived_finding(bucket, item.key, head.storage_class, head.restore), 0
+        head = self.readable_head(bucket, item)
+        if isinstance(head, Finding):
+            return head, 0
         part_sizes, known = self.part_sizes(bucket, item, head)
+        digests = Digests(head.size, part_sizes)
         try:
-            result = download_object(
-                self.access,
-                bucket,
-                head,
-                part_sizes=part_sizes,
-                range_size=self.range_size,
-                max_concurrency=1 if head.size <= self.range_size else self.max_concurrency,
-                cancel=self.cancel,
-                progress=self.progress,
-            )
+            result = self.download(bucket, head, digests)
         except ObjectReplacedError as error:
             return Finding(FixityOutcome.UNVERIFIED, str(error)), 0
         if result.needs_restore:
-            return archived_finding(bucket, item.key, head.storage_class, head.restore), 0
-        return judge_download(bucket, item, downloaded(result, known)), result.bytes_fetched
+            return archived(bucket, head), 0
+        return judge_download(bucket, item, downloaded(digests, head.etag, known)), result.bytes_fetched
 
     def part_sizes(self, bucket: str, item: BackupObject, head: ObjectHead) -> tuple[set[int], int | None]:
         """The part sizes to hash the object at, and the one known to be its own (if any).
@@ -325,17 +264,6 @@ class DeepVerification:
         return False, f"not recorded: {why}"
 
 
-def downloaded(result: DownloadResult, object_part_size: int | None) -> Downloaded:
-    """The digests of a download, in the words of the fixity verdict."""
-    return Downloaded(
-        size=result.head.size,
-        md5=result.md5 or "",
-        etags=result.etags,
-        s3_etag=result.head.etag,
-        object_part_size=object_part_size,
-    )
-
-
 def deep_verify_details(raw_file_id: str, reports: list[ObjectReport], at: datetime) -> str:
     """``s3_backup_details`` for a backup proven wrong: what differs, and what to do."""
     wrong = [item.detail for item in reports if item.outcome.proves_record_wrong]
@@ -364,10 +292,8 @@ def deep_verify_raw_file(
     ``record``, the RawFile: see :mod:`..records.fixity`). An object replaced while it was read is
     ``unverified`` (nothing is recorded).
 
-    :param max_concurrency: ranged GETs in flight (and small objects of a set verified at once).
-    :param range_size: bytes per ranged GET; memory stays below about ``2 * max_concurrency * range_size``.
-    :param cancel: set it from another thread to stop (raises :class:`~..core.errors.BackupInterrupted`).
-    :param progress: told of the bytes of every range hashed (from several threads for a set of small files).
+    ``max_concurrency``, ``range_size``, ``cancel`` and ``progress``: see :class:`~.objects_job.ObjectsJob`.
+
     :raises InvalidInputError: the record has no bucket or an unreadable inventory.
     :raises KrakenBackupError: S3 or MongoDB failed (access denied, unreachable, ...): nothing was concluded.
     """
@@ -402,8 +328,7 @@ class SampleReport:
         return [report for report in self.reports if report.outcome is outcome]
 
     def summary(self) -> str:
-        counts = {o.value: len(self.of(o)) for o in FixityOutcome}
-        shown = ", ".join(f"{n} {name}" for name, n in counts.items() if n)
+        shown = tally((report.outcome for report in self.reports), FixityOutcome)
         return (
             f"deep-verified {len(self.reports)} of {self.candidates} upload_done raw file(s), "
             f"{self.bytes / MIB:.1f} MiB: {shown or 'nothing to do'}"

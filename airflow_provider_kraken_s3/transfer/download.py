@@ -4,8 +4,8 @@ An object is fetched with parallel ranged GETs (``RANGE_SIZE`` each), at most ``
 at a time and ``max_concurrency * ranges_per_worker`` ranges held in memory (fetched or being fetched), in
 reused buffers: memory is bounded by those numbers, never by the object's size. Ranges are handed on in
 order to the consumers — the whole-object MD5, the part MD5s at each part size of interest (one pass for
-all of them, see :class:`Digests`) and optionally a sink (the file a restore writes) — while the next
-ranges are still arriving, so hashing costs no extra wall time (hashlib releases the GIL).
+all of them: :class:`~.hashing.Digests`) and optionally a sink (the file a restore writes) — while the
+next ranges are still arriving, so hashing costs no extra wall time (hashlib releases the GIL).
 
 Every ranged GET carries ``IfMatch`` with the ETag HEAD reported at the start: if the object is replaced
 meanwhile, S3 refuses the next range instead of handing out a blend of two versions
@@ -17,7 +17,6 @@ Nothing is written to disk unless a sink is given. All S3 calls go through :meth
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections import deque
@@ -36,10 +35,11 @@ from airflow_provider_kraken_s3.core.errors import (
     S3ErrorKind,
     S3TransientError,
 )
-from airflow_provider_kraken_s3.core.etag import etag_from_part_digests, normalize_etag
+from airflow_provider_kraken_s3.core.etag import normalize_etag
 from airflow_provider_kraken_s3.core.fixity import needs_restore
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.transfer.access import S3Access
+from airflow_provider_kraken_s3.transfer.hashing import Digests
 
 #: Bytes per ranged GET: s3transfer's own chunk size, so S3 (and moto) see the same requests as a download.
 RANGE_SIZE = 8 * MIB
@@ -84,66 +84,6 @@ def head_object(access: S3Access, bucket: str, key: str) -> ObjectHead | None:
         restore=response.get("Restore"),
         archive_status=response.get("ArchiveStatus"),
     )
-
-
-class Digests:
-    """The MD5 of a byte stream and its multipart ETag at each of ``part_sizes``, fed in order, in one pass.
-
-    A block that crosses a part boundary of some part size is split there. The ETag at a part size the
-    stream fits in is its plain MD5 (a single PUT).
-    """
-
-    def __init__(self, size: int, part_sizes: Iterable[int] = ()) -> None:
-        self.size = size
-        self.offset = 0
-        self._whole = hashlib.md5()
-        self._sizes = tuple(sorted({p for p in part_sizes if 0 < p < size}))
-        self._current = {p: hashlib.md5() for p in self._sizes}
-        self._parts: dict[int, list[bytes]] = {p: [] for p in self._sizes}
-
-    @property
-    def part_sizes(self) -> tuple[int, ...]:
-        """The part sizes hashed as multipart (those the stream does not fit in)."""
-        return self._sizes
-
-    def update(self, block: memoryview | bytes) -> None:
-        view = memoryview(block)
-        if self.offset + len(view) > self.size:
-            raise InvalidInputError(f"{self.offset + len(view)} bytes fed into digests of {self.size} bytes")
-        self._whole.update(view)
-        for part_size in self._sizes:
-            self._feed(part_size, view)
-        self.offset += len(view)
-
-    def _feed(self, part_size: int, view: memoryview) -> None:
-        position = self.offset
-        while view:
-            room = part_size - position % part_size
-            self._current[part_size].update(view[:room])
-            if len(view) >= room:
-                self._parts[part_size].append(self._current[part_size].digest())
-                self._current[part_size] = hashlib.md5()
-            position += min(room, len(view))
-            view = view[room:]
-
-    @property
-    def md5(self) -> str:
-        self._check_complete()
-        return self._whole.hexdigest()
-
-    def etags(self) -> dict[int, str]:
-        """Part size → ETag of the whole stream (multipart part sizes only)."""
-        self._check_complete()
-        etags = {}
-        for part_size, digests in self._parts.items():
-            if self.size % part_size:  # the last, short part is still open
-                digests = [*digests, self._current[part_size].digest()]
-            etags[part_size] = etag_from_part_digests(digests, multipart=True)
-        return etags
-
-    def _check_complete(self) -> None:
-        if self.offset != self.size:
-            raise InvalidInputError(f"digests asked for after {self.offset} of {self.size} bytes")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The ETag S3 will report for a file, computed from the file: what a check-and-skip or a verify reads.
+"""The ETag S3 will report for bytes, computed from the bytes: what a check-and-skip, a verify, a download
+and a restore hash.
 
 Hashing is I/O- and CPU-bound; ``hashlib`` releases the GIL, so parts are hashed on several threads.
 """
@@ -9,11 +10,12 @@ import hashlib
 import os
 import queue
 import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
-from airflow_provider_kraken_s3.core.errors import LocalFileChangedError
+from airflow_provider_kraken_s3.core.errors import InvalidInputError, LocalFileChangedError
 from airflow_provider_kraken_s3.core.etag import etag_from_part_digests
 from airflow_provider_kraken_s3.core.parts import DEFAULT_PART_SIZE, MIB, Part, PartPlan, plan_parts
 
@@ -115,44 +117,112 @@ def compute_s3_etag_and_md5(
     return etag_from_part_digests(part_digests, multipart=plan.is_multipart), whole.hexdigest()
 
 
+class _PartMD5s:
+    """The MD5 of every part of a stream at one part size; the last part stays open until the stream ends."""
+
+    def __init__(self, part_size: int) -> None:
+        self.part_size = part_size
+        self.closed: list[bytes] = []
+        self._open = hashlib.md5()
+
+    def feed(self, view: memoryview, position: int) -> None:
+        """Hash ``view``, the bytes from ``position`` on, splitting it where a part ends."""
+        while view:
+            room = self.part_size - position % self.part_size
+            self._open.update(view[:room])
+            if len(view) >= room:
+                self.closed.append(self._open.digest())
+                self._open = hashlib.md5()
+            position += min(room, len(view))
+            view = view[room:]
+
+    def etag(self, size: int) -> str:
+        """The multipart ETag of the ``size`` bytes fed."""
+        digests = self.closed if size % self.part_size == 0 else [*self.closed, self._open.digest()]
+        return etag_from_part_digests(digests, multipart=True)
+
+
+class Digests:
+    """The MD5 of a byte stream and its multipart ETag at each of ``part_sizes``, fed in order, in one pass.
+
+    The one multi-part-size hasher: :func:`compute_s3_etags` feeds it a file, a download (:mod:`.download`)
+    the ranges as they arrive, a restore the partial file it continues. A block that crosses a part boundary
+    of some part size is split there. The ETag at a part size the stream fits in is its plain MD5 (a single
+    PUT), so only smaller part sizes are hashed as multipart.
+
+    :param pool: with one, every digest of a block is updated on its own thread (hashlib releases the GIL,
+        so a file hashed at several part sizes takes about the wall time of one MD5 where cores allow);
+        without, one after another on the caller's thread (a download's consumer, whose GETs fill the cores).
+    """
+
+    def __init__(self, size: int, part_sizes: Iterable[int] = (), *, pool: Executor | None = None) -> None:
+        self.size = size
+        self.offset = 0
+        self._whole = hashlib.md5()
+        self._parts = [_PartMD5s(p) for p in sorted({p for p in part_sizes if 0 < p < size})]
+        self._pool = pool
+
+    @property
+    def part_sizes(self) -> tuple[int, ...]:
+        """The part sizes hashed as multipart (those the stream does not fit in)."""
+        return tuple(parts.part_size for parts in self._parts)
+
+    def update(self, block: memoryview | bytes) -> None:
+        view = memoryview(block)
+        if self.offset + len(view) > self.size:
+            raise InvalidInputError(f"{self.offset + len(view)} bytes fed into digests of {self.size} bytes")
+        if self._pool is None or not self._parts:
+            self._whole.update(view)
+            for parts in self._parts:
+                parts.feed(view, self.offset)
+        else:
+            jobs = [self._pool.submit(self._whole.update, view)]
+            jobs += [self._pool.submit(parts.feed, view, self.offset) for parts in self._parts]
+            for job in jobs:
+                job.result()
+        self.offset += len(view)
+
+    @property
+    def md5(self) -> str:
+        self._check_complete()
+        return self._whole.hexdigest()
+
+    def etags(self) -> dict[int, str]:
+        """Part size → ETag of the whole stream (multipart part sizes only)."""
+        self._check_complete()
+        return {parts.part_size: parts.etag(self.size) for parts in self._parts}
+
+    def _check_complete(self) -> None:
+        if self.offset != self.size:
+            raise InvalidInputError(f"digests asked for after {self.offset} of {self.size} bytes")
+
+
+def hash_into(digests: Digests, handle: BinaryIO, length: int) -> int:
+    """Feed the next ``length`` bytes of ``handle`` into ``digests``; the bytes fed (fewer: the file ended)."""
+    buffer = bytearray(min(READ_BLOCK, max(length, 1)))
+    remaining = length
+    while remaining:
+        got = handle.readinto(memoryview(buffer)[: min(remaining, len(buffer))])
+        if not got:
+            break
+        digests.update(memoryview(buffer)[:got])
+        remaining -= got
+    return length - remaining
+
+
 def compute_s3_etags(path: str | os.PathLike[str], part_sizes: Sequence[int]) -> tuple[dict[int, str], str]:
     """The ETag ``path`` would have at each of ``part_sizes``, and its whole-file MD5, from one read pass.
 
-    For an object whose part size is unknown: the file is read once, and every candidate's part MD5s and the
-    whole MD5 are updated from the same block (each digest on its own thread; hashlib releases the GIL).
-    A block that crosses a part boundary of a candidate is split there.
+    For an object whose part size is unknown: the file is read once into :class:`Digests`, which updates
+    every candidate's part MD5s and the whole MD5 from the same block, each digest on its own thread.
     """
     path = Path(path)
-    plans = {size: plan_parts(os.stat(path).st_size, size, fixed=True) for size in dict.fromkeys(part_sizes)}
-    whole = hashlib.md5()
-    current = {size: hashlib.md5() for size in plans}
-    digests: dict[int, list[bytes]] = {size: [] for size in plans}
-    offset = 0
-
-    def feed(size: int, block: memoryview, start: int) -> None:
-        position = start
-        while block:
-            room = size - position % size
-            current[size].update(block[:room])
-            if len(block) >= room:
-                digests[size].append(current[size].digest())
-                current[size] = hashlib.md5()
-            position += min(room, len(block))
-            block = block[room:]
-
-    buffer = bytearray(READ_BLOCK)
-    with open(path, "rb", buffering=0) as handle, ThreadPoolExecutor(max_workers=len(plans) + 1) as pool:
-        while got := handle.readinto(buffer):
-            view = memoryview(buffer)[:got]
-            jobs = [pool.submit(whole.update, view)] + [
-                pool.submit(feed, size, view, offset) for size in plans
-            ]
-            for job in jobs:
-                job.result()
-            offset += got
-    etags = {}
-    for size, plan in plans.items():
-        if plan.file_size % size or not digests[size]:  # the last (short) part, or the empty file
-            digests[size].append(current[size].digest())
-        etags[size] = etag_from_part_digests(digests[size], multipart=plan.is_multipart)
-    return etags, whole.hexdigest()
+    size = os.stat(path).st_size
+    plans = {part_size: plan_parts(size, part_size, fixed=True) for part_size in dict.fromkeys(part_sizes)}
+    with ThreadPoolExecutor(max_workers=len(plans) + 1, thread_name_prefix="kraken-etags") as pool:
+        digests = Digests(size, plans, pool=pool)
+        with open(path, "rb", buffering=0) as handle:
+            if hash_into(digests, handle, size) != size:
+                raise LocalFileChangedError(f"{path} became shorter while it was read")
+    multipart = digests.etags()
+    return {part_size: multipart.get(part_size, digests.md5) for part_size in plans}, digests.md5

@@ -8,9 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from airflow_provider_kraken_s3.core.errors import InvalidInputError
+from airflow_provider_kraken_s3.core.errors import InvalidInputError, PermanentBackupError
 from airflow_provider_kraken_s3.core.fixity import FixityOutcome
-from airflow_provider_kraken_s3.core.layout import key_prefix
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.core.verdict import Action, RawFileRecord, assess_raw_file, verify_objects
 from airflow_provider_kraken_s3.records import fixity as records
@@ -18,48 +17,11 @@ from airflow_provider_kraken_s3.records import store
 from airflow_provider_kraken_s3.records.models import BackupStatus
 from airflow_provider_kraken_s3.services.deep_verify import deep_verify_raw_file, verify_sample
 from airflow_provider_kraken_s3.transfer import remote
-from airflow_provider_kraken_s3.transfer.access import S3Access
-from tests.conftest_mongo import set_record
-from tests.faults import FaultProxy, after, flip_response_byte, hold
-from tests.transfer.test_download import client_for, put_object, random_bytes
+from tests.conftest import put_object, random_bytes
+from tests.conftest_mongo import disconnect_kraken_alias, set_record
+from tests.faults import after, flip_response_byte, hold
 
-PART = 5 * MIB
 RANGE = MIB
-
-
-@pytest.fixture
-def proxy(moto_server):
-    faults = FaultProxy(moto_server.port)
-    with faults.running():
-        yield faults
-
-
-@pytest.fixture
-def access(proxy) -> S3Access:
-    return S3Access(client=client_for(proxy.url), conn_id="test")
-
-
-@pytest.fixture
-def backed_up(s3_client, bucket, make_raw_file):
-    """Put ``files`` (path -> bytes) in S3 at 5 MiB parts and insert an ``upload_done`` RawFile recording them."""
-
-    def make(raw_file_id: str, files: dict[str, bytes], *, storage: dict[str, str] | None = None, **fields):
-        prefix = key_prefix(
-            raw_file_id,
-            project_id=fields.get("project_id", "P1234"),
-            instrument_id=fields.get("instrument_id", "astral1"),
-            created_at=datetime(2024, 1, 1, 12, tzinfo=timezone.utc),
-        )  # the layout alphakraken and the backup use (the defaults of make_raw_file)
-        file_info = {}
-        for path, data in files.items():
-            extra = {"StorageClass": storage[path]} if storage and path in storage else {}
-            etag = put_object(s3_client, bucket, prefix + path, data, **extra)
-            file_info[path] = [len(data), hashlib.md5(data).hexdigest(), f"{etag}__{PART // MIB}"]
-        values = {"backup_status": BackupStatus.DONE, "s3_bucket": bucket, "file_info": file_info}
-        make_raw_file(raw_file_id, size=sum(map(len, files.values())), **{**values, **fields})
-        return file_info
-
-    return make
 
 
 def deep(access, raw_file_id: str, **kwargs):
@@ -84,13 +46,13 @@ def fields(raw_file_id: str) -> dict:
 # ------------------------------------------------------------------ outcomes
 
 
-def test_a_set_whose_bytes_match_is_ok_and_recorded(access, proxy, backed_up, bucket) -> None:
+def test_a_set_whose_bytes_match_is_ok_and_recorded(access, proxy, s3_backup, bucket) -> None:
     files = {
         "x.d/analysis.tdf": random_bytes(7 * MIB + 11, seed=1),
         "x.d/analysis.tdf_bin": random_bytes(1000, seed=2),
         "x.d/sub/meta.xml": b"<xml/>",
     }
-    backed_up("x.d", files)
+    s3_backup("x.d", files)
     report = deep(access, "x.d")
     assert report.outcome is FixityOutcome.OK and report.recorded
     assert [(o.key, o.outcome, o.bytes) for o in report.objects] == [
@@ -108,9 +70,9 @@ def test_a_set_whose_bytes_match_is_ok_and_recorded(access, proxy, backed_up, bu
     )  # every byte downloaded exactly once
 
 
-def test_corrupted_bytes_are_caught_by_deep_verify_and_not_by_head(access, proxy, backed_up) -> None:
+def test_corrupted_bytes_are_caught_by_deep_verify_and_not_by_head(access, proxy, s3_backup) -> None:
     data = random_bytes(12 * MIB, seed=3)
-    backed_up("rot.raw", {"rot.raw": data})
+    s3_backup("rot.raw", {"rot.raw": data})
     proxy.add(flip_response_byte("GetObject", offset=7 * MIB + 3, times=None))  # rotted behind S3's ETag
     assert head_check(access, "rot.raw") is Action.SUCCESS  # HEAD: ETag and size still as recorded
     report = deep(access, "rot.raw")
@@ -127,8 +89,8 @@ def test_corrupted_bytes_are_caught_by_deep_verify_and_not_by_head(access, proxy
     assert head_check(access, "rot.raw") is Action.WAIT
 
 
-def test_archived_objects_need_restore_and_nothing_fails(access, proxy, backed_up) -> None:
-    backed_up(
+def test_archived_objects_need_restore_and_nothing_fails(access, proxy, s3_backup) -> None:
+    s3_backup(
         "cold.d",
         {"cold.d/a": random_bytes(2000, seed=4), "cold.d/b": random_bytes(3000, seed=5)},
         storage={"cold.d/b": "GLACIER"},
@@ -142,8 +104,8 @@ def test_archived_objects_need_restore_and_nothing_fails(access, proxy, backed_u
     assert stored["backup_status"] == BackupStatus.DONE and stored["s3_verify_outcome"] == "needs_restore"
 
 
-def test_a_missing_object_downgrades_the_record(access, backed_up, s3_client, bucket) -> None:
-    backed_up("gone.d", {"gone.d/a": b"aaa", "gone.d/b": b"bbb"})
+def test_a_missing_object_downgrades_the_record(access, s3_backup, s3_client, bucket) -> None:
+    s3_backup("gone.d", {"gone.d/a": b"aaa", "gone.d/b": b"bbb"})
     s3_client.delete_object(Bucket=bucket, Key="gone.d/b")
     report = deep(access, "gone.d")
     assert report.outcome is FixityOutcome.MISSING
@@ -152,9 +114,9 @@ def test_a_missing_object_downgrades_the_record(access, backed_up, s3_client, bu
 
 
 def test_an_object_replaced_mid_download_is_unverified_and_not_recorded(
-    access, proxy, backed_up, s3_client, bucket
+    access, proxy, s3_backup, s3_client, bucket
 ) -> None:
-    backed_up("swap.raw", {"swap.raw": random_bytes(4 * MIB, seed=6)})
+    s3_backup("swap.raw", {"swap.raw": random_bytes(4 * MIB, seed=6)})
     release = threading.Event()
     proxy.add(hold("GetObject", event=release))
     result: list = []
@@ -195,8 +157,8 @@ def test_a_record_without_bucket_is_refused(access, make_raw_file) -> None:
 # ------------------------------------------------------------------ conditional writes
 
 
-def test_a_live_lease_taken_during_the_download_refuses_the_write(access, proxy, backed_up) -> None:
-    backed_up("busy.raw", {"busy.raw": random_bytes(3 * MIB, seed=9)})
+def test_a_live_lease_taken_during_the_download_refuses_the_write(access, proxy, s3_backup) -> None:
+    s3_backup("busy.raw", {"busy.raw": random_bytes(3 * MIB, seed=9)})
     proxy.add(flip_response_byte("GetObject", offset=10, times=None))
     lease = {
         "s3_lease_owner": "upload#1",
@@ -209,8 +171,8 @@ def test_a_live_lease_taken_during_the_download_refuses_the_write(access, proxy,
     assert fields("busy.raw")["backup_status"] == BackupStatus.DONE  # the running upload's outcome stands
 
 
-def test_a_changed_inventory_refuses_the_write(access, proxy, backed_up) -> None:
-    file_info = backed_up("moved.raw", {"moved.raw": b"abc"})
+def test_a_changed_inventory_refuses_the_write(access, proxy, s3_backup) -> None:
+    file_info = s3_backup("moved.raw", {"moved.raw": b"abc"})
     changed = {"moved.raw": [*file_info["moved.raw"][:2], "0" * 32 + "__5"]}
     proxy.add(after("GetObject", callback=lambda _: set_record("moved.raw", file_info=changed)))
     report = deep(access, "moved.raw")
@@ -218,8 +180,8 @@ def test_a_changed_inventory_refuses_the_write(access, proxy, backed_up) -> None
     assert "file_info changed" in report.record_note and fields("moved.raw").get("s3_verified_at") is None
 
 
-def test_record_functions_check_status_inventory_and_lease(backed_up) -> None:
-    file_info = backed_up("r.raw", {"r.raw": b"xyz"})
+def test_record_functions_check_status_inventory_and_lease(s3_backup) -> None:
+    file_info = s3_backup("r.raw", {"r.raw": b"xyz"})
     bucket = store.read_fields("r.raw", "s3_bucket")["s3_bucket"]
     ok = {"bucket": bucket, "file_info": file_info, "outcome": FixityOutcome.OK}
     set_record(
@@ -243,12 +205,12 @@ def test_record_functions_check_status_inventory_and_lease(backed_up) -> None:
 # ------------------------------------------------------------------ sampling
 
 
-def test_verify_sample_takes_the_never_and_oldest_verified_first(access, backed_up, make_raw_file) -> None:
+def test_verify_sample_takes_the_never_and_oldest_verified_first(access, s3_backup, make_raw_file) -> None:
     now = datetime.now(timezone.utc)
-    backed_up("a.raw", {"a.raw": b"a" * 100}, s3_verified_at=now - timedelta(days=1), s3_verify_outcome="ok")
-    backed_up("b.raw", {"b.raw": b"b" * 100})
-    backed_up("c.raw", {"c.raw": b"c" * 100}, s3_verified_at=now - timedelta(days=60), s3_verify_outcome="ok")
-    backed_up("d.raw", {"d.raw": b"d" * 100}, project_id="OTHER")
+    s3_backup("a.raw", {"a.raw": b"a" * 100}, s3_verified_at=now - timedelta(days=1), s3_verify_outcome="ok")
+    s3_backup("b.raw", {"b.raw": b"b" * 100})
+    s3_backup("c.raw", {"c.raw": b"c" * 100}, s3_verified_at=now - timedelta(days=60), s3_verify_outcome="ok")
+    s3_backup("d.raw", {"d.raw": b"d" * 100}, project_id="OTHER")
     make_raw_file("e.raw", backup_status=BackupStatus.FAILED)
     sample = verify_sample(access, fraction=0.5, project_id="P1234", range_size=RANGE)
     assert sample.candidates == 3
@@ -264,8 +226,8 @@ def test_verify_sample_takes_the_never_and_oldest_verified_first(access, backed_
     assert [r.raw_file_id for r in again.reports] == ["d.raw"]  # never verified comes first, then the budget
 
 
-def test_verify_sample_goes_on_after_a_raw_file_it_cannot_verify(access, backed_up, make_raw_file) -> None:
-    backed_up("good.raw", {"good.raw": b"g" * 10})
+def test_verify_sample_goes_on_after_a_raw_file_it_cannot_verify(access, s3_backup, make_raw_file) -> None:
+    s3_backup("good.raw", {"good.raw": b"g" * 10})
     make_raw_file(
         "bad.raw",
         backup_status=BackupStatus.DONE,
@@ -278,12 +240,23 @@ def test_verify_sample_goes_on_after_a_raw_file_it_cannot_verify(access, backed_
     assert "does not exist" in sample.of(FixityOutcome.UNVERIFIED)[0].record_note
 
 
-def test_a_fallback_sciex_set_is_verified_at_its_prefixed_keys(access, backed_up) -> None:
+def test_a_fallback_sciex_set_is_verified_at_its_prefixed_keys(access, s3_backup) -> None:
     files = {"s.wiff": random_bytes(2000, seed=10), "s.wiff2": random_bytes(3000, seed=11)}
-    backed_up("s.wiff", files, project_id="_FALLBACK")
+    s3_backup("s.wiff", files, project_id="_FALLBACK")
     report = deep(access, "s.wiff")
     assert report.outcome is FixityOutcome.OK and report.recorded
     assert [o.key for o in report.objects] == [
         "astral1/2024_01/s.wiff/s.wiff",
         "astral1/2024_01/s.wiff/s.wiff2",
     ]
+
+
+def test_verify_sample_without_a_mongodb_connection_says_what_to_do(access, kraken_mongo) -> None:
+    disconnect_kraken_alias()  # as in a process that never called KrakenMongoHook(...).connect()
+    with pytest.raises(PermanentBackupError) as raised:
+        verify_sample(access, fraction=1.0)
+    message = str(raised.value)
+    assert (
+        "is not connected while listing raw files to verify; call KrakenMongoHook(...).connect()" in message
+    )
+    assert "for raw file" not in message  # a query over all raw files names none (it said "'*'")

@@ -2,67 +2,31 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from airflow_provider_kraken_s3.core.errors import BackupInterrupted, IntegrityError, InvalidInputError
-from airflow_provider_kraken_s3.core.layout import key_prefix
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.records.models import BackupStatus
 from airflow_provider_kraken_s3.services.restore import RestoreOutcome, partial_path, restore_raw_file
-from airflow_provider_kraken_s3.transfer.access import S3Access
-from tests.faults import FaultProxy, flip_response_byte
-from tests.transfer.test_download import client_for, put_object, random_bytes
+from tests.conftest import random_bytes
+from tests.faults import flip_response_byte
 
-PART = 5 * MIB
 RANGE = MIB
-
-
-@pytest.fixture
-def proxy(moto_server):
-    faults = FaultProxy(moto_server.port)
-    with faults.running():
-        yield faults
-
-
-@pytest.fixture
-def access(proxy) -> S3Access:
-    return S3Access(client=client_for(proxy.url), conn_id="test")
-
-
-@pytest.fixture
-def backed_up(s3_client, bucket, make_raw_file):
-    """Put ``files`` (path -> bytes) in S3 at 5 MiB parts and insert an ``upload_done`` RawFile recording them."""
-
-    def make(raw_file_id: str, files: dict[str, bytes], *, storage: dict[str, str] | None = None, **fields):
-        prefix = key_prefix(
-            raw_file_id,
-            project_id=fields.get("project_id", "P1234"),
-            instrument_id=fields.get("instrument_id", "astral1"),
-            created_at=datetime(2024, 1, 1, 12, tzinfo=timezone.utc),
-        )  # the layout alphakraken and the backup use (the defaults of make_raw_file)
-        file_info = {}
-        etags = {}
-        for path, data in files.items():
-            extra = {"StorageClass": storage[path]} if storage and path in storage else {}
-            etags[path] = put_object(s3_client, bucket, prefix + path, data, **extra)
-            file_info[path] = [len(data), hashlib.md5(data).hexdigest(), f"{etags[path]}__{PART // MIB}"]
-        values = {"backup_status": BackupStatus.DONE, "s3_bucket": bucket, "file_info": file_info}
-        make_raw_file(raw_file_id, size=sum(map(len, files.values())), **{**values, **fields})
-        return etags
-
-    return make
 
 
 def restore(access, raw_file_id: str, dest: Path, **kwargs):
     return restore_raw_file(
         access, raw_file_id, dest, **{"range_size": RANGE, "max_concurrency": 3, **kwargs}
     )
+
+
+def etag_of(entry: list) -> str:
+    """S3's ETag from a file_info entry ``[size, md5, "<etag>__<MiB>"]``."""
+    return entry[2].split("__")[0]
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -73,14 +37,14 @@ def start(get) -> int:
     return int(get.headers["range"].split("=")[1].split("-")[0])
 
 
-def test_a_d_set_is_restored_byte_identical(access, backed_up, tmp_path) -> None:
+def test_a_d_set_is_restored_byte_identical(access, s3_backup, tmp_path) -> None:
     files = {
         "x.d/analysis.tdf": random_bytes(7 * MIB + 3, seed=1),
         "x.d/analysis.tdf_bin": random_bytes(12_345, seed=2),
         "x.d/sub/deeper/meta.xml": b"<xml/>",
         "x.d/empty": b"",
     }
-    backed_up("x.d", files)
+    s3_backup("x.d", files)
     dest = tmp_path / "restored"
     report = restore(access, "x.d", dest)
     assert report.ok and {f.outcome for f in report.files} == {RestoreOutcome.RESTORED}
@@ -91,9 +55,9 @@ def test_a_d_set_is_restored_byte_identical(access, backed_up, tmp_path) -> None
     report.check()
 
 
-def test_an_interrupted_restore_resumes_from_its_partial_file(access, proxy, backed_up, tmp_path) -> None:
+def test_an_interrupted_restore_resumes_from_its_partial_file(access, proxy, s3_backup, tmp_path) -> None:
     data = random_bytes(6 * MIB + 5, seed=3)
-    etags = backed_up("big.raw", {"big.raw": data})
+    etag = etag_of(s3_backup("big.raw", {"big.raw": data})["big.raw"])
     dest = tmp_path / "restored"
     cancel = threading.Event()
     consumed = []
@@ -105,7 +69,7 @@ def test_an_interrupted_restore_resumes_from_its_partial_file(access, proxy, bac
 
     with pytest.raises(BackupInterrupted):
         restore(access, "big.raw", dest, cancel=cancel, progress=stop_after_two, max_concurrency=1)
-    partial = partial_path(dest / "big.raw", etags["big.raw"])
+    partial = partial_path(dest / "big.raw", etag)
     assert not (dest / "big.raw").exists() and partial.stat().st_size == 2 * MIB
     first_run = len(proxy.records("GetObject"))
 
@@ -119,13 +83,13 @@ def test_an_interrupted_restore_resumes_from_its_partial_file(access, proxy, bac
 
 
 def test_a_partial_file_with_altered_bytes_is_caught_and_not_put_in_place(
-    access, backed_up, tmp_path
+    access, s3_backup, tmp_path
 ) -> None:
     data = random_bytes(3 * MIB, seed=4)
-    etags = backed_up("p.raw", {"p.raw": data})
+    etag = etag_of(s3_backup("p.raw", {"p.raw": data})["p.raw"])
     dest = tmp_path / "restored"
     dest.mkdir()
-    partial = partial_path(dest / "p.raw", etags["p.raw"])
+    partial = partial_path(dest / "p.raw", etag)
     damaged = bytearray(data[: MIB + 100])
     damaged[500] ^= 0xFF  # an earlier run's partial whose bytes changed on disk
     partial.write_bytes(bytes(damaged))
@@ -139,17 +103,17 @@ def test_a_partial_file_with_altered_bytes_is_caught_and_not_put_in_place(
     assert restore(access, "p.raw", dest).ok and (dest / "p.raw").read_bytes() == data  # from scratch
 
 
-def test_corrupted_object_bytes_are_never_put_in_place(access, proxy, backed_up, tmp_path) -> None:
-    backed_up("rot.raw", {"rot.raw": random_bytes(2 * MIB, seed=5)})
+def test_corrupted_object_bytes_are_never_put_in_place(access, proxy, s3_backup, tmp_path) -> None:
+    s3_backup("rot.raw", {"rot.raw": random_bytes(2 * MIB, seed=5)})
     proxy.add(flip_response_byte("GetObject", offset=MIB + 1, times=None))
     report = restore(access, "rot.raw", tmp_path)
     assert report.files[0].outcome is RestoreOutcome.FAILED and not (tmp_path / "rot.raw").exists()
     assert leftovers(tmp_path) == []
 
 
-def test_an_existing_destination_is_not_overwritten_unless_asked(access, proxy, backed_up, tmp_path) -> None:
+def test_an_existing_destination_is_not_overwritten_unless_asked(access, proxy, s3_backup, tmp_path) -> None:
     data = random_bytes(2 * MIB, seed=6)
-    backed_up("e.raw", {"e.raw": data})
+    s3_backup("e.raw", {"e.raw": data})
     (tmp_path / "e.raw").write_bytes(b"someone else's file")
     report = restore(access, "e.raw", tmp_path)
     assert report.files[0].outcome is RestoreOutcome.EXISTS and not report.ok
@@ -165,16 +129,16 @@ def test_an_existing_destination_is_not_overwritten_unless_asked(access, proxy, 
     assert len(proxy.records("GetObject")) == 2  # the present file was hashed locally, not downloaded
 
 
-def test_archived_files_need_restore_and_the_others_are_restored(access, backed_up, tmp_path) -> None:
+def test_archived_files_need_restore_and_the_others_are_restored(access, s3_backup, tmp_path) -> None:
     files = {"c.d/a": b"warm bytes", "c.d/b": b"cold bytes"}
-    backed_up("c.d", files, storage={"c.d/b": "DEEP_ARCHIVE"})
+    s3_backup("c.d", files, storage={"c.d/b": "DEEP_ARCHIVE"})
     report = restore(access, "c.d", tmp_path)
     outcomes = {f.path: f.outcome for f in report.files}
     assert outcomes == {"c.d/a": RestoreOutcome.RESTORED, "c.d/b": RestoreOutcome.NEEDS_RESTORE}
     assert (tmp_path / "c.d/a").read_bytes() == b"warm bytes" and not (tmp_path / "c.d/b").exists()
 
 
-def test_a_path_escaping_the_folder_is_refused(access, backed_up, bucket, make_raw_file, tmp_path) -> None:
+def test_a_path_escaping_the_folder_is_refused(access, s3_backup, bucket, make_raw_file, tmp_path) -> None:
     make_raw_file(
         "evil.d",
         backup_status=BackupStatus.DONE,
@@ -186,8 +150,8 @@ def test_a_path_escaping_the_folder_is_refused(access, backed_up, bucket, make_r
     assert not (tmp_path / "outside").exists()
 
 
-def test_a_symlink_leading_out_of_the_folder_is_refused(access, proxy, backed_up, tmp_path) -> None:
-    backed_up("s.d", {"s.d/a": b"aaa", "s.d/b": b"bbb"})
+def test_a_symlink_leading_out_of_the_folder_is_refused(access, proxy, s3_backup, tmp_path) -> None:
+    s3_backup("s.d", {"s.d/a": b"aaa", "s.d/b": b"bbb"})
     dest, elsewhere = tmp_path / "dest", tmp_path / "elsewhere"
     dest.mkdir()
     elsewhere.mkdir()
@@ -197,14 +161,14 @@ def test_a_symlink_leading_out_of_the_folder_is_refused(access, proxy, backed_up
     assert list(elsewhere.iterdir()) == [] and proxy.records("GetObject") == []
 
 
-def test_a_fallback_sciex_set_is_read_from_its_prefixed_keys(access, proxy, backed_up, tmp_path) -> None:
+def test_a_fallback_sciex_set_is_read_from_its_prefixed_keys(access, proxy, s3_backup, tmp_path) -> None:
     """Keys are ``{instrument}/{yyyy_mm}/{id}/{path}`` here, while files go to ``dest/{path}``."""
     files = {
         "s.wiff": random_bytes(2000, seed=7),
         "s.wiff2": random_bytes(3000, seed=8),
         "s.wiff.scan": b"scan",
     }
-    backed_up("s.wiff", files, project_id="_FALLBACK")
+    s3_backup("s.wiff", files, project_id="_FALLBACK")
     stale = partial_path(tmp_path / "s.wiff", "0" * 32)  # left by a restore of an older version of the object
     stale.write_bytes(b"old")
     report = restore(access, "s.wiff", tmp_path)

@@ -6,10 +6,9 @@ import hashlib
 import io
 import random
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
-import boto3
 import pytest
-from botocore.config import Config
 
 from airflow_provider_kraken_s3.core.errors import (
     BackupInterrupted,
@@ -19,15 +18,15 @@ from airflow_provider_kraken_s3.core.errors import (
 )
 from airflow_provider_kraken_s3.core.etag import etag_from_part_digests
 from airflow_provider_kraken_s3.core.parts import MIB
-from airflow_provider_kraken_s3.transfer.access import S3Access
 from airflow_provider_kraken_s3.transfer.download import (
-    Digests,
     ObjectDownload,
     download_object,
     head_object,
     run_per_object,
 )
-from tests.faults import FaultProxy, hold, respond
+from airflow_provider_kraken_s3.transfer.hashing import Digests
+from tests.conftest import put_object, random_bytes
+from tests.faults import hold, respond
 
 PART = 5 * MIB
 RANGE = MIB
@@ -40,61 +39,19 @@ def etag_at(data: bytes, part_size: int) -> str:
     return etag_from_part_digests(digests, multipart=True)
 
 
-def put_object(s3_client, bucket: str, key: str, data: bytes, *, part_size: int = PART, **extra) -> str:
-    """Store ``data`` as S3 would from an uploader with ``part_size`` parts; returns S3's ETag."""
-    if len(data) <= part_size:
-        return s3_client.put_object(Bucket=bucket, Key=key, Body=data, **extra)["ETag"].strip('"')
-    upload = s3_client.create_multipart_upload(Bucket=bucket, Key=key, **extra)["UploadId"]
-    parts = []
-    for number, offset in enumerate(range(0, len(data), part_size), start=1):
-        answer = s3_client.upload_part(
-            Bucket=bucket, Key=key, UploadId=upload, PartNumber=number, Body=data[offset : offset + part_size]
-        )
-        parts.append({"PartNumber": number, "ETag": answer["ETag"]})
-    done = s3_client.complete_multipart_upload(
-        Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}
-    )
-    return done["ETag"].strip('"')
-
-
-def random_bytes(size: int, seed: int = 0) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
-def client_for(url: str):
-    return boto3.client(
-        "s3",
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"mode": "standard", "max_attempts": 2}),
-    )
-
-
-@pytest.fixture
-def proxy(moto_server):
-    faults = FaultProxy(moto_server.port)
-    with faults.running():
-        yield faults
-
-
-@pytest.fixture
-def access(proxy) -> S3Access:
-    return S3Access(client=client_for(proxy.url), conn_id="test")
-
-
 # ------------------------------------------------------------------ digests
 
 
-def test_digests_in_one_pass_at_several_part_sizes_whatever_the_blocks() -> None:
+@pytest.mark.parametrize("threads", [0, 4], ids=["one thread", "a digest per thread"])
+def test_digests_in_one_pass_at_several_part_sizes_whatever_the_blocks(threads: int) -> None:
     data = random_bytes(12 * MIB + 17)
-    digests = Digests(len(data), [PART, 8 * MIB, 100 * MIB])
-    position, rng = 0, random.Random(1)
-    while position < len(data):
-        step = rng.choice([1, 1000, MIB - 1, 3 * MIB])
-        digests.update(memoryview(data)[position : position + step])
-        position += step
+    with ThreadPoolExecutor(max_workers=threads or 1) as pool:
+        digests = Digests(len(data), [PART, 8 * MIB, 100 * MIB], pool=pool if threads else None)
+        position, rng = 0, random.Random(1)
+        while position < len(data):
+            step = rng.choice([1, 1000, MIB - 1, 3 * MIB])
+            digests.update(memoryview(data)[position : position + step])
+            position += step
     assert digests.md5 == hashlib.md5(data).hexdigest()
     assert digests.etags() == {PART: etag_at(data, PART), 8 * MIB: etag_at(data, 8 * MIB)}
     assert digests.part_sizes == (PART, 8 * MIB)  # 100 MiB: one part, its ETag is the MD5

@@ -1,0 +1,166 @@
+"""What deep verification and restore share: a job over every object of one RawFile's backup. No Airflow.
+
+Both start alike — the RawFile's record as :mod:`..records.fixity` reads it, its bucket, the objects its
+inventory names at the keys the backup used, and the bucket checked to exist — and run alike: object by object
+through :func:`..transfer.download.run_per_object`, each read with parallel ranged GETs under the job's
+settings and logged with its throughput. Each job (:mod:`.deep_verify`, :mod:`.restore`) adds what it does
+with the bytes.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, BinaryIO, TypeVar
+
+from airflow_provider_kraken_s3.core.errors import InvalidInputError
+from airflow_provider_kraken_s3.core.fixity import Downloaded, Finding, archived_finding, missing_finding
+from airflow_provider_kraken_s3.core.inventory import BackupObject, backup_objects
+from airflow_provider_kraken_s3.core.layout import key_prefix
+from airflow_provider_kraken_s3.core.parts import MIB
+from airflow_provider_kraken_s3.records import fixity as records
+from airflow_provider_kraken_s3.transfer.access import S3Access
+from airflow_provider_kraken_s3.transfer.buckets import check_bucket
+from airflow_provider_kraken_s3.transfer.download import (
+    RANGE_SIZE,
+    DownloadResult,
+    ObjectDownload,
+    ObjectHead,
+    head_object,
+    run_per_object,
+)
+from airflow_provider_kraken_s3.transfer.hashing import Digests
+from airflow_provider_kraken_s3.transfer.progress import kv
+
+_log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class ObjectRow:
+    """A report's line for one object (a dataclass with an enum ``outcome`` and ``seconds``), as JSON."""
+
+    def as_dict(self) -> dict[str, Any]:
+        row = asdict(self)  # every subclass is a dataclass
+        return {**row, "outcome": row["outcome"].value, "seconds": round(row["seconds"], 3)}
+
+
+@dataclass(frozen=True)
+class RecordedBackup:
+    """A RawFile's backup as its record describes it: the record as read, its bucket and its objects."""
+
+    document: dict[str, Any]
+    bucket: str
+    objects: list[BackupObject]
+
+
+@dataclass(kw_only=True)
+class ObjectsJob:
+    """The settings of a job over one RawFile's objects, and the steps every such job takes.
+
+    :param max_concurrency: ranged GETs in flight (and objects of one range handled at once).
+    :param range_size: bytes per ranged GET; memory stays below about ``2 * max_concurrency * range_size``.
+    :param cancel: set it from another thread to stop (:class:`~..core.errors.BackupInterrupted`).
+    :param progress: told of the bytes of every range (from several threads for a set of small objects).
+    """
+
+    access: S3Access
+    raw_file_id: str
+    max_concurrency: int = 4
+    range_size: int = RANGE_SIZE
+    cancel: threading.Event = field(default_factory=threading.Event)
+    log: logging.Logger = _log
+    progress: Callable[[int], None] | None = None
+
+    def read_backup(self, nothing_to: str) -> RecordedBackup:
+        """The record, its bucket and its objects; refuses a record without a bucket (``nothing_to`` says
+        what there is then nothing of). The bucket is checked: a missing bucket is no proof that every
+        object is missing."""
+        document = records.read_record(self.raw_file_id)
+        bucket = document.get("s3_bucket")
+        if not bucket:
+            raise InvalidInputError(
+                f"raw file {self.raw_file_id!r} has no s3_bucket: it was never backed up, so there is nothing "
+                f"{nothing_to}"
+            )
+        prefix = key_prefix(
+            self.raw_file_id,
+            project_id=document.get("project_id"),
+            instrument_id=document.get("instrument_id"),
+            created_at=document.get("created_at"),
+        )  # the operator's and the sensor's layout
+        objects = backup_objects(self.raw_file_id, document.get("file_info"), prefix=prefix)
+        check_bucket(self.access, bucket)
+        return RecordedBackup(document=document, bucket=bucket, objects=objects)
+
+    def per_object(self, objects: Sequence[BackupObject], job: Callable[[BackupObject], T]) -> list[T]:
+        """``job(object)`` for every object, results in order (small objects several at a time)."""
+        return run_per_object(
+            [item.size for item in objects],
+            lambda i: job(objects[i]),
+            range_size=self.range_size,
+            max_concurrency=self.max_concurrency,
+        )
+
+    def readable_head(self, bucket: str, item: BackupObject) -> ObjectHead | Finding:
+        """HEAD the object: what to read it as, or the finding why it cannot be read (missing, archived)."""
+        head = head_object(self.access, bucket, item.key)
+        if head is None:
+            return missing_finding(bucket, item.key)
+        if head.needs_restore:
+            return archived(bucket, head)
+        return head
+
+    def download(
+        self, bucket: str, head: ObjectHead, digests: Digests, *, sink: BinaryIO | None = None, start: int = 0
+    ) -> DownloadResult:
+        """Read an object (as ``head`` describes it) into ``digests`` and ``sink``, from byte ``start``.
+
+        An object of one range is one GET: :meth:`per_object` already runs several of those at once.
+        """
+        return ObjectDownload(
+            self.access,
+            bucket,
+            head,
+            digests,
+            sink=sink,
+            start=start,
+            range_size=self.range_size,
+            max_concurrency=1 if head.size <= self.range_size else self.max_concurrency,
+            cancel=self.cancel,
+            progress=self.progress,
+        ).run()
+
+    def log_object(self, what: str, *, seconds: float, **fields: Any) -> None:
+        """One line per object: ``fields`` (``bytes`` among them), its seconds and its MiB/s."""
+        rate = fields["bytes"] / MIB / max(seconds, 1e-9)
+        self.log.info("%s %s", what, kv(**fields, seconds=seconds, mib_s=rate))
+
+
+def archived(bucket: str, head: ObjectHead) -> Finding:
+    """The finding for an object in an archive tier: restore it from there first."""
+    return archived_finding(bucket, head.key, head.storage_class, head.restore)
+
+
+def downloaded(digests: Digests, s3_etag: str, object_part_size: int | None = None) -> Downloaded:
+    """The digests of bytes read, in the words of the fixity verdicts (``s3_etag``: S3's ETag, or "")."""
+    return Downloaded(
+        size=digests.size,
+        md5=digests.md5,
+        etags=digests.etags(),
+        s3_etag=s3_etag,
+        object_part_size=object_part_size,
+    )
+
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+def tally(outcomes: Iterable[E], kinds: type[E]) -> str:
+    """``"2 ok, 1 missing"``: how many of each kind, in the kinds' order, leaving out those that did not occur."""
+    seen = list(outcomes)
+    counts = ((sum(outcome is kind for outcome in seen), kind.value) for kind in kinds)
+    return ", ".join(f"{n} {name}" for n, name in counts if n)
