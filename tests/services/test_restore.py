@@ -11,7 +11,8 @@ import pytest
 from airflow_provider_kraken_s3.core.errors import BackupInterrupted, IntegrityError, InvalidInputError
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.records.models import BackupStatus
-from airflow_provider_kraken_s3.services.restore import RestoreOutcome, partial_path, restore_raw_file
+from airflow_provider_kraken_s3.services.restore import RestoreOutcome, restore_raw_file
+from airflow_provider_kraken_s3.transfer.placement import partial_path
 from tests.conftest import random_bytes
 from tests.faults import flip_response_byte
 
