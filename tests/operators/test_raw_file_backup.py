@@ -507,7 +507,7 @@ def test_an_execution_timeout_is_recorded_not_left_in_progress(
     aws_conn, project_bucket, stage, monkeypatch
 ) -> None:
     """Defect 4: ``AirflowTaskTimeout`` is a BaseException; it must still end as a true FAILED record."""
-    from airflow.exceptions import AirflowTaskTimeout
+    from airflow.providers.common.compat.sdk import AirflowTaskTimeout
 
     stage("p1.raw", {"p1.raw": 2 * PART})
 
