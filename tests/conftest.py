@@ -157,29 +157,14 @@ BACKED_UP_PART = 5 * 1024**2
 def backed_up(aws_conn, s3_client, kraken_mongo, tmp_path: Path):
     """``backed_up(raw_file_id, {relative path: size})`` → the backup folder, after a real verified backup
     (RawFileS3BackupOperator → moto_server, RawFile in mongomock), for tests of what comes after a backup."""
-    import hashlib
-
     from airflow_provider_kraken_s3.operators.raw_file_backup import RawFileS3BackupOperator
-    from tests.conftest_mongo import insert_raw_file
+    from tests.conftest_mongo import stage_raw_file
 
     s3_client.create_bucket(Bucket=BACKED_UP_BUCKET)
 
     def make(raw_file_id: str, sizes: dict[str, int]) -> Path:
         base = tmp_path / "backup"
-        file_info = {}
-        for index, (relative, size) in enumerate(sizes.items()):
-            path = base / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            data = random.Random(f"{raw_file_id}/{index}").randbytes(size)
-            path.write_bytes(data)
-            file_info[relative] = [size, hashlib.md5(data).hexdigest()]
-        insert_raw_file(
-            raw_file_id,
-            size=sum(sizes.values()),
-            project_id="P1234",
-            backup_base_path=str(base),
-            file_info=file_info,
-        )
+        stage_raw_file(base, raw_file_id, sizes, project_id="P1234")
         RawFileS3BackupOperator(
             task_id="upload_to_s3",
             raw_file_id=raw_file_id,

@@ -7,7 +7,6 @@ global one (which is a no-op unless a lineage reader such as the OpenLineage pro
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import random
@@ -23,7 +22,7 @@ from airflow_provider_kraken_s3.embedded import airflow_dags_test
 from airflow_provider_kraken_s3.links import S3BackupLink, backup_url
 from airflow_provider_kraken_s3.operators.raw_file_backup import RawFileS3BackupOperator
 from airflow_provider_kraken_s3.version_compat import AIRFLOW_V_3_0_PLUS
-from tests.conftest_mongo import insert_raw_file
+from tests.conftest_mongo import stage_raw_file
 from tests.dag_runner import latest_run_id
 
 PREFIX = "kraken-lin"
@@ -46,20 +45,7 @@ def stage(tmp_path: Path, kraken_mongo):
 
     def make(raw_file_id: str, sizes: dict[str, int]) -> Path:
         base = tmp_path / "backup"
-        file_info = {}
-        for index, (relative, size) in enumerate(sizes.items()):
-            path = base / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            data = random.Random(f"{raw_file_id}/{index}").randbytes(size)
-            path.write_bytes(data)
-            file_info[relative] = [size, hashlib.md5(data).hexdigest()]
-        insert_raw_file(
-            raw_file_id,
-            size=sum(sizes.values()),
-            project_id=PROJECT,
-            backup_base_path=str(base),
-            file_info=file_info,
-        )
+        stage_raw_file(base, raw_file_id, sizes, project_id=PROJECT)
         return base
 
     return make

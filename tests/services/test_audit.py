@@ -21,7 +21,7 @@ from airflow_provider_kraken_s3.records.models import BackupStatus, RawFile
 from airflow_provider_kraken_s3.records.queries import RecordFilter, done_records
 from airflow_provider_kraken_s3.services.audit import iter_audit, run_audit
 from tests.conftest import aws_connection_json
-from tests.conftest_mongo import insert_raw_file
+from tests.conftest_mongo import insert_raw_file, stage_raw_file
 from tests.faults import FaultProxy, respond
 
 PART = 5 * MIB
@@ -50,22 +50,13 @@ def lab(aws_conn, s3_client, kraken_mongo, tmp_path: Path):
         created_at: datetime = JANUARY,
     ) -> str:
         bucket = bucket_of(project)
-        base = tmp_path / raw_file_id
-        file_info = {}
-        for index, (relative, size) in enumerate(sizes.items()):
-            path = base / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            data = random.Random(f"{raw_file_id}/{index}").randbytes(size)
-            path.write_bytes(data)
-            file_info[relative] = [size, hashlib.md5(data).hexdigest()]
-        insert_raw_file(
+        stage_raw_file(
+            tmp_path / raw_file_id,
             raw_file_id,
-            size=sum(sizes.values()),
+            sizes,
             project_id=project,
             instrument_id=instrument,
             created_at=created_at,
-            backup_base_path=str(base),
-            file_info=file_info,
         )
         RawFileS3BackupOperator(
             task_id="upload_to_s3", raw_file_id=raw_file_id, bucket_prefix=prefix, part_size=PART
