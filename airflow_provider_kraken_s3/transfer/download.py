@@ -40,6 +40,7 @@ from airflow_provider_kraken_s3.core.fixity import needs_restore
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.transfer.access import S3Access
 from airflow_provider_kraken_s3.transfer.hashing import Digests
+from airflow_provider_kraken_s3.transfer.remote import head_response
 
 #: Bytes per ranged GET: s3transfer's own chunk size, so S3 (and moto) see the same requests as a download.
 RANGE_SIZE = 8 * MIB
@@ -70,9 +71,7 @@ class ObjectHead:
 
 def head_object(access: S3Access, bucket: str, key: str) -> ObjectHead | None:
     """HEAD an object for a download: ETag, size and archive state; None when there is no such object."""
-    response = access.call(
-        "head_object", f"reading s3://{bucket}/{key}", none_on={S3ErrorKind.NOT_FOUND}, Bucket=bucket, Key=key
-    )
+    response = head_response(access, bucket, key)
     if response is None:
         return None
     return ObjectHead(

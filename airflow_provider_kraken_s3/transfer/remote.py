@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from airflow_provider_kraken_s3.core.decision import RemoteObject
 from airflow_provider_kraken_s3.core.errors import S3ErrorKind
@@ -19,11 +20,16 @@ class RemotePart:
     crc32: str | None
 
 
-def head(access: S3Access, bucket: str, key: str) -> RemoteObject | None:
-    """ETag, size and user metadata of an object, or None when there is none."""
-    response = access.call(
+def head_response(access: S3Access, bucket: str, key: str) -> dict[str, Any] | None:
+    """The raw HEAD answer for an object, or None when there is none (the one HEAD uploads and downloads use)."""
+    return access.call(
         "head_object", f"reading s3://{bucket}/{key}", none_on={S3ErrorKind.NOT_FOUND}, Bucket=bucket, Key=key
     )
+
+
+def head(access: S3Access, bucket: str, key: str) -> RemoteObject | None:
+    """ETag, size and user metadata of an object, or None when there is none."""
+    response = head_response(access, bucket, key)
     if response is None:
         return None
     return RemoteObject(
