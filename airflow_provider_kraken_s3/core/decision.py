@@ -58,6 +58,8 @@ class RemoteObject:
     etag: str
     size: int
     metadata: Mapping[str, str] = field(default_factory=dict)
+    #: the version HEAD described, where the bucket keeps versions (listings do not say)
+    version_id: str | None = None
 
     @property
     def is_multipart(self) -> bool:

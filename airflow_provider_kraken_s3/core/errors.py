@@ -67,6 +67,10 @@ class LeaseLostError(TransientBackupError):
     """This attempt no longer owns the RawFile's backup (its lease expired and another attempt took it)."""
 
 
+class InventoryChangedError(TransientBackupError):
+    """``file_info`` changed while an attempt ran: DONE would vouch for another inventory; the retry redoes it."""
+
+
 class BackupInterrupted(TransientBackupError):
     """The attempt was stopped from outside (timeout, termination, lost lease); the next one resumes."""
 
@@ -125,7 +129,7 @@ TRANSIENT_CODES = frozenset(
 DENIED_CODES = frozenset(
     {"AccessDenied", "Forbidden", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
 )
-NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchVersion"})
 DIGEST_CODES = frozenset({"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch"})
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "FALLBACK_PROJECT_ID",
     "MAX_KEY_BYTES",
     "backup_key",
+    "check_belongs",
     "check_etag",
     "check_raw_file_id",
     "check_relative_path",
@@ -158,6 +159,8 @@ def object_keys(raw_file_id: str, paths: Iterable[str], *, prefix: str = "") -> 
             f"paths must be a collection of paths, got the single string {paths!r}; pass e.g. [{paths!r}]"
         )
     unique = sorted({check_relative_path(p) for p in paths})
+    for path in unique:
+        check_belongs(raw_file_id, path)
     if not unique:
         raise InvalidInputError(
             f"file_info is empty for raw file {raw_file_id!r}, so there is nothing to back up; "
@@ -173,6 +176,29 @@ def object_keys(raw_file_id: str, paths: Iterable[str], *, prefix: str = "") -> 
                 f"{MAX_KEY_BYTES}; shorten the file or folder names"
             )
     return keys
+
+
+def check_belongs(raw_file_id: str, path: str) -> str:
+    """Return ``path`` if it is one of the raw file's own files, refusing it otherwise.
+
+    A raw file's files are the file itself (``x.raw``), the files inside its folder (``x.d/...``), or, for a
+    Sciex set (``x.wiff``), its siblings of the same stem (``x.wiff2``, ``x.wiff.scan``, ``x.timeseries.data``).
+    Anything else (``b.raw`` in the inventory of ``a.d``) would write over another raw file's object: an
+    inventory naming it is wrong, and no retry can make it right.
+    """
+    if path == raw_file_id or path.startswith(f"{raw_file_id}/"):
+        return path
+    if (
+        raw_file_id.endswith(".wiff")
+        and "/" not in path
+        and path.startswith(raw_file_id.removesuffix("wiff"))
+    ):
+        return path
+    raise InvalidInputError(
+        f"file_info of raw file {raw_file_id!r} lists {path!r}, which is not one of its files (the file itself, "
+        f"a file inside {raw_file_id}/, or a sibling of a .wiff set): backing it up would overwrite another raw "
+        "file's object. Fix the inventory."
+    )
 
 
 def listing_folder(keys: Iterable[str]) -> str:

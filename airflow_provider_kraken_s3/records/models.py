@@ -119,6 +119,9 @@ class RawFile(Document):
     # which (``ok``, ``differs``, ``missing``, ``needs_restore``). Sampling verifies the oldest first.
     s3_verified_at = DateTimeField()  # UTC
     s3_verify_outcome = StringField()
+    # What a DONE record vouches for, written in the same update as DONE (:mod:`..core.manifest`): bucket,
+    # prefix, and per file its path, key, size, MD5, S3's ETag, part size, VersionId and how it was proven.
+    s3_manifest = DictField()
 
     def __repr__(self) -> str:
         """Short form for logs: the id and where the backup stands."""

@@ -25,13 +25,15 @@ import mongoengine
 from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError
 
 from airflow_provider_kraken_s3.core.errors import (
-    IntegrityError,
     InvalidInputError,
+    InventoryChangedError,
     LeaseLostError,
     MongoUnavailableError,
     PermanentBackupError,
     RawFileNotFoundError,
 )
+from airflow_provider_kraken_s3.core.etag import parse_precomputed_etag
+from airflow_provider_kraken_s3.core.manifest import MANIFEST_FIELD, Manifest, etag_info
 from airflow_provider_kraken_s3.records.models import (
     KRAKEN_DB_ALIAS,
     RAW_FILE_COLLECTION,
@@ -265,74 +267,110 @@ def mark_done(
     raw_file_id: str,
     owner: str,
     *,
-    bucket: str,
-    backup_key: str,
-    etag: str,
-    upload_path: str,
-    verified: Mapping[str, tuple[int, str, str]],
+    manifest: Manifest,
+    planned_file_info: Mapping[str, Any],
     details: str,
+    clear_evidence: bool = False,
 ) -> None:
-    """Record a verified backup in one atomic update that also gives the lease back.
+    """Record a verified backup and what it vouches for, in one atomic update that gives the lease back.
 
-    ``upload_path`` is alphakraken's ``s3_upload_path`` (``s3://bucket[/prefix/]``), which their file remover
-    reads to find the objects; the ``s3_*`` fields beside it are ours.
+    Written only if this attempt still holds the lease **and** ``file_info`` is still exactly the inventory the
+    attempt planned from (``planned_file_info``, as stored): DONE covers that inventory and nothing else. A file
+    added or an entry redone meanwhile raises :class:`InventoryChangedError` naming them (the next attempt
+    uploads them); nothing is written then.
 
-    ``verified`` maps each file_info path to the ``(size, md5, "<etag>__<MiB>")`` it was verified as. Only
-    those entries' third elements are written, by compare-and-swap on ``file_info`` as it is now: a file
-    alphakraken added meanwhile stays, and an entry whose size or MD5 changed meanwhile (the inventory was
-    redone) refuses the write, since what was verified is no longer what the record describes.
+    Beside the manifest, alphakraken's own fields stay true, since their file remover reads them:
+    ``s3_upload_path`` (``s3://bucket[/prefix/]``) and ``file_info[path][2]`` (``"<etag>__<MiB>"``). The
+    inventory is an acquisition fact: a third element is written only where it is missing, or where it
+    names another ETag than S3 answered (their remover would then refuse the file forever).
+    ``clear_evidence`` drops a deep verify's "differs"/"missing" once new verified uploads replaced the
+    objects it condemned.
     """
-    _check_field("s3_bucket", bucket)
-    _check_field("s3_backup_key", backup_key)
+    raw_id_key = manifest.backup_key(raw_file_id)
+    etag = manifest.s3_etag(raw_file_id)
+    _check_field("s3_bucket", manifest.bucket)
+    _check_field("s3_backup_key", raw_id_key)
     _check_field("s3_etag", etag)
-    _check_field("s3_upload_path", upload_path)
-    for _ in range(5):
-        current = read_fields(raw_file_id, "file_info").get("file_info") or {}
-        file_info = _with_etags(raw_file_id, current, verified)
-        update = _released(
-            backup_status=BackupStatus.DONE,
-            s3_bucket=bucket,
-            s3_backup_key=backup_key,
-            s3_etag=etag,
-            s3_upload_path=upload_path,
-            file_info=file_info,
-            s3_uploads=[],
-            s3_backup_details=clip_details(details),
-        )
-        action = "marking the upload done"
-        if update_where(raw_file_id, action, {"s3_lease_owner": owner, "file_info": current}, update):
-            return
-        _check_owner(raw_file_id, owner, action)  # still ours: file_info changed meanwhile, so read it again
-    raise MongoUnavailableError(f"file_info of raw file {raw_file_id!r} kept changing; not marked done")
+    _check_field("s3_upload_path", manifest.upload_path)
+    fields = {
+        "backup_status": BackupStatus.DONE,
+        "s3_bucket": manifest.bucket,
+        "s3_backup_key": raw_id_key,
+        "s3_etag": etag,
+        "s3_upload_path": manifest.upload_path,
+        MANIFEST_FIELD: manifest.as_document(),
+        "file_info": _with_etags(planned_file_info, manifest),
+        "s3_uploads": [],
+        "s3_backup_details": clip_details(details),
+    }
+    update = _released(**fields)
+    if clear_evidence:
+        update["$unset"].update({"s3_verify_outcome": "", "s3_verified_at": ""})
+    action = "marking the upload done"
+    condition = {"s3_lease_owner": owner, "file_info": dict(planned_file_info)}
+    if update_where(raw_file_id, action, condition, update):
+        return
+    _check_owner(raw_file_id, owner, action)  # still ours: so the inventory changed under the attempt
+    now = read_fields(raw_file_id, "file_info").get("file_info") or {}
+    raise InventoryChangedError(
+        f"file_info of raw file {raw_file_id!r} changed during the upload ({inventory_difference(planned_file_info, now)}); "
+        "the backup covers the inventory it started from, so it is not marked done. The next attempt backs up "
+        "the inventory as it is now."
+    )
 
 
-def _with_etags(
-    raw_file_id: str, current: Mapping[str, Any], verified: Mapping[str, tuple[int, str, str]]
-) -> dict[str, Any]:
-    file_info = {path: list(entry) for path, entry in current.items()}
-    for path, (size, md5, etag_info) in verified.items():
-        entry = file_info.get(path)
-        if entry is None or len(entry) < 2 or entry[0] != size or str(entry[1]).lower() != md5:
-            raise IntegrityError(
-                f"file_info[{path!r}] of raw file {raw_file_id!r} is now {entry!r}, but [{size}, {md5!r}] was "
-                "verified: the inventory changed during the upload. Re-run the backup for the new inventory."
+def inventory_difference(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
+    """Words for how an inventory changed: files added, removed, or with another size or MD5."""
+    added = sorted(set(after) - set(before))
+    removed = sorted(set(before) - set(after))
+    changed = sorted(
+        path for path in set(before) & set(after) if list(before[path])[:2] != list(after[path])[:2]
+    )
+    parts = [
+        f"{label}: {', '.join(paths[:5])}{' …' if len(paths) > 5 else ''}"
+        for label, paths in (("added", added), ("removed", removed), ("changed", changed))
+        if paths
+    ]
+    return "; ".join(parts) or "a third element changed"
+
+
+def _with_etags(planned: Mapping[str, Any], manifest: Manifest) -> dict[str, Any]:
+    """``file_info`` with alphakraken's ``"<etag>__<MiB>"`` where it is missing or contradicts S3."""
+    file_info = {path: list(entry) for path, entry in planned.items()}
+    for item in manifest.objects:
+        entry = file_info[item.path]
+        value = etag_info(item)
+        if value is None:
+            continue
+        if len(entry) < 3 or not entry[2]:
+            file_info[item.path] = [entry[0], entry[1], value]
+            continue
+        try:
+            recorded = parse_precomputed_etag(entry[2]).etag
+        except InvalidInputError:
+            recorded = None
+        if recorded != item.etag:
+            log.warning(
+                "file_info[%r][2] was %r but S3 holds ETag %s: recording %r so alphakraken's remover can verify it",
+                item.path,
+                entry[2],
+                item.etag,
+                value,
             )
-        file_info[path] = [entry[0], entry[1], etag_info]
+            file_info[item.path] = [entry[0], entry[1], value]
     return file_info
 
 
-def mark_failed(raw_file_id: str, owner: str, details: str, *, bucket: str | None = None) -> None:
+def mark_failed(raw_file_id: str, owner: str, details: str) -> None:
     """Record this attempt's failure and give the lease back.
 
-    ``s3_uploads`` stay as they are: the next attempt resumes those multipart uploads.
+    ``s3_uploads`` stay as they are: the next attempt resumes those multipart uploads. Where the backup is
+    (``s3_bucket``, the manifest) is never touched: only a new verified backup moves it.
     """
     fields: dict[str, Any] = {
         "backup_status": BackupStatus.FAILED,
         "s3_backup_details": clip_details(details),
     }
-    if bucket is not None:
-        _check_field("s3_bucket", bucket)
-        fields["s3_bucket"] = bucket
     owned_update(raw_file_id, owner, "marking the upload failed", _released(**fields))
 
 

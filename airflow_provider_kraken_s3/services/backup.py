@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +30,19 @@ from airflow_provider_kraken_s3.core.errors import (
     InvalidInputError,
     LeaseLostError,
     LocalFileChangedError,
-    MongoUnavailableError,
     PermanentBackupError,
 )
-from airflow_provider_kraken_s3.core.etag import format_precomputed_etag
 from airflow_provider_kraken_s3.core.inventory import BackupObject, backup_objects
-from airflow_provider_kraken_s3.core.layout import (
-    backup_key,
-    key_prefix,
-    listing_folder,
-    local_path,
-    set_etag,
-    upload_path,
+from airflow_provider_kraken_s3.core.layout import key_prefix, listing_folder, local_path
+from airflow_provider_kraken_s3.core.manifest import (
+    DISTRUSTING_OUTCOMES,
+    MANIFEST_FIELD,
+    Manifest,
+    ManifestObject,
+    Proof,
+    Source,
+    proven_part_size,
+    recorded_backup,
 )
 from airflow_provider_kraken_s3.core.naming import bucket_name
 from airflow_provider_kraken_s3.core.parts import MIB, plan_parts
@@ -109,15 +111,21 @@ class RawFileBackup:
     cancel: threading.Event = field(default_factory=threading.Event)
     bucket: str | None = None
     prefix: str = ""
+    #: ``file_info`` as stored when the attempt planned: DONE is written only onto that inventory
+    planned: dict[str, Any] = field(default_factory=dict)
+    #: why the record's evidence forbids proving any object by its ETag (a failed deep verify), or None
+    distrust: str | None = None
+    #: the record was a verified DONE when the attempt began, and this attempt has not yet said otherwise
+    was_done: bool = False
+    wrote_in_progress: bool = False
 
     def run(self) -> BackupOutcome:
         started = time.monotonic()
-        raw_file = store.get_raw_file(self.raw_file_id)
-        lease.claim(self.raw_file_id, self.attempt)
+        lease.claim(self.raw_file_id, self.attempt)  # first: what is read next is read as its owner
         keeper = lease.LeaseKeeper(self.raw_file_id, self.attempt, self.cancel)
         try:
             with keeper:
-                return self._back_up(raw_file, started)
+                return self._back_up(store.get_raw_file(self.raw_file_id), started)
         except BaseException as error:
             self._record_failure(keeper.lost or error)
             if keeper.lost is not None and error is not keeper.lost:
@@ -127,17 +135,32 @@ class RawFileBackup:
     # ------------------------------------------------------------------ the steps
 
     def _back_up(self, raw_file: RawFile, started: float) -> BackupOutcome:
+        document = store.read_fields(raw_file.id, *_RECORD_FIELDS)
+        self.planned = document.get("file_info") or {}
+        outcome = document.get("s3_verify_outcome")
+        if outcome in DISTRUSTING_OUTCOMES:
+            self.distrust = (
+                f"deep verification found the backup {outcome} at {document.get('s3_verified_at')}"
+            )
+            self.log.warning(
+                "%s: no object is taken as proven by its ETag until it is uploaded again", self.distrust
+            )
+        elif document.get("backup_status") == BackupStatus.DONE:
+            self.was_done = True
+            kept = self._recheck_recorded(raw_file, document, started)
+            if kept is not None:
+                return kept
         self.prefix = key_prefix(
             raw_file.id,
             project_id=raw_file.project_id,
             instrument_id=raw_file.instrument_id,
             created_at=raw_file.created_at,
         )
-        objects = backup_objects(raw_file.id, raw_file.file_info, prefix=self.prefix)
+        objects = backup_objects(raw_file.id, self.planned, prefix=self.prefix)
         self.bucket = bucket_name(self.settings.bucket_prefix or "", raw_file.project_id or "")
         self._ensure_bucket(raw_file.project_id or "")
         listed = self._listing(objects)
-        todo = self._not_yet_proven(objects, listed)
+        todo, proven = self._not_yet_proven(objects, listed)
         results: dict[str, UploadResult] = {}
         if todo:
             files = [(item, self._local_file(raw_file, item)) for item in todo]
@@ -147,6 +170,7 @@ class RawFileBackup:
                 self.attempt.owner,
                 f"uploading {len(todo)} of {len(objects)} file(s), {total / MIB:.1f} MiB, to s3://{self.bucket}/",
             )
+            self.wrote_in_progress = True
             self.log.info(
                 "backup start %s",
                 kv(
@@ -166,7 +190,77 @@ class RawFileBackup:
             if listed is not None:
                 verify_listed(self.access, self.bucket, listing_folder(i.key for i in objects), done)
             results = {item.path: result for (item, _), result in zip(files, done, strict=True)}
-        return self._record_done(raw_file, objects, results, started)
+        manifest = Manifest(
+            bucket=self.bucket,
+            prefix=self.prefix,
+            objects=tuple(proven.get(item.path) or _uploaded(item, results[item.path]) for item in objects),
+            proven_at=datetime.now(timezone.utc),
+            attempt=self.attempt.owner,
+        )
+        return self._record_done(raw_file, manifest, results, started)
+
+    def _recheck_recorded(
+        self, raw_file: RawFile, document: dict[str, Any], started: float
+    ) -> BackupOutcome | None:
+        """A DONE record: are the objects it vouches for still proven where it says they are?
+
+        If so the record stays as it is — never moved to another bucket or prefix because the settings
+        changed, never downgraded because the local copy is gone — and a record without a manifest (made by
+        alphakraken's uploader or an older version of this provider) gets one. None: back up again.
+        """
+        try:
+            recorded = recorded_backup(raw_file.id, document)
+        except InvalidInputError as error:
+            self.log.warning(
+                "RawFile %s is DONE but its record cannot be read (%s); backing up again", raw_file.id, error
+            )
+            return None
+        gaps = recorded.coverage_problems(self.planned) + [
+            f"no ETag recorded for {item.path}" for item in recorded.objects if item.etag is None
+        ]
+        if gaps:
+            self.log.warning(
+                "RawFile %s is DONE but its backup does not cover file_info: %s", raw_file.id, "; ".join(gaps)
+            )
+            return None
+        self.bucket, self.prefix = recorded.bucket, recorded.prefix
+        folder = listing_folder(item.key for item in recorded.objects)
+        listed = list_prefix(self.access, recorded.bucket, folder) if folder else None
+        entries = []
+        for item in recorded.objects:
+            found = (
+                listed.get(item.key)
+                if listed is not None
+                else remote.head(self.access, recorded.bucket, item.key)
+            )
+            wanted = Expectation(size=item.size, md5=item.md5, etag=item.etag, part_size=item.part_size)
+            if found is None or prove(found, wanted) is None:
+                self.log.warning(
+                    "RawFile %s is DONE, but s3://%s/%s is %s; backing up again",
+                    raw_file.id, recorded.bucket, item.key, "missing" if found is None else f"ETag {found.etag}, {found.size} bytes",
+                )  # fmt: skip
+                return None
+            proof = Proof.LISTING if listed is not None else Proof.HEAD
+            keep_proof = recorded.source is Source.MANIFEST
+            entries.append(
+                ManifestObject(
+                    path=item.path, key=item.key, size=item.size, md5=item.md5, etag=found.etag,
+                    part_size=item.part_size or proven_part_size(found.etag, item.size, None, self.settings.part_size),
+                    version_id=item.version_id or found.version_id, proof=item.proof if keep_proof else proof,
+                )
+            )  # fmt: skip
+        configured = bucket_name(self.settings.bucket_prefix or "", raw_file.project_id or "")
+        if configured != recorded.bucket:
+            self.log.warning(
+                "RawFile %s is backed up in s3://%s/, not in s3://%s/ as the settings would place it now: a verified "
+                "backup is never moved (delete its record's manifest and s3_* fields to back it up anew)",
+                raw_file.id, recorded.bucket, configured,
+            )  # fmt: skip
+        manifest = recorded if recorded.source is Source.MANIFEST else Manifest(
+            bucket=recorded.bucket, prefix=recorded.prefix, objects=tuple(entries),
+            proven_at=datetime.now(timezone.utc), attempt=self.attempt.owner,
+        )  # fmt: skip
+        return self._record_done(raw_file, manifest, {}, started, unchanged=manifest is recorded)
 
     def _ensure_bucket(self, project_id: str) -> None:
         assert self.bucket is not None
@@ -192,19 +286,26 @@ class RawFileBackup:
 
     def _not_yet_proven(
         self, objects: list[BackupObject], listed: dict[str, RemoteObject] | None
-    ) -> list[BackupObject]:
-        """What S3 does not prove yet; what it proves needs neither the local file nor a status change."""
-        todo = []
+    ) -> tuple[list[BackupObject], dict[str, ManifestObject]]:
+        """What S3 does not prove yet, and the manifest entries of what it proves (S3's own ETag, version and
+        part size): those need neither the local file nor a status change. A distrusted record proves nothing."""
+        todo, proven = [], {}
         for item in objects:
             found = (
                 listed.get(item.key)
                 if listed is not None
                 else remote.head(self.access, self.bucket or "", item.key)
             )
-            proof = prove(found, expectation(item)) if found is not None else None
-            if proof is None:
+            proof = prove(found, expectation(item)) if found is not None and not self.distrust else None
+            if proof is None or found is None:
                 todo.append(item)
-            elif len(objects) == 1:
+                continue
+            proven[item.path] = ManifestObject(
+                path=item.path, key=item.key, size=item.size, md5=item.md5, etag=found.etag,
+                part_size=proven_part_size(found.etag, item.size, item.precomputed, self.settings.part_size),
+                version_id=found.version_id, proof=Proof.LISTING if listed is not None else Proof.HEAD,
+            )  # fmt: skip
+            if len(objects) == 1:
                 self.log.info("already in S3: s3://%s/%s (%s)", self.bucket, item.key, proof)
         if len(objects) > 1 and len(todo) < len(objects):
             self.log.info(
@@ -212,7 +313,7 @@ class RawFileBackup:
                 len(objects) - len(todo),
                 len(objects),
             )
-        return todo
+        return todo, proven
 
     def _local_file(self, raw_file: RawFile, item: BackupObject) -> Path:
         """The file on disk for an inventory entry; refuses paths escaping ``backup_base_path``."""
@@ -298,67 +399,59 @@ class RawFileBackup:
             known_absent=listed is not None and item.key not in listed,
             check_after=listed is None,
             budget=budget,
+            distrusted=self.distrust,
         )
 
     def _record_done(
-        self, raw_file: RawFile, objects: list[BackupObject], results: dict[str, UploadResult], started: float
+        self,
+        raw_file: RawFile,
+        manifest: Manifest,
+        results: dict[str, UploadResult],
+        started: float,
+        *,
+        unchanged: bool = False,
     ) -> BackupOutcome:
-        etags: dict[str, str] = {}
-        verified: dict[str, tuple[int, str, str]] = {}
-        for item in objects:
-            result = results.get(item.path)
-            if result is None and item.precomputed is not None:  # proven by HEAD: the inventory's own ETag
-                etag, etag_info = item.precomputed.etag, str(item.precomputed)
-            elif result is None:  # proven by HEAD: a single-part object whose ETag is the inventory MD5
-                single_part = max(self.settings.part_size, -(-item.size // MIB) * MIB)
-                etag, etag_info = item.md5, format_precomputed_etag(item.md5, single_part)
-            else:
-                etag, etag_info = result.etag, format_precomputed_etag(result.etag, result.part_size)
-            etags[item.key] = etag
-            verified[item.path] = (item.size, item.md5, etag_info)
-        key = backup_key(raw_file.id, {item.path: item.key for item in objects}, prefix=self.prefix)
-        etag = set_etag(etags) if key.endswith("/") else etags[objects[0].key]
+        """Write DONE with the manifest (or, ``unchanged``, only give the lease back) and say so."""
+        key = manifest.backup_key(raw_file.id)
         seconds = time.monotonic() - started
         uploaded = sum(result.bytes_sent for result in results.values())
-        skipped = len(objects) - sum(not result.skipped for result in results.values())
-        total = sum(item.size for item in objects)
+        skipped = len(manifest.objects) - sum(not result.skipped for result in results.values())
+        total = sum(item.size for item in manifest.objects)
         outcome = BackupOutcome(
             status=BackupStatus.DONE,
-            bucket=self.bucket or "",
+            bucket=manifest.bucket,
             s3_backup_key=key,
-            s3_etag=etag,
-            s3_upload_path=upload_path(self.bucket or "", self.prefix),
-            files=len(objects),
+            s3_etag=manifest.s3_etag(raw_file.id),
+            s3_upload_path=manifest.upload_path,
+            files=len(manifest.objects),
             bytes=total,
             bytes_uploaded=uploaded,
             files_skipped=skipped,
             seconds=seconds,
-            keys=tuple(item.key for item in objects),
+            keys=tuple(item.key for item in manifest.objects),
             read_paths=tuple(
                 str(local_path(raw_file.backup_base_path or "", item.path))
-                for item in objects
+                for item in manifest.objects
                 if (result := results.get(item.path)) is not None
                 and (result.bytes_read or not result.skipped)
             ),
-        )
-        unchanged = (
-            not results
-            and raw_file.backup_status == BackupStatus.DONE
-            and raw_file.s3_etag == etag
-            and raw_file.s3_upload_path == outcome.s3_upload_path
         )
         if unchanged:  # a verified DONE, re-verified against S3: nothing to write but the lease
             store.release(raw_file.id, self.attempt.owner)
             self.log.info("RawFile %s is DONE and S3 still proves every object; nothing to do", raw_file.id)
         else:
             details = (
-                f"verified {len(objects)} file(s), {total / MIB:.1f} MiB in s3://{self.bucket}/{key} "
+                f"verified {len(manifest.objects)} file(s), {total / MIB:.1f} MiB in s3://{manifest.bucket}/{key} "
                 f"({uploaded / MIB:.1f} MiB uploaded, {skipped} already there) in {seconds:.1f} s"
             )
             store.mark_done(
-                raw_file.id, self.attempt.owner, bucket=outcome.bucket, backup_key=key, etag=etag,
-                upload_path=outcome.s3_upload_path, verified=verified, details=details,
-            )  # fmt: skip
+                raw_file.id,
+                self.attempt.owner,
+                manifest=manifest,
+                planned_file_info=self.planned,
+                details=details,
+                clear_evidence=self.distrust is not None,
+            )
         self.log.info("backup summary %s", kv(raw_file=raw_file.id, **outcome.as_dict()))
         return outcome
 
@@ -379,12 +472,54 @@ class RawFileBackup:
         return f"{type(error).__name__}: {error} (transient, last of {max_tries} tries failed: clear the task to resume)"
 
     def _record_failure(self, error: BaseException) -> None:
-        """Record FAILED if this attempt still owns the record; never let this hide the original error."""
+        """Record FAILED if this attempt still owns the record; never let this hide the original error.
+
+        A verified DONE that this attempt only failed to re-check (S3 or MongoDB not answering, an
+        interruption) stays DONE: a failure to look is no evidence against the backup.
+        """
         reason = self.failure_reason(error)
-        self.log.error("backup of %s failed: %s", self.raw_file_id, reason)
-        if isinstance(error, (MongoUnavailableError, LeaseLostError)):
+        if isinstance(error, LeaseLostError):
+            self.log.error("backup of %s failed: %s", self.raw_file_id, reason)
             return
+        looked_only = self.was_done and not self.wrote_in_progress
+        if looked_only and not isinstance(error, PermanentBackupError):
+            self.log.warning(
+                "re-checking RawFile %s failed (%s); it stays DONE: a failure to look is no evidence against "
+                "its backup", self.raw_file_id, reason,
+            )  # fmt: skip
+            self._give_back()
+            return
+        self.log.error("backup of %s failed: %s", self.raw_file_id, reason)
         try:
-            store.mark_failed(self.raw_file_id, self.attempt.owner, reason, bucket=self.bucket)
+            store.mark_failed(self.raw_file_id, self.attempt.owner, reason)
         except Exception as record_error:  # the original error is what the task must end with
-            self.log.error("could not record the failure on RawFile %s: %s", self.raw_file_id, record_error)
+            self.log.error(
+                "could not record the failure on RawFile %s (%s); its lease expires at the latest in %s, and the "
+                "next try of this task takes it over at once",
+                self.raw_file_id, record_error, self.attempt.ttl,
+            )  # fmt: skip
+
+    def _give_back(self) -> None:
+        try:
+            store.release(self.raw_file_id, self.attempt.owner)
+        except Exception as record_error:
+            self.log.error("could not release the lease on RawFile %s: %s", self.raw_file_id, record_error)
+
+
+#: The stored fields a backup plans from (``file_info`` exactly as stored: DONE is conditional on it).
+_RECORD_FIELDS = ("file_info", MANIFEST_FIELD, "s3_upload_path", "s3_bucket", "s3_verify_outcome", "s3_verified_at",
+                  "backup_status", "project_id", "instrument_id", "created_at")  # fmt: skip
+
+
+def _uploaded(item: BackupObject, result: UploadResult) -> ManifestObject:
+    """The manifest entry of a file this attempt uploaded (or proved by hashing it at the object's part size)."""
+    return ManifestObject(
+        path=item.path,
+        key=item.key,
+        size=item.size,
+        md5=item.md5,
+        etag=result.etag,
+        part_size=result.part_size,
+        version_id=result.version_id,
+        proof=Proof.HASHED if result.skipped else Proof.UPLOADED,
+    )

@@ -27,7 +27,7 @@ from airflow_provider_kraken_s3.core.errors import (
 from airflow_provider_kraken_s3.core.etag import etag_from_part_digests, normalize_etag
 from airflow_provider_kraken_s3.core.parts import Part, PartPlan
 from airflow_provider_kraken_s3.transfer.progress import ProgressReporter, kv
-from airflow_provider_kraken_s3.transfer.remote import RemotePart
+from airflow_provider_kraken_s3.transfer.remote import RemotePart, version_of
 from airflow_provider_kraken_s3.transfer.streams import (
     PartBody,
     SequentialMd5,
@@ -172,6 +172,7 @@ class MultipartSender:
                 f"multipart upload {self.upload_id} of {job.target} vanished before it was completed (aborted "
                 "by a lifecycle rule or by hand); the next attempt starts a new upload."
             )
+        job.version_id = version_of(response)
         returned = normalize_etag(response.get("ETag", ""))
         if returned and returned != etag:
             raise IntegrityError(

@@ -20,21 +20,35 @@ class RemotePart:
     crc32: str | None
 
 
-def head_response(access: S3Access, bucket: str, key: str) -> dict[str, Any] | None:
-    """The raw HEAD answer for an object, or None when there is none (the one HEAD uploads and downloads use)."""
+def head_response(
+    access: S3Access, bucket: str, key: str, version_id: str | None = None
+) -> dict[str, Any] | None:
+    """The raw HEAD answer for an object (one version of it, given ``version_id``), or None when there is
+    none (the one HEAD uploads and downloads use)."""
+    version = {"VersionId": version_id} if version_id else {}
+    where = f"s3://{bucket}/{key}" + (f" (version {version_id})" if version_id else "")
     return access.call(
-        "head_object", f"reading s3://{bucket}/{key}", none_on={S3ErrorKind.NOT_FOUND}, Bucket=bucket, Key=key
+        "head_object", f"reading {where}", none_on={S3ErrorKind.NOT_FOUND}, Bucket=bucket, Key=key, **version
     )
 
 
-def head(access: S3Access, bucket: str, key: str) -> RemoteObject | None:
-    """ETag, size and user metadata of an object, or None when there is none."""
-    response = head_response(access, bucket, key)
+def head(access: S3Access, bucket: str, key: str, version_id: str | None = None) -> RemoteObject | None:
+    """ETag, size, user metadata and version of an object, or None when there is none."""
+    response = head_response(access, bucket, key, version_id)
     if response is None:
         return None
     return RemoteObject(
-        normalize_etag(response["ETag"]), int(response["ContentLength"]), dict(response.get("Metadata") or {})
+        normalize_etag(response["ETag"]),
+        int(response["ContentLength"]),
+        dict(response.get("Metadata") or {}),
+        version_id=version_of(response),
     )
+
+
+def version_of(response: dict[str, Any]) -> str | None:
+    """S3's ``VersionId``; unversioned buckets answer none or ``"null"``, which names no version to read."""
+    version = response.get("VersionId")
+    return str(version) if version and version != "null" else None
 
 
 def part_size_from_s3(access: S3Access, bucket: str, key: str, remote: RemoteObject) -> int | None:

@@ -82,6 +82,8 @@ class UploadResult:
     seconds: float = 0.0
     reason: str = "uploaded"
     replaced_etag: str | None = None
+    #: the version S3 created (or HEAD showed, when skipped), where the bucket keeps versions
+    version_id: str | None = None
 
 
 _QUIET = logging.getLogger(f"{__name__}.quiet")
@@ -124,6 +126,11 @@ class VerifiedUpload:
     check_after: bool = True
     #: Transfers in flight, shared with the other files of a set (files and parts draw from one budget).
     budget: threading.Semaphore | None = None
+    #: The record holds evidence against the object (a deep verify found other bytes behind its ETag): what
+    #: S3 shows proves nothing, and the verified local bytes replace it as a new version.
+    distrusted: str | None = None
+    #: The version the upload created (set when S3 answers the PUT or the completion).
+    version_id: str | None = field(default=None, init=False)
 
     @property
     def target(self) -> str:
@@ -154,6 +161,7 @@ class VerifiedUpload:
         if decision.action is Action.REFUSE:
             raise ObjectConflictError(f"{self.target}: {decision.reason}")
         if decision.action is Action.SKIP:
+            self.version_id = found.version_id  # type: ignore[union-attr]
             return self._finish(
                 found.etag,  # type: ignore[union-attr]
                 plan,
@@ -203,6 +211,12 @@ class VerifiedUpload:
         )
 
     def _decide(self, found: RemoteObject | None, expected: Expectation) -> Decision:
+        if found is not None and self.distrusted:
+            return Decision(
+                Action.REPLACE,
+                f"{self.distrusted}; its ETag proves nothing, the verified local bytes replace it",
+                replaced_etag=normalize_etag(found.etag),
+            )
         if found is None or prove(found, expected) is not None:
             return decide(found, expected, versioned=False)
         hint = None
@@ -347,6 +361,7 @@ class VerifiedUpload:
             body.close()
         check_unchanged(self.path, stat)
         md5 = body.hexdigest()
+        self.version_id = remote.version_of(response)  # type: ignore[arg-type]
         reporter.add(plan.file_size)
         returned = normalize_etag(response["ETag"])  # type: ignore[index]
         if returned != md5:
@@ -383,10 +398,12 @@ class VerifiedUpload:
         """Hints for later readers, set where the object cannot complete unverified (multipart only).
 
         ``kraken-md5`` and rclone's ``md5chksum`` (base64) carry the inventory MD5, so ``rclone check`` can
-        compare our objects without downloading them; ``kraken-part-size`` says how to recompute the ETag.
+        compare our objects without downloading them — only when that MD5 is computed from the bytes sent
+        and checked before completion (no precomputed ETag): a claim nobody checked could be false.
+        ``kraken-part-size`` says how to recompute the ETag.
         """
         metadata = {META_PART_SIZE: str(plan.part_size)}
-        if self.expected_md5:
+        if self.expected_md5 and self.expected_etag is None:  # the whole-file MD5 is computed and checked
             metadata[META_MD5] = self.expected_md5
             metadata[META_RCLONE_MD5] = base64.b64encode(bytes.fromhex(self.expected_md5)).decode()
         return metadata
@@ -412,6 +429,8 @@ class VerifiedUpload:
     def completed_elsewhere(self, etag: str, size: int) -> bool:
         """After ``NoSuchUpload`` on completion: did our completion land (its response lost)?"""
         final = remote.head(self.access, self.bucket, self.key)
+        if final is not None:
+            self.version_id = final.version_id
         return final is not None and normalize_etag(final.etag) == etag and final.size == size
 
     def _finish(self, etag: str, plan: PartPlan, started: float, *, skipped: bool, reason: str, **facts: Any):
@@ -426,6 +445,7 @@ class VerifiedUpload:
             seconds=time.monotonic() - started,
             reason=reason,
             md5=facts.pop("md5", None) or self.expected_md5,
+            version_id=self.version_id,
             **facts,
         )
         seconds = max(result.seconds, 1e-9)

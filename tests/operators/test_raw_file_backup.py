@@ -171,7 +171,7 @@ def test_missing_bucket_fails_without_retry(aws_conn, stage) -> None:
         operator("m.raw").execute(context={})
     raw = reload("m.raw")
     assert raw.backup_status == BackupStatus.FAILED and "does not exist" in raw.s3_backup_details
-    assert raw.s3_bucket == "kraken-lab-nobucket"
+    assert raw.s3_bucket is None  # a failure never names a location: only a verified backup does
 
 
 def test_unknown_raw_file(aws_conn, kraken_mongo) -> None:

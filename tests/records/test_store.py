@@ -9,14 +9,15 @@ import pytest
 from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError
 
 from airflow_provider_kraken_s3.core.errors import (
-    IntegrityError,
     InvalidInputError,
+    InventoryChangedError,
     LeaseLostError,
     MongoUnavailableError,
     PermanentBackupError,
     RawFileNotFoundError,
     TransientBackupError,
 )
+from airflow_provider_kraken_s3.core.manifest import Manifest, ManifestObject, Proof
 from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook
 from airflow_provider_kraken_s3.records import lease, store
 from airflow_provider_kraken_s3.records.models import BackupStatus, RawFile
@@ -73,7 +74,24 @@ def test_invalid_id(kraken_mongo, bad_id) -> None:
 
 
 OWNER = "upload_to_s3/manual/try1#test"
-VERIFIED = {path: (entry[0], entry[1], f"{entry[1]}__64") for path, entry in FILE_INFO.items()}
+MANIFEST = Manifest(
+    bucket="kraken-backup",
+    prefix="",
+    objects=tuple(
+        ManifestObject(
+            path=path, key=path, size=size, md5=md5, etag=md5, part_size=64 << 20, proof=Proof.UPLOADED
+        )
+        for path, (size, md5) in sorted(FILE_INFO.items())
+    ),
+)
+
+
+def mark_done(
+    raw_file_id: str = RAW_ID, manifest: Manifest = MANIFEST, details: str = "ok", **kwargs
+) -> None:
+    store.mark_done(
+        raw_file_id, OWNER, manifest=manifest, planned_file_info=FILE_INFO, details=details, **kwargs
+    )
 
 
 @pytest.fixture
@@ -109,103 +127,78 @@ def test_upload_entries_are_added_and_removed_one_at_a_time(owned) -> None:
         store.record_upload(RAW_ID, OWNER, {**first, "upload_id": ""})
 
 
-def test_mark_done_writes_only_the_verified_etags_and_releases_the_lease(owned, kraken_db) -> None:
-    """Defect 7: a file alphakraken added while we uploaded survives our write."""
-    kraken_db.raw_file.update_one({"_id": RAW_ID}, {"$set": {"file_info.late_file": [1, "0" * 32]}})
-    store.mark_done(
-        RAW_ID,
-        OWNER,
-        bucket="kraken-backup",
-        backup_key="20240101_astral1_P1234_sample.d/",
-        etag="c0ffee-2",
-        upload_path="s3://kraken-backup",
-        verified=VERIFIED,
-        details="2 files verified",
-    )
+def test_mark_done_writes_the_manifest_and_alphakrakens_fields_and_releases_the_lease(owned) -> None:
+    mark_done(details="2 files verified")
     doc = owned()
     assert doc["backup_status"] == BackupStatus.DONE
-    assert (doc["s3_bucket"], doc["s3_etag"]) == ("kraken-backup", "c0ffee-2")
-    assert doc["file_info"] == {
-        **{path: [size, md5, etag] for path, (size, md5, etag) in VERIFIED.items()},
-        "late_file": [1, "0" * 32],
-    }
+    assert doc["s3_bucket"] == "kraken-backup" and doc["s3_upload_path"] == "s3://kraken-backup"
+    assert doc["s3_backup_key"] == f"{RAW_ID}/" and doc["s3_etag"] == MANIFEST.s3_etag(RAW_ID)
+    assert Manifest.from_document(doc["s3_manifest"]).objects == MANIFEST.objects
+    assert doc["file_info"] == {path: [size, md5, f"{md5}__64"] for path, (size, md5) in FILE_INFO.items()}
     assert doc["s3_uploads"] == [] and doc["s3_backup_details"] == "2 files verified"
     assert "s3_lease_owner" not in doc and _recent(doc["s3_backup_updated_at"])
 
 
-def test_mark_done_refuses_when_the_inventory_changed_meanwhile(owned, kraken_db) -> None:
-    path = next(iter(FILE_INFO))
-    kraken_db.raw_file.update_one(
-        {"_id": RAW_ID}, {"$set": {"file_info": {**FILE_INFO, path: [2048, "f" * 32]}}}
-    )
-    with pytest.raises(IntegrityError, match="inventory changed during the upload"):
-        store.mark_done(
-            RAW_ID,
-            OWNER,
-            bucket="b",
-            backup_key="k/",
-            etag="e",
-            upload_path="s3://b",
-            verified=VERIFIED,
-            details="",
-        )
-    assert owned()["backup_status"] == BackupStatus.COPYING_DONE
+def test_mark_done_keeps_a_third_element_that_agrees_with_s3_and_fixes_one_that_does_not(
+    owned, kraken_db
+) -> None:
+    """Issue 14: the inventory is an acquisition fact; issue 13 defect 3: alphakraken's remover must verify."""
+    first, second = sorted(FILE_INFO)
+    inventory = {
+        first: [*FILE_INFO[first], f"{FILE_INFO[first][1]}__64"],
+        second: [*FILE_INFO[second], "a" * 32 + "-1__5"],
+    }
+    kraken_db.raw_file.update_one({"_id": RAW_ID}, {"$set": {"file_info": inventory}})
+    store.mark_done(RAW_ID, OWNER, manifest=MANIFEST, planned_file_info=inventory, details="ok")
+    file_info = owned()["file_info"]
+    assert file_info[first] == inventory[first]  # untouched: S3's ETag is the one recorded
+    assert file_info[second][2] == f"{FILE_INFO[second][1]}__64"  # what S3 answered
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param({"late_file": [1, "0" * 32]}, id="file-added"),
+        pytest.param({next(iter(FILE_INFO)): [2048, "f" * 32]}, id="entry-redone"),
+    ],
+)
+def test_mark_done_refuses_an_inventory_changed_under_the_attempt(owned, kraken_db, change) -> None:
+    """Issue 13 defect 2: DONE covers exactly the inventory the attempt planned from."""
+    kraken_db.raw_file.update_one({"_id": RAW_ID}, {"$set": {"file_info": {**FILE_INFO, **change}}})
+    with pytest.raises(InventoryChangedError, match=next(iter(change))):
+        mark_done()
+    doc = owned()
+    assert doc["backup_status"] == BackupStatus.COPYING_DONE and not doc.get("s3_manifest")
+    assert doc["s3_lease_owner"] == OWNER  # the caller records the failure, still owning the record
 
 
 def test_mark_done_validates_field_limits(owned) -> None:
+    long_bucket = Manifest(bucket="b" * 2000, prefix="", objects=MANIFEST.objects)
     with pytest.raises(InvalidInputError):
-        store.mark_done(
-            RAW_ID,
-            OWNER,
-            bucket="b",
-            backup_key="k" * 1025,
-            etag="e",
-            upload_path="s3://b",
-            verified=VERIFIED,
-            details="",
-        )
-    with pytest.raises(InvalidInputError):
-        store.mark_done(
-            RAW_ID,
-            OWNER,
-            bucket="b",
-            backup_key="k",
-            etag="e" * 129,
-            upload_path="s3://b",
-            verified=VERIFIED,
-            details="",
-        )
+        mark_done(manifest=long_bucket)
     assert owned()["backup_status"] == BackupStatus.COPYING_DONE
 
 
-def test_mark_failed_keeps_upload_entries_and_releases_the_lease(owned) -> None:
+def test_mark_failed_keeps_upload_entries_and_the_location_and_releases_the_lease(owned) -> None:
     entry = {"path": "a", "key": "a", "upload_id": "u1", "part_size": 5 << 20, "expect": "md5:0"}
     store.record_upload(RAW_ID, OWNER, entry)
-    store.mark_failed(RAW_ID, OWNER, "AccessDenied on PutObject", bucket="kraken-backup")
+    store.mark_failed(RAW_ID, OWNER, "AccessDenied on PutObject")
     doc = owned()
     assert doc["backup_status"] == BackupStatus.FAILED
     assert doc["s3_backup_details"] == "AccessDenied on PutObject"
-    assert doc["s3_uploads"] == [entry] and doc["s3_bucket"] == "kraken-backup"
+    assert doc["s3_uploads"] == [entry] and "s3_bucket" not in doc
     assert "s3_lease_owner" not in doc and _recent(doc["s3_backup_updated_at"])
 
 
 def test_a_stale_attempt_cannot_write(owned) -> None:
     """Defect 5: once another attempt owns the record, every write of the old one is refused."""
-    store.mark_done(
-        RAW_ID,
-        OWNER,
-        bucket="b",
-        backup_key="k/",
-        etag="e",
-        upload_path="s3://b",
-        verified=VERIFIED,
-        details="done",
-    )
+    mark_done(details="done")
     lease.claim(RAW_ID, lease.Attempt("newer#1"))
     for write in (
         lambda: store.mark_failed(RAW_ID, OWNER, "late failure"),
         lambda: store.mark_in_progress(RAW_ID, OWNER, "late start"),
         lambda: store.forget_upload(RAW_ID, OWNER, "a"),
+        lambda: mark_done(details="late"),
     ):
         with pytest.raises(LeaseLostError, match=r"newer#1"):
             write()
@@ -245,19 +238,8 @@ def _claimed(write):
 
 WRITES = {
     "mark_in_progress": _claimed(lambda rid: store.mark_in_progress(rid, OWNER, "started")),
-    "mark_done": _claimed(
-        lambda rid: store.mark_done(
-            rid,
-            OWNER,
-            bucket="b",
-            backup_key="k/",
-            etag="e",
-            upload_path="s3://b",
-            verified=VERIFIED,
-            details="ok",
-        )
-    ),
-    "mark_failed": _claimed(lambda rid: store.mark_failed(rid, OWNER, "boom", bucket="b")),
+    "mark_done": _claimed(lambda rid: mark_done(rid)),
+    "mark_failed": _claimed(lambda rid: store.mark_failed(rid, OWNER, "boom")),
     "set_backup_status": lambda rid: store.set_backup_status(rid, BackupStatus.COPYING_DONE),
 }
 
