@@ -5,7 +5,7 @@ present under a set's folder without being in the inventory, or not checkable. T
 
 1. :func:`plan_audit` — what to ask S3 for one record: the expected objects come from
    :func:`~.verdict.assess_raw_file` (the sensor's reading of a DONE record, itself built on
-   :func:`~.inventory.backup_objects` and :func:`~.layout.key_prefix`), and a set (a ``.d`` folder, a
+   the record's manifest, :func:`~.manifest.recorded_backup`), and a set (a ``.d`` folder, a
    ``.wiff`` set) is asked for with one listing of its folder (:func:`~.layout.backup_key`);
 2. :func:`compare` — each expected object is judged by :func:`~.verdict.verify_objects`, i.e. by
    :func:`~.decision.judge` and :func:`~.decision.prove`, the rule the upload and the sensor use; a listed
@@ -25,7 +25,7 @@ from typing import Any
 
 from airflow_provider_kraken_s3.core.decision import RemoteObject
 from airflow_provider_kraken_s3.core.etag import normalize_etag
-from airflow_provider_kraken_s3.core.layout import backup_key, key_prefix
+from airflow_provider_kraken_s3.core.layout import backup_key
 from airflow_provider_kraken_s3.core.verdict import (
     ExpectedObject,
     Problem,
@@ -144,14 +144,16 @@ def plan_audit(record: RawFileRecord) -> AuditTarget | RecordAudit:
 
 
 def _set_folder(record: RawFileRecord, objects: Sequence[ExpectedObject]) -> str:
-    """The folder of a set (``x.d/``, ``x.wiff/``, with the fallback project's prefix), as the backup records
-    it; "" for a single object, or when an inventory path lies outside that folder (a HEAD each, then)."""
-    prefix = key_prefix(
-        record.id,
-        project_id=record.project_id,
-        instrument_id=record.instrument_id,
-        created_at=record.created_at,
-    )
+    """The folder of a set (``x.d/``, ``x.wiff/``, with the fallback project's prefix) as the record's objects
+    name it (key = prefix + path); "" for a single object (a HEAD each, then)."""
+    prefixes = {
+        item.key[: len(item.key) - len(item.path or "")]
+        for item in objects
+        if item.path and item.key.endswith(item.path)
+    }
+    if len(prefixes) != 1 or len(objects) < 1:
+        return ""
+    prefix = prefixes.pop()
     folder = backup_key(record.id, {item.path or item.key: item.key for item in objects}, prefix=prefix)
     if not folder.endswith("/") or not all(item.key.startswith(folder) for item in objects):
         return ""

@@ -12,11 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_kraken_s3.core.errors import InvalidInputError
-from airflow_provider_kraken_s3.core.etag import (
-    PrecomputedEtag,
-    format_precomputed_etag,
-    parse_precomputed_etag,
-)
+from airflow_provider_kraken_s3.core.etag import PrecomputedEtag, parse_precomputed_etag
 from airflow_provider_kraken_s3.core.layout import object_keys
 
 _MD5_HEX = re.compile(r"[0-9a-f]{32}")
@@ -31,10 +27,8 @@ class BackupObject:
     size: int
     md5: str
     precomputed: PrecomputedEtag | None
-
-    def file_info_entry(self, etag: str, part_size: int) -> list[Any]:
-        """The ``[size, md5, "<etag>__<part MiB>"]`` entry recording this file's verified ETag."""
-        return [self.size, self.md5, format_precomputed_etag(etag, part_size)]
+    #: the version a record vouches for (read from its manifest), where the bucket keeps versions
+    version_id: str | None = None
 
 
 def backup_objects(

@@ -8,8 +8,8 @@ The sensor (poking) and the trigger (deferred) both read the same two inputs and
 
 :func:`conclude` turns the comparison into one :class:`Outcome`: success (with the XCom value), keep
 waiting, or fail with a message naming every key and what differs. The expected objects of a record come
-from :func:`airflow_provider_kraken_s3.core.inventory.backup_objects`, the same function the operator uploads
-with, so "what a complete backup is" has one definition.
+from the record's manifest (:func:`airflow_provider_kraken_s3.core.manifest.recorded_backup`): exactly what the
+upload proved, never re-derived from fields that may have changed since.
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ from airflow_provider_kraken_s3.core.decision import (
 )
 from airflow_provider_kraken_s3.core.errors import InvalidInputError
 from airflow_provider_kraken_s3.core.etag import etags_equal, normalize_etag
-from airflow_provider_kraken_s3.core.inventory import backup_objects
-from airflow_provider_kraken_s3.core.layout import key_prefix
+from airflow_provider_kraken_s3.core.manifest import recorded_backup
 
 #: ``backup_status`` values this module reasons about (alphakraken's strings, see ``models.BackupStatus``;
 #: literals here for the same reason as above: ``models`` imports mongoengine).
@@ -58,6 +57,7 @@ class ExpectedObject:
     size: int | None
     md5: str | None = None
     path: str | None = None  # the file_info path, when the object comes from a RawFile
+    version_id: str | None = None  # the version the record vouches for, where the bucket keeps versions
 
 
 class ProblemKind(str, enum.Enum):
@@ -122,6 +122,12 @@ class RawFileRecord:
     project_id: str | None = None
     instrument_id: str | None = None
     created_at: datetime | None = None
+    s3_upload_path: str | None = None
+    s3_manifest: Mapping[str, Any] | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The snapshot as stored field names, for :func:`~.manifest.recorded_backup`."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "id"}
 
     @classmethod
     def of(cls, raw_file: Any) -> RawFileRecord:
@@ -138,6 +144,8 @@ class RawFileRecord:
             project_id=getattr(raw_file, "project_id", None),
             instrument_id=getattr(raw_file, "instrument_id", None),
             created_at=getattr(raw_file, "created_at", None),
+            s3_upload_path=getattr(raw_file, "s3_upload_path", None),
+            s3_manifest=dict(getattr(raw_file, "s3_manifest", None) or {}) or None,
         )
 
 
@@ -188,44 +196,41 @@ def _as_remote(value: RemoteObject | Sequence[Any] | None) -> RemoteObject | Non
     raise InvalidInputError(f"HEAD result {value!r} is not None, a RemoteObject or (etag, size, metadata)")
 
 
-def expected_from_raw_file(
-    raw_file_id: str,
-    s3_bucket: str | None,
-    file_info: Mapping[str, Sequence[Any]] | None,
-    *,
-    prefix: str = "",
-) -> ExpectedBackup:
-    """The objects a DONE record promises, strictly: every file must carry its recorded ETag.
+def expected_from_record(record: RawFileRecord) -> ExpectedBackup:
+    """The objects a DONE record vouches for (:func:`~.manifest.recorded_backup`), strictly.
 
-    Record-level problems (no bucket, an unreadable inventory, a file without a recorded ETag) are returned
-    as ``problems`` rather than raised, so callers report them like any other disagreement.
+    Record-level problems (no backup named, an unreadable inventory, a file without a recorded ETag, an
+    inventory that changed since the backup was proven) are returned as ``problems`` rather than raised, so
+    callers report them like any other disagreement.
     """
-    problems: list[Problem] = []
-    if not s3_bucket:
-        problems.append(
-            Problem(
-                ProblemKind.RECORD, raw_file_id, detail=f"no s3_bucket recorded for raw file {raw_file_id!r}"
-            )
-        )
     try:
-        items = backup_objects(raw_file_id, file_info, prefix=prefix)
+        recorded = recorded_backup(record.id, record.fields())
     except InvalidInputError as error:
-        problems.append(Problem(ProblemKind.RECORD, raw_file_id, detail=f"file_info cannot be read: {error}"))
-        return ExpectedBackup(bucket=s3_bucket or None, objects=(), problems=tuple(problems))
+        problem = Problem(
+            ProblemKind.RECORD, record.id, detail=f"the backup cannot be read from the record: {error}"
+        )
+        return ExpectedBackup(bucket=record.s3_bucket or None, objects=(), problems=(problem,))
+    problems = [
+        Problem(
+            ProblemKind.RECORD, record.id, detail=f"the record no longer vouches for its inventory: {gap}"
+        )
+        for gap in recorded.coverage_problems(record.file_info)
+    ]
     objects = []
-    for item in items:
-        if item.precomputed is None:
+    for item in recorded.objects:
+        if item.etag is None:
             problems.append(Problem(ProblemKind.RECORD, item.key, detail=f"no ETag recorded for {item.path}"))
         objects.append(
             ExpectedObject(
                 key=item.key,
-                etag=item.precomputed.etag if item.precomputed else None,
+                etag=item.etag,
                 size=item.size,
                 md5=item.md5,
                 path=item.path,
+                version_id=item.version_id,
             )
         )
-    return ExpectedBackup(bucket=s3_bucket or None, objects=tuple(objects), problems=tuple(problems))
+    return ExpectedBackup(bucket=recorded.bucket, objects=tuple(objects), problems=tuple(problems))
 
 
 def explicit_objects(
@@ -320,16 +325,7 @@ def assess_raw_file(
     """Whether a record is ready for the S3 check (``VERIFY``), still worth waiting for, or a failure."""
     status = record.backup_status
     if status == STATUS_DONE:
-        try:
-            prefix = key_prefix(
-                record.id,
-                project_id=record.project_id,
-                instrument_id=record.instrument_id,
-                created_at=record.created_at,
-            )
-        except InvalidInputError as error:
-            return Outcome(Action.FAIL, f"record says DONE but it cannot be verified: {error}")
-        expected = expected_from_raw_file(record.id, record.s3_bucket, record.file_info, prefix=prefix)
+        expected = expected_from_record(record)
         if expected.problems:
             return Outcome(
                 Action.FAIL,

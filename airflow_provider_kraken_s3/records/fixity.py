@@ -24,6 +24,7 @@ from typing import Any
 
 from airflow_provider_kraken_s3.core.errors import InvalidInputError
 from airflow_provider_kraken_s3.core.fixity import FixityOutcome, SampleCandidate
+from airflow_provider_kraken_s3.core.manifest import DISTRUSTING_OUTCOMES
 from airflow_provider_kraken_s3.records import store
 from airflow_provider_kraken_s3.records.models import BackupStatus, RawFile
 
@@ -41,6 +42,8 @@ RECORD_FIELDS = (
     "s3_lease_expires_at",
     "s3_verified_at",
     "s3_verify_outcome",
+    "s3_upload_path",
+    "s3_manifest",
 )
 
 
@@ -53,13 +56,33 @@ def read_record(raw_file_id: str) -> dict[str, Any]:
     return store.read_fields(raw_file_id, *RECORD_FIELDS)
 
 
-def _as_verified(bucket: str, file_info: Mapping[str, Any], now: datetime) -> dict[str, Any]:
-    """The filter: still ``upload_done``, same bucket, same inventory, and no live lease."""
+def _as_verified(
+    bucket: str,
+    file_info: Mapping[str, Any],
+    now: datetime,
+    document: Mapping[str, Any] | None = None,
+    *,
+    or_distrusted: bool = False,
+) -> dict[str, Any]:
+    """The filter: still ``upload_done``, the same backup (the manifest and ``s3_upload_path`` as read in
+    ``document``; else the same ``s3_bucket``), the same inventory, and no live lease. ``or_distrusted``:
+    also a record a deep verify had found wrong (a passing one may make it DONE again)."""
+    status: dict[str, Any] = {"backup_status": BackupStatus.DONE}
+    if or_distrusted:
+        distrusted = {
+            "backup_status": BackupStatus.FAILED,
+            "s3_verify_outcome": {"$in": sorted(DISTRUSTING_OUTCOMES)},
+        }
+        status = {"$or": [status, distrusted]}
+    same_backup: dict[str, Any] = (
+        {"s3_manifest": document.get("s3_manifest"), "s3_upload_path": document.get("s3_upload_path")}
+        if document is not None
+        else {"s3_bucket": bucket}
+    )
     return {
-        "backup_status": BackupStatus.DONE,
-        "s3_bucket": bucket,
+        **same_backup,
         "file_info": dict(file_info),
-        "$or": [{"s3_lease_owner": None}, {"s3_lease_expires_at": {"$lt": now}}],
+        "$and": [status, {"$or": [{"s3_lease_owner": None}, {"s3_lease_expires_at": {"$lt": now}}]}],
     }
 
 
@@ -70,11 +93,14 @@ def record_outcome(
     file_info: Mapping[str, Any],
     outcome: FixityOutcome,
     at: datetime | None = None,
+    document: Mapping[str, Any] | None = None,
 ) -> bool:
     """Record ``ok`` or ``needs_restore`` with its time; False (nothing written) if the record changed.
 
     ``needs_restore`` gets a time too, so sampling moves on to other raw files instead of asking for the
-    same archived objects every run; ``s3_verify_outcome`` says that they were not read.
+    same archived objects every run; ``s3_verify_outcome`` says that they were not read. An ``ok`` on a
+    record an earlier deep verify had found wrong makes it ``upload_done`` again: every byte was read back
+    and proven, which is the only evidence that outweighs the earlier one.
     """
     if outcome not in (FixityOutcome.OK, FixityOutcome.NEEDS_RESTORE):
         raise InvalidInputError(
@@ -82,11 +108,15 @@ def record_outcome(
             "object is recorded with record_proven_wrong, an unverified object not at all"
         )
     now = at or _now()
+    fields: dict[str, Any] = {"s3_verified_at": now, "s3_verify_outcome": outcome.value}
+    ok = outcome is FixityOutcome.OK
+    if ok:
+        fields["backup_status"] = BackupStatus.DONE
     return store.update_where(
         raw_file_id,
         f"recording the deep verification ({outcome.value})",
-        _as_verified(bucket, file_info, now),
-        {"$set": {"s3_verified_at": now, "s3_verify_outcome": outcome.value}},
+        _as_verified(bucket, file_info, now, document, or_distrusted=ok),
+        {"$set": fields},
     )
 
 
@@ -98,6 +128,7 @@ def record_proven_wrong(
     outcome: FixityOutcome,
     details: str,
     at: datetime | None = None,
+    document: Mapping[str, Any] | None = None,
 ) -> bool:
     """S3 was proven not to hold the inventory's bytes: ``upload_done`` → ``upload_failed`` with ``details``.
 
@@ -109,7 +140,7 @@ def record_proven_wrong(
     changed = store.update_where(
         raw_file_id,
         f"recording that deep verification found the backup {outcome.value}",
-        _as_verified(bucket, file_info, now),
+        _as_verified(bucket, file_info, now, document),
         {
             "$set": {
                 "backup_status": BackupStatus.FAILED,

@@ -249,12 +249,23 @@ class DeepVerification(ObjectsJob):
         if outcome.proves_record_wrong:
             details = deep_verify_details(self.raw_file_id, reports, at)
             written = records.record_proven_wrong(
-                self.raw_file_id, bucket=bucket, file_info=file_info, outcome=outcome, details=details, at=at
+                self.raw_file_id,
+                bucket=bucket,
+                file_info=file_info,
+                outcome=outcome,
+                details=details,
+                at=at,
+                document=document,
             )
             note = "recorded: backup_status upload_done -> upload_failed"
         else:
             written = records.record_outcome(
-                self.raw_file_id, bucket=bucket, file_info=file_info, outcome=outcome, at=at
+                self.raw_file_id,
+                bucket=bucket,
+                file_info=file_info,
+                outcome=outcome,
+                at=at,
+                document=document,
             )
             note = f"recorded: s3_verify_outcome={outcome.value}"
         if written:

@@ -17,9 +17,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, BinaryIO, TypeVar
 
 from airflow_provider_kraken_s3.core.errors import InvalidInputError
+from airflow_provider_kraken_s3.core.etag import parse_precomputed_etag
 from airflow_provider_kraken_s3.core.fixity import Downloaded, Finding, archived_finding, missing_finding
-from airflow_provider_kraken_s3.core.inventory import BackupObject, backup_objects
-from airflow_provider_kraken_s3.core.layout import key_prefix
+from airflow_provider_kraken_s3.core.inventory import BackupObject
+from airflow_provider_kraken_s3.core.manifest import etag_info, recorded_backup
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.records import fixity as records
 from airflow_provider_kraken_s3.transfer.access import S3Access
@@ -76,25 +77,28 @@ class ObjectsJob:
     progress: Callable[[int], None] | None = None
 
     def read_backup(self, nothing_to: str) -> RecordedBackup:
-        """The record, its bucket and its objects; refuses a record without a bucket (``nothing_to`` says
-        what there is then nothing of). The bucket is checked: a missing bucket is no proof that every
-        object is missing."""
+        """The record, its bucket and the objects it vouches for (its manifest: S3's ETags, part sizes and
+        versions; for older records, alphakraken's ``s3_upload_path`` and ``file_info``); refuses a record
+        naming no backup (``nothing_to`` says what there is then nothing of). The bucket is checked: a
+        missing bucket is no proof that every object is missing."""
         document = records.read_record(self.raw_file_id)
-        bucket = document.get("s3_bucket")
-        if not bucket:
-            raise InvalidInputError(
-                f"raw file {self.raw_file_id!r} has no s3_bucket: it was never backed up, so there is nothing "
-                f"{nothing_to}"
+        try:
+            recorded = recorded_backup(self.raw_file_id, document)
+        except InvalidInputError as error:
+            raise InvalidInputError(f"{error}, so there is nothing {nothing_to}") from error
+        objects = [
+            BackupObject(
+                path=item.path,
+                key=item.key,
+                size=item.size,
+                md5=item.md5,
+                precomputed=parse_precomputed_etag(value) if (value := etag_info(item)) else None,
+                version_id=item.version_id,
             )
-        prefix = key_prefix(
-            self.raw_file_id,
-            project_id=document.get("project_id"),
-            instrument_id=document.get("instrument_id"),
-            created_at=document.get("created_at"),
-        )  # the operator's and the sensor's layout
-        objects = backup_objects(self.raw_file_id, document.get("file_info"), prefix=prefix)
-        check_bucket(self.access, bucket)
-        return RecordedBackup(document=document, bucket=bucket, objects=objects)
+            for item in recorded.objects
+        ]
+        check_bucket(self.access, recorded.bucket)
+        return RecordedBackup(document=document, bucket=recorded.bucket, objects=objects)
 
     def per_object(self, objects: Sequence[BackupObject], job: Callable[[BackupObject], T]) -> list[T]:
         """``job(object)`` for every object, results in order (small objects several at a time)."""
@@ -107,7 +111,7 @@ class ObjectsJob:
 
     def readable_head(self, bucket: str, item: BackupObject) -> ObjectHead | Finding:
         """HEAD the object: what to read it as, or the finding why it cannot be read (missing, archived)."""
-        head = head_object(self.access, bucket, item.key)
+        head = head_object(self.access, bucket, item.key, item.version_id)
         if head is None:
             return missing_finding(bucket, item.key)
         if head.needs_restore:

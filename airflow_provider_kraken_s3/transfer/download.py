@@ -63,15 +63,18 @@ class ObjectHead:
     storage_class: str | None = None
     restore: str | None = None
     archive_status: str | None = None
+    #: the version read (the one the record vouches for), where the bucket keeps versions
+    version_id: str | None = None
 
     @property
     def needs_restore(self) -> bool:
         return needs_restore(self.storage_class, self.restore, self.archive_status)
 
 
-def head_object(access: S3Access, bucket: str, key: str) -> ObjectHead | None:
-    """HEAD an object for a download: ETag, size and archive state; None when there is no such object."""
-    response = head_response(access, bucket, key)
+def head_object(access: S3Access, bucket: str, key: str, version_id: str | None = None) -> ObjectHead | None:
+    """HEAD an object (``version_id``: that version of it) for a download: ETag, size and archive state;
+    None when there is no such object or version."""
+    response = head_response(access, bucket, key, version_id)
     if response is None:
         return None
     return ObjectHead(
@@ -82,6 +85,7 @@ def head_object(access: S3Access, bucket: str, key: str) -> ObjectHead | None:
         storage_class=response.get("StorageClass"),
         restore=response.get("Restore"),
         archive_status=response.get("ArchiveStatus"),
+        version_id=version_id,
     )
 
 
@@ -227,6 +231,7 @@ class ObjectDownload:
             Key=self.head.key,
             Range=f"bytes={offset}-{offset + length - 1}",
             IfMatch=self.head.quoted_etag,
+            **({"VersionId": self.head.version_id} if self.head.version_id else {}),
         )
         if response is None:
             self._look_again()

@@ -89,17 +89,20 @@ def test_plan_lists_a_sets_folder_and_heads_a_single_object(rec, folder, keys) -
     assert (target.bucket, target.folder, [item.key for item in target.objects]) == ("bkt", folder, keys)
 
 
-def test_an_inventory_path_outside_the_folder_makes_the_plan_head_each_object() -> None:
-    target = target_of(
+def test_an_inventory_path_outside_the_raw_file_is_a_record_finding() -> None:
+    planned = plan_audit(
         record("x.d", {"x.d/a": [30, MD5_A, f"{ETAG_A}__5"], "y/b": [7, MD5_B, f"{ETAG_B}__5"]})
     )
-    assert target.folder == ""
+    assert isinstance(planned, RecordAudit)
+    assert [f.kind for f in planned.findings] == [
+        FindingKind.RECORD
+    ] and "not one of its files" in planned.findings[0].detail
 
 
 @pytest.mark.parametrize(
     ("rec", "expected_detail"),
     [
-        (record("n.raw", {"n.raw": [30, MD5_A, f"{ETAG_A}__5"]}, s3_bucket=None), "no s3_bucket recorded"),
+        (record("n.raw", {"n.raw": [30, MD5_A, f"{ETAG_A}__5"]}, s3_bucket=None), "records no backup"),
         (record("e.raw", {}), "empty file_info"),
         (record("b.raw", {"b.raw": [30, "not-an-md5"]}), "md5 'not-an-md5'"),
         (record("p.raw", {"p.raw": [30, MD5_A]}, backup_status="upload_failed"), "'upload_failed'"),

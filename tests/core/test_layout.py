@@ -177,9 +177,20 @@ def test_fallback_project_keys_go_under_instrument_and_month() -> None:
         key_prefix("x.raw", project_id=FALLBACK_PROJECT_ID, instrument_id="astral1", created_at=None)
 
 
-def test_object_keys_other_paths_are_used_as_they_are() -> None:
-    assert object_keys("x.raw", ["y.raw"]) == {"y.raw": "y.raw"}
-    assert object_keys("x.d", ["x.d/a", "x.dx/a"]) == {"x.d/a": "x.d/a", "x.dx/a": "x.dx/a"}
+@pytest.mark.parametrize(
+    ("raw_file_id", "path"),
+    [("x.raw", "y.raw"), ("x.d", "x.dx/a"), ("a.d", "b.raw"), ("x.wiff", "y.wiff2"), ("x.wiff", "x.wiff2/a")],
+)
+def test_object_keys_refuses_paths_that_are_not_the_raw_files_own(raw_file_id: str, path: str) -> None:
+    """Issue 13 defect 8: b.raw in the inventory of a.d would overwrite another raw file's object."""
+    with pytest.raises(InvalidInputError, match="not one of its files"):
+        object_keys(raw_file_id, [raw_file_id if raw_file_id.endswith(".raw") else f"{raw_file_id}/ok", path])
+
+
+def test_object_keys_accepts_the_file_its_folder_and_a_wiff_sets_siblings() -> None:
+    assert object_keys("x.d", ["x.d/a", "x.d/b/c"]) == {"x.d/a": "x.d/a", "x.d/b/c": "x.d/b/c"}
+    siblings = ["x.wiff", "x.wiff2", "x.wiff.scan", "x.timeseries.data"]
+    assert object_keys("x.wiff", siblings, prefix="x.wiff/") == {p: f"x.wiff/{p}" for p in siblings}
 
 
 def test_object_keys_accepts_generators_and_duplicates() -> None:
@@ -217,7 +228,7 @@ def test_object_keys_refuses_file_that_is_also_a_folder() -> None:
 
 
 def test_object_keys_refuses_key_too_long_after_prefixing() -> None:
-    long_path = "y" * (MAX_KEY_BYTES - 2)
+    long_path = "x." + "y" * (MAX_KEY_BYTES - 4)
     assert check_relative_path(long_path) == long_path
     with pytest.raises(InvalidInputError, match=r"would be 1029 bytes in UTF-8"):
         object_keys("x.wiff", [long_path], prefix="x.wiff/")
@@ -354,8 +365,7 @@ def _without_file_folder_clashes(paths: set[str]) -> set[str]:
 def _path_sets(draw: st.DrawFn) -> tuple[str, set[str]]:
     raw_file_id = draw(_raw_file_id)
     inside = draw(st.lists(_relative_path.map(lambda p: f"{raw_file_id}/{p}"), max_size=5))
-    outside = draw(st.lists(_relative_path, max_size=5))
-    paths = _without_file_folder_clashes(set(inside) | set(outside))
+    paths = _without_file_folder_clashes(set(inside))
     if not paths:
         paths = {raw_file_id}
     return raw_file_id, paths

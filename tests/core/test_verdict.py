@@ -13,6 +13,7 @@ import airflow_provider_kraken_s3.core.verdict as verification
 from airflow_provider_kraken_s3.core.decision import META_MD5, RemoteObject
 from airflow_provider_kraken_s3.core.errors import InvalidInputError
 from airflow_provider_kraken_s3.core.inventory import backup_objects
+from airflow_provider_kraken_s3.core.manifest import Manifest, ManifestObject
 from airflow_provider_kraken_s3.core.verdict import (
     DISAGREES_PREFIX,
     Action,
@@ -21,7 +22,7 @@ from airflow_provider_kraken_s3.core.verdict import (
     RawFileRecord,
     assess_raw_file,
     conclude,
-    expected_from_raw_file,
+    expected_from_record,
     explicit_objects,
     verify_objects,
     xcom_value,
@@ -137,9 +138,17 @@ def _entry(size: int, md5: str, etag: str | None) -> list:
     return [size, md5] if etag is None else [size, md5, f"{etag}__5"]
 
 
-def test_expected_from_raw_file_uses_the_inventory_layout() -> None:
+def _done_record(raw_file_id: str, file_info: dict, **fields) -> RawFileRecord:
+    fields.setdefault("s3_bucket", None)
+    return RawFileRecord(id=raw_file_id, backup_status="upload_done", file_info=file_info, **fields)
+
+
+def test_a_record_without_a_manifest_is_read_from_s3_upload_path_as_alphakrakens_remover_reads_it() -> None:
+    """Records alphakraken's own uploader made: no s3_bucket, s3_upload_path and file_info[2] only."""
     file_info = {"w.wiff": _entry(1, MD5_A, ETAG_A), "w.wiff.scan": _entry(2, MD5_B, ETAG_B)}
-    expected = expected_from_raw_file("w.wiff", "kraken-lab-p1", file_info, prefix="w.wiff/")
+    expected = expected_from_record(
+        _done_record("w.wiff", file_info, s3_upload_path="s3://kraken-lab-p1/w.wiff/")
+    )
     assert expected.problems == () and expected.bucket == "kraken-lab-p1"
     layout = backup_objects("w.wiff", file_info, prefix="w.wiff/")
     assert (
@@ -153,17 +162,52 @@ def test_expected_from_raw_file_uses_the_inventory_layout() -> None:
     ]
 
 
-def test_expected_from_raw_file_is_strict() -> None:
-    no_etag = expected_from_raw_file(
-        "x.d", "b", {"x.d/a": _entry(1, MD5_A, ETAG_A), "x.d/b": _entry(2, MD5_B, None)}
+def test_a_manifest_wins_over_fields_that_changed_after_the_backup() -> None:
+    """Issue 13: readers never re-derive keys from project_id/created_at once a manifest exists."""
+    manifest = Manifest(
+        bucket="kraken-lab-p1",
+        prefix="",
+        objects=(ManifestObject("x.raw", "x.raw", 1, MD5_A, ETAG_A, 5 << 20, version_id="v1"),),
+    )
+    record = _done_record(
+        "x.raw",
+        {"x.raw": [1, MD5_A]},
+        project_id="_FALLBACK",  # reassigned after DONE: a re-derived layout would look elsewhere
+        s3_bucket="kraken-lab--fallback",
+        s3_upload_path="s3://kraken-lab--fallback/astral1/2024_01/",
+        s3_manifest=manifest.as_document(),
+    )
+    expected = expected_from_record(record)
+    assert expected.problems == () and expected.bucket == "kraken-lab-p1"
+    assert [(o.key, o.etag, o.version_id) for o in expected.objects] == [("x.raw", ETAG_A, "v1")]
+
+
+def test_a_manifest_that_no_longer_covers_the_inventory_is_a_record_problem() -> None:
+    manifest = Manifest(bucket="b", prefix="", objects=(ManifestObject("x.d/a", "x.d/a", 1, MD5_A, ETAG_A),))
+    grown = {"x.d/a": _entry(1, MD5_A, ETAG_A), "x.d/b": _entry(2, MD5_B, ETAG_B)}
+    expected = expected_from_record(_done_record("x.d", grown, s3_manifest=manifest.as_document()))
+    assert [str(p) for p in expected.problems] == [
+        "the record no longer vouches for its inventory: x.d/b is in file_info but not in the backup"
+    ]
+
+
+def test_expected_from_record_is_strict() -> None:
+    no_etag = expected_from_record(
+        _done_record(
+            "x.d", {"x.d/a": _entry(1, MD5_A, ETAG_A), "x.d/b": _entry(2, MD5_B, None)}, s3_bucket="b"
+        )
     )
     assert [str(p) for p in no_etag.problems] == ["no ETag recorded for x.d/b"]
     assert len(no_etag.objects) == 2
-    no_bucket = expected_from_raw_file("x.raw", None, {"x.raw": _entry(1, MD5_A, ETAG_A)})
-    assert [str(p) for p in no_bucket.problems] == ["no s3_bucket recorded for raw file 'x.raw'"]
-    broken = expected_from_raw_file("x.raw", "b", {"../x.raw": _entry(1, MD5_A, ETAG_A)})
-    assert broken.objects == () and "file_info cannot be read" in str(broken.problems[0])
-    empty = expected_from_raw_file("x.raw", "b", {})
+    no_backup = expected_from_record(_done_record("x.raw", {"x.raw": _entry(1, MD5_A, ETAG_A)}))
+    assert "records no backup" in str(no_backup.problems[0])
+    broken = expected_from_record(
+        _done_record("x.raw", {"../x.raw": _entry(1, MD5_A, ETAG_A)}, s3_bucket="b")
+    )
+    assert broken.objects == () and "'..' segment" in str(broken.problems[0])
+    foreign = expected_from_record(_done_record("a.d", {"b.raw": _entry(1, MD5_A, ETAG_A)}, s3_bucket="b"))
+    assert "not one of its files" in str(foreign.problems[0])
+    empty = expected_from_record(_done_record("x.raw", {}, s3_bucket="b"))
     assert "empty file_info" in str(empty.problems[0])
 
 
