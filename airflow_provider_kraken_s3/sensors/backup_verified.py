@@ -30,7 +30,7 @@ from airflow_provider_kraken_s3.core.verdict import (
 )
 from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook, connect
 from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
-from airflow_provider_kraken_s3.services.verify import check_round, fetch_record, validate_mode
+from airflow_provider_kraken_s3.services.verify import validate_mode, verify_once
 from airflow_provider_kraken_s3.triggers.backup_verified import BackupVerifiedTrigger
 
 if TYPE_CHECKING:
@@ -124,15 +124,11 @@ class S3BackupVerifiedSensor(BaseSensorOperator):
         return False
 
     def check(self) -> Outcome:
-        """One synchronous verification round (the trigger runs the same steps asynchronously)."""
-        record = (
-            fetch_record(connect, self.mongo_conn_id, self.raw_file_id)
-            if self.raw_file_id is not None
-            else None
-        )
-        return check_round(
+        """One verification round (the trigger runs the very same one, in a thread)."""
+        return verify_once(
             KrakenS3Hook(aws_conn_id=self.aws_conn_id).access,
-            record,
+            connect,
+            mongo_conn_id=self.mongo_conn_id,
             raw_file_id=self.raw_file_id,
             fail_on_failed=self.fail_on_failed,
             bucket=self.bucket,

@@ -1,8 +1,8 @@
 """One verification round of a raw file's backup, shared by the poking sensor and the deferred trigger.
 
 Reads the RawFile (never writes it), decides which objects must be in S3 (or that it is too early, or that
-the record itself is wrong), and asks S3: :func:`check_round` does it synchronously (the poking sensor, the
-``kraken-s3 verify`` command), the trigger asks with the asynchronous client. The verdict is
+the record itself is wrong), and asks S3: :func:`verify_once` is the whole round, run by the poking sensor and
+(in a thread) by the deferred trigger; :func:`check_round` is its S3 half, also used by ``kraken-s3 verify``. The verdict is
 :mod:`airflow_provider_kraken_s3.core.verdict`. No Airflow here.
 """
 
@@ -133,6 +133,36 @@ def check_round(
     except PermanentBackupError as error:
         return Outcome(Action.FAIL, f"cannot read the backup in s3://{target_bucket}/: {error}")
     return conclude(verify_objects(objects, found), bucket=target_bucket, raw_file_id=raw_file_id)
+
+
+def verify_once(
+    access: Callable[[], S3Access],
+    connect: Any,
+    *,
+    mongo_conn_id: str,
+    raw_file_id: str | None,
+    fail_on_failed: bool = False,
+    bucket: Any = None,
+    keys: Any = None,
+    expected_etags: Any = None,
+    expected_sizes: Any = None,
+) -> Outcome:
+    """One whole verification round, blocking: read the record (RawFile mode), ask S3, decide.
+
+    The one read path of the poking sensor and of the deferred trigger (which runs it in a thread off the
+    triggerer's event loop), so both modes decide every case alike.
+    """
+    record = fetch_record(connect, mongo_conn_id, raw_file_id) if raw_file_id is not None else None
+    return check_round(
+        access,
+        record,
+        raw_file_id=raw_file_id,
+        fail_on_failed=fail_on_failed,
+        bucket=bucket,
+        keys=keys,
+        expected_etags=expected_etags,
+        expected_sizes=expected_sizes,
+    )
 
 
 def validate_mode(

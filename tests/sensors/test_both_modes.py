@@ -1,0 +1,103 @@
+"""Every verification scenario through both modes: the poking sensor's round and the deferred trigger's round
+must reach the same verdict, since they run the same read path (issue 13: they used to disagree)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from airflow_provider_kraken_s3.core.verdict import Action, Outcome
+from airflow_provider_kraken_s3.records.models import BackupStatus
+from airflow_provider_kraken_s3.triggers.backup_verified import BackupVerifiedTrigger
+from tests.conftest_mongo import set_record
+from tests.sensors.test_backup_verified import PART, run_backup, sensor, stage_raw_file
+
+
+def poke_round(**kwargs) -> Outcome:
+    return sensor(**kwargs).check()
+
+
+def deferred_round(**kwargs) -> Outcome:
+    return asyncio.run(BackupVerifiedTrigger(poll_interval=0.1, **kwargs).check_once())
+
+
+def _done(s3_client, tmp_path) -> dict:
+    stage_raw_file(tmp_path, s3_client, "v.d", {"v.d/a": 10, "v.d/b": PART + 3})
+    run_backup("v.d")
+    return {"raw_file_id": "v.d"}
+
+
+def _in_progress(s3_client, tmp_path) -> dict:
+    stage_raw_file(tmp_path, s3_client, "v.raw", {"v.raw": 10})
+    set_record("v.raw", backup_status=BackupStatus.IN_PROGRESS)
+    return {"raw_file_id": "v.raw"}
+
+
+def _failed(s3_client, tmp_path, fail_on_failed: bool) -> dict:
+    stage_raw_file(tmp_path, s3_client, "v.raw", {"v.raw": 10})
+    set_record("v.raw", backup_status=BackupStatus.FAILED, s3_backup_details="boom")
+    return {"raw_file_id": "v.raw", "fail_on_failed": fail_on_failed}
+
+
+def _tampered(s3_client, tmp_path) -> dict:
+    staged = stage_raw_file(tmp_path, s3_client, "v.raw", {"v.raw": 10})
+    run_backup("v.raw")
+    s3_client.put_object(Bucket=staged.bucket, Key="v.raw", Body=b"other bytes")
+    return {"raw_file_id": "v.raw"}
+
+
+def _set_in_a_missing_bucket(s3_client, tmp_path) -> dict:
+    """The case the two modes disagreed on: FAIL when poking, WAIT when deferred."""
+    staged = stage_raw_file(tmp_path, s3_client, "v.d", {"v.d/a": 10, "v.d/b": 20})
+    run_backup("v.d")
+    for key in ("v.d/a", "v.d/b"):
+        s3_client.delete_object(Bucket=staged.bucket, Key=key)
+    for version in s3_client.list_object_versions(Bucket=staged.bucket).get("Versions", []):
+        s3_client.delete_object(Bucket=staged.bucket, Key=version["Key"], VersionId=version["VersionId"])
+    for marker in s3_client.list_object_versions(Bucket=staged.bucket).get("DeleteMarkers", []):
+        s3_client.delete_object(Bucket=staged.bucket, Key=marker["Key"], VersionId=marker["VersionId"])
+    s3_client.delete_bucket(Bucket=staged.bucket)
+    return {"raw_file_id": "v.d"}
+
+
+def _project_reassigned_after_done(s3_client, tmp_path) -> dict:
+    """The manifest says where the objects are; a changed project_id must not send readers elsewhere."""
+    stage_raw_file(tmp_path, s3_client, "v.raw", {"v.raw": PART + 1})
+    run_backup("v.raw")
+    set_record("v.raw", project_id="_FALLBACK")
+    return {"raw_file_id": "v.raw"}
+
+
+def _explicit_missing(s3_client, tmp_path) -> dict:
+    staged = stage_raw_file(tmp_path, s3_client, "v.raw", {"v.raw": 10})
+    return {
+        "raw_file_id": None,
+        "bucket": staged.bucket,
+        "keys": ["v.raw"],
+        "expected_etags": {"v.raw": "0" * 32},
+    }
+
+
+SCENARIOS: dict[str, tuple[Callable[..., dict], Action, str]] = {
+    "done": (_done, Action.SUCCESS, "verified 2 object(s)"),
+    "in-progress": (_in_progress, Action.WAIT, "in progress"),
+    "failed-waits": (lambda c, t: _failed(c, t, False), Action.WAIT, "may still fix it"),
+    "failed-fails-when-asked": (lambda c, t: _failed(c, t, True), Action.FAIL, "fail_on_failed=True"),
+    "tampered": (_tampered, Action.FAIL, "record says DONE but S3 disagrees"),
+    "set-in-a-missing-bucket": (_set_in_a_missing_bucket, Action.FAIL, "does not exist"),
+    "project-reassigned-after-done": (_project_reassigned_after_done, Action.SUCCESS, "verified 1 object(s)"),
+    "explicit-missing": (_explicit_missing, Action.WAIT, "waiting for"),
+}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("run_round", [poke_round, deferred_round], ids=["poke", "deferred"])
+def test_both_modes_reach_the_same_verdict(
+    aws_conn, s3_client, tmp_path, kraken_mongo, scenario, run_round
+) -> None:
+    make, action, words = SCENARIOS[scenario]
+    outcome = run_round(**make(s3_client, tmp_path))
+    assert outcome.action is action, outcome.message
+    assert words in outcome.message
