@@ -204,7 +204,15 @@ def _object_finding(
     notes: Sequence[str],
 ) -> Finding:
     kinds = {problem.kind for problem in problems}
-    if not problems:
+    current = remote.version_id if remote is not None else None
+    replaced = item.version_id is not None and current is not None and current != item.version_id
+    if replaced and not problems:
+        notes = [
+            *notes,
+            f"the key's current version {current} is not the recorded {item.version_id}: it was overwritten "
+            "(same ETag and size); deep verify and restore still read the recorded version",
+        ]
+    if not problems and not replaced:
         kind = FindingKind.OK
     elif ProblemKind.RECORD in kinds:
         kind = FindingKind.RECORD

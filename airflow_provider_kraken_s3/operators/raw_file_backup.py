@@ -156,7 +156,11 @@ class RawFileS3BackupOperator(BaseOperator):
             raw_file_id=self.raw_file_id,
             settings=settings,
             access=s3.access(),
-            attempt=Attempt.new(_attempt_label(context, self.task_id, try_number), ttl=self.lease_ttl),
+            attempt=Attempt.new(
+                _attempt_label(context, self.task_id, try_number),
+                ttl=self.lease_ttl,
+                takes_over=_earlier_tries(context, self.task_id, try_number),
+            ),
             log=self.log,
             max_concurrency=self.max_concurrency,
             tries=(try_number, max_tries),
@@ -241,7 +245,22 @@ class RawFileS3BackupOperator(BaseOperator):
 def _attempt_label(context: Context, task_id: str, try_number: int) -> str:
     """Readable name of this attempt for the lease (and for a person reading the RawFile)."""
     run_id = context.get("run_id") if context else None
-    return f"{task_id}/{run_id or 'manual'}/try{try_number}"
+    ti = context.get("ti") if context else None
+    map_index = getattr(ti, "map_index", -1) if ti is not None else -1
+    mapped = f"[{map_index}]" if isinstance(map_index, int) and map_index >= 0 else ""
+    dag_id = getattr(ti, "dag_id", None) if ti is not None else None
+    return f"{dag_id + '.' if dag_id else ''}{task_id}{mapped}/{run_id or 'manual'}/try{try_number}"
+
+
+def _earlier_tries(context: Context, task_id: str, try_number: int) -> tuple[str, ...]:
+    """Labels of the earlier tries of this task instance, whose leases this try may take over at once.
+
+    Only inside a DAG run: Airflow starts try N after try N-1 has ended, so a lease try N-1 still holds
+    belongs to a process that is gone (killed, or unable to reach MongoDB to give it back).
+    """
+    if not context or not context.get("run_id") or context.get("ti") is None:
+        return ()
+    return tuple(_attempt_label(context, task_id, n) for n in range(1, try_number))
 
 
 def _tries(context: Context, retries: int | None) -> tuple[int, int]:

@@ -11,6 +11,7 @@ attempt claims it and resumes the stored multipart uploads.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import uuid
 from dataclasses import dataclass
@@ -21,9 +22,10 @@ from airflow_provider_kraken_s3.records import store
 
 log = logging.getLogger(__name__)
 
-#: Long enough to survive a stalled NFS read or a slow MongoDB; short enough that a killed worker's backup
-#: is picked up by the next retry (Airflow's default retry delay is 5 minutes).
-DEFAULT_TTL = timedelta(minutes=10)
+#: Long enough to survive a stalled NFS read or a slow MongoDB (renewed every third of it); shorter than
+#: Airflow's default retry delay (5 minutes), so a killed worker's lease has expired when any retry starts.
+#: The next try of the same task instance does not even wait for that: see :attr:`Attempt.takes_over`.
+DEFAULT_TTL = timedelta(minutes=4)
 
 
 @dataclass(frozen=True)
@@ -32,10 +34,14 @@ class Attempt:
 
     owner: str
     ttl: timedelta = DEFAULT_TTL
+    #: labels of earlier tries of the same task instance: Airflow starts this try only after those ended
+    #: (killed, timed out, or failed with a database outage that kept them from giving the lease back), so
+    #: their leases are taken over at once instead of blocking the retry until they expire.
+    takes_over: tuple[str, ...] = ()
 
     @classmethod
-    def new(cls, label: str, ttl: timedelta = DEFAULT_TTL) -> Attempt:
-        return cls(owner=f"{label}#{uuid.uuid4().hex[:12]}", ttl=ttl)
+    def new(cls, label: str, ttl: timedelta = DEFAULT_TTL, takes_over: tuple[str, ...] = ()) -> Attempt:
+        return cls(owner=f"{label}#{uuid.uuid4().hex[:12]}", ttl=ttl, takes_over=takes_over)
 
 
 def _now() -> datetime:
@@ -45,19 +51,26 @@ def _now() -> datetime:
 def claim(raw_file_id: str, attempt: Attempt) -> None:
     """Take the lease, or raise :class:`LeaseHeldError` naming the holder and its expiry."""
     now = _now()
+    free = [
+        {"s3_lease_owner": None},
+        {"s3_lease_expires_at": {"$lt": now}},
+        {"s3_lease_owner": attempt.owner},
+    ]
+    earlier = [{"s3_lease_owner": {"$regex": f"^{re.escape(label)}#"}} for label in attempt.takes_over]
+    before = store.read_fields(raw_file_id, "s3_lease_owner").get("s3_lease_owner") if earlier else None
     claimed = store.update_where(
         raw_file_id,
         "claiming the backup",
-        {
-            "$or": [
-                {"s3_lease_owner": None},
-                {"s3_lease_expires_at": {"$lt": now}},
-                {"s3_lease_owner": attempt.owner},
-            ]
-        },
+        {"$or": free + earlier},
         {"$set": {"s3_lease_owner": attempt.owner, "s3_lease_expires_at": now + attempt.ttl}},
     )
     if claimed:
+        if before and before.split("#")[0] in attempt.takes_over:
+            log.warning(
+                "took over the lease of %s from %s, an earlier try of this task that did not give it back",
+                raw_file_id,
+                before,
+            )
         return
     holder = store.read_fields(raw_file_id, "s3_lease_owner", "s3_lease_expires_at")
     raise LeaseHeldError(

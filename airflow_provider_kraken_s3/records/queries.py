@@ -17,12 +17,14 @@ Call ``KrakenMongoHook(...).connect()`` first, as for :mod:`.store`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airflow_provider_kraken_s3.core.errors import InvalidInputError
+from airflow_provider_kraken_s3.core.manifest import parse_upload_path
 from airflow_provider_kraken_s3.core.verdict import RawFileRecord
 from airflow_provider_kraken_s3.records import store
 from airflow_provider_kraken_s3.records.models import BackupStatus, RawFile
@@ -31,7 +33,16 @@ from airflow_provider_kraken_s3.records.models import BackupStatus, RawFile
 DEFAULT_BATCH_SIZE = 500
 
 #: The fields of a :class:`~..core.verdict.RawFileRecord` the audit needs (``_id`` comes with every read).
-_AUDIT_FIELDS = ("backup_status", "s3_bucket", "file_info", "project_id", "instrument_id", "created_at")
+_AUDIT_FIELDS = (
+    "backup_status",
+    "s3_bucket",
+    "file_info",
+    "project_id",
+    "instrument_id",
+    "created_at",
+    "s3_upload_path",
+    "s3_manifest",
+)
 
 
 # --------------------------------------------------------------------------- audit: upload_done records
@@ -109,6 +120,8 @@ def _audit_record(document: Mapping[str, Any]) -> RawFileRecord:
         project_id=document.get("project_id"),
         instrument_id=document.get("instrument_id"),
         created_at=_utc(created_at) if isinstance(created_at, datetime) else None,
+        s3_upload_path=document.get("s3_upload_path"),
+        s3_manifest=document.get("s3_manifest") or None,
     )
 
 
@@ -222,9 +235,15 @@ def referenced_upload_ids() -> set[str]:
 
 
 def recorded_buckets() -> set[str]:
-    """Every bucket a RawFile names (``s3_bucket``)."""
+    """Every bucket a RawFile names: ``s3_bucket``, and ``s3_upload_path`` (records alphakraken's own
+    uploader made have only that)."""
     with store.mongo_errors("reading the buckets RawFiles name"):
-        return {str(name) for name in _collection().distinct("s3_bucket") if name}
+        buckets = {str(name) for name in _collection().distinct("s3_bucket") if name}
+        paths = _collection().distinct("s3_upload_path")
+    for path in paths:
+        with contextlib.suppress(InvalidInputError):
+            buckets.add(parse_upload_path(str(path))[0])
+    return buckets
 
 
 # --------------------------------------------------------------------------- helpers
