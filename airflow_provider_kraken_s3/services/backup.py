@@ -40,15 +40,14 @@ from airflow_provider_kraken_s3.core.manifest import (
     Manifest,
     ManifestObject,
     Proof,
-    Source,
     proven_part_size,
-    recorded_backup,
 )
 from airflow_provider_kraken_s3.core.naming import bucket_name
 from airflow_provider_kraken_s3.core.parts import MIB, plan_parts
 from airflow_provider_kraken_s3.core.settings import BackupSettings
 from airflow_provider_kraken_s3.records import lease, store
 from airflow_provider_kraken_s3.records.models import BackupStatus, RawFile
+from airflow_provider_kraken_s3.services.recheck import recheck
 from airflow_provider_kraken_s3.transfer import buckets, remote
 from airflow_provider_kraken_s3.transfer.access import S3Access
 from airflow_provider_kraken_s3.transfer.batch import run_all, verify_listed
@@ -202,65 +201,29 @@ class RawFileBackup:
     def _recheck_recorded(
         self, raw_file: RawFile, document: dict[str, Any], started: float
     ) -> BackupOutcome | None:
-        """A DONE record: are the objects it vouches for still proven where it says they are?
-
-        If so the record stays as it is — never moved to another bucket or prefix because the settings
-        changed, never downgraded because the local copy is gone — and a record without a manifest (made by
-        alphakraken's uploader or an older version of this provider) gets one. None: back up again.
-        """
-        try:
-            recorded = recorded_backup(raw_file.id, document)
-        except InvalidInputError as error:
-            self.log.warning(
-                "RawFile %s is DONE but its record cannot be read (%s); backing up again", raw_file.id, error
-            )
+        """A DONE record whose objects S3 still proves where it says stays as it is (:mod:`.recheck`);
+        None: back up again."""
+        checked = recheck(
+            self.access,
+            raw_file.id,
+            document,
+            planned=self.planned,
+            part_size=self.settings.part_size,
+            attempt=self.attempt.owner,
+        )
+        if checked.manifest is None:
+            self.log.warning("RawFile %s is DONE, but %s; backing up again", raw_file.id, checked.reason)
             return None
-        gaps = recorded.coverage_problems(self.planned) + [
-            f"no ETag recorded for {item.path}" for item in recorded.objects if item.etag is None
-        ]
-        if gaps:
-            self.log.warning(
-                "RawFile %s is DONE but its backup does not cover file_info: %s", raw_file.id, "; ".join(gaps)
-            )
-            return None
-        self.bucket, self.prefix = recorded.bucket, recorded.prefix
-        folder = listing_folder(item.key for item in recorded.objects)
-        listed = list_prefix(self.access, recorded.bucket, folder) if folder else None
-        entries = []
-        for item in recorded.objects:
-            found = (
-                listed.get(item.key)
-                if listed is not None
-                else remote.head(self.access, recorded.bucket, item.key)
-            )
-            wanted = Expectation(size=item.size, md5=item.md5, etag=item.etag, part_size=item.part_size)
-            if found is None or prove(found, wanted) is None:
-                self.log.warning(
-                    "RawFile %s is DONE, but s3://%s/%s is %s; backing up again",
-                    raw_file.id, recorded.bucket, item.key, "missing" if found is None else f"ETag {found.etag}, {found.size} bytes",
-                )  # fmt: skip
-                return None
-            proof = Proof.LISTING if listed is not None else Proof.HEAD
-            keep_proof = recorded.source is Source.MANIFEST
-            entries.append(
-                ManifestObject(
-                    path=item.path, key=item.key, size=item.size, md5=item.md5, etag=found.etag,
-                    part_size=item.part_size or proven_part_size(found.etag, item.size, None, self.settings.part_size),
-                    version_id=item.version_id or found.version_id, proof=item.proof if keep_proof else proof,
-                )
-            )  # fmt: skip
+        manifest = checked.manifest
+        self.bucket, self.prefix = manifest.bucket, manifest.prefix
         configured = bucket_name(self.settings.bucket_prefix or "", raw_file.project_id or "")
-        if configured != recorded.bucket:
+        if configured != manifest.bucket:
             self.log.warning(
-                "RawFile %s is backed up in s3://%s/, not in s3://%s/ as the settings would place it now: a verified "
-                "backup is never moved (delete its record's manifest and s3_* fields to back it up anew)",
-                raw_file.id, recorded.bucket, configured,
+                "RawFile %s is backed up in s3://%s/, not in s3://%s/ as the settings would place it now: a "
+                "verified backup is never moved (to back it up anew elsewhere, remove its s3_* fields first)",
+                raw_file.id, manifest.bucket, configured,
             )  # fmt: skip
-        manifest = recorded if recorded.source is Source.MANIFEST else Manifest(
-            bucket=recorded.bucket, prefix=recorded.prefix, objects=tuple(entries),
-            proven_at=datetime.now(timezone.utc), attempt=self.attempt.owner,
-        )  # fmt: skip
-        return self._record_done(raw_file, manifest, {}, started, unchanged=manifest is recorded)
+        return self._record_done(raw_file, manifest, {}, started, unchanged=checked.unchanged)
 
     def _ensure_bucket(self, project_id: str) -> None:
         assert self.bucket is not None
