@@ -211,7 +211,8 @@ class RawFileBackup:
             part_size=self.settings.part_size,
             attempt=self.attempt.owner,
         )
-        if checked.manifest is None:
+        if checked.manifest is None:  # evidence against the DONE: from now on a failure is recorded as one
+            self.was_done = False
             self.log.warning("RawFile %s is DONE, but %s; backing up again", raw_file.id, checked.reason)
             return None
         manifest = checked.manifest
