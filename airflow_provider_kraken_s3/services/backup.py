@@ -112,8 +112,8 @@ class RawFileBackup:
 
     def run(self) -> BackupOutcome:
         started = time.monotonic()
-        raw_file = store.get_raw_file(self.raw_file_id)
         lease.claim(self.raw_file_id, self.attempt)
+        raw_file = store.get_raw_file(self.raw_file_id)  # under the lease: no other attempt changes it now
         keeper = lease.LeaseKeeper(self.raw_file_id, self.attempt, self.cancel)
         try:
             with keeper:
