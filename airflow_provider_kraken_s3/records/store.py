@@ -250,9 +250,9 @@ def record_upload(raw_file_id: str, owner: str, entry: Mapping[str, Any]) -> Non
 
     One atomic update, never a ``$pull`` then a ``$push``: in between, the record would reference no upload
     for the file, and reconcile could abort the very upload being resumed (or a crash there lose it). The
-    file's entry is replaced in place where there is one, appended where there is none: two conditional
-    updates whose conditions exclude each other; if neither matched (the entry came or went in between),
-    both are tried again.
+    file's entry is appended where there is none (a new upload: one round trip), replaced in place where
+    there is one (a resume): two conditional updates whose conditions exclude each other; if neither matched
+    (the entry came or went in between), both are tried again.
     """
     for name in ("path", "key", "upload_id", "part_size", "expect"):
         if not entry.get(name):
@@ -268,7 +268,7 @@ def record_upload(raw_file_id: str, owner: str, entry: Mapping[str, Any]) -> Non
     )
     for _ in range(5):
         if any(
-            update_where(raw_file_id, action, condition, update) for condition, update in (replace, append)
+            update_where(raw_file_id, action, condition, update) for condition, update in (append, replace)
         ):
             return
         _check_owner(raw_file_id, owner, action)  # still ours: the file's entry came or went meanwhile

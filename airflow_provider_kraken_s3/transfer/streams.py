@@ -28,7 +28,8 @@ def local_read_error(path: Path, error: OSError) -> LocalReadError:
 
 
 class UploadStopped(RuntimeError):
-    """Raised inside a part's body when another part failed: not an OSError, so botocore does not retry it."""
+    """Raised inside a part's body when another part failed or the attempt was interrupted: not an OSError,
+    so botocore does not retry it."""
 
 
 class PartBody:
