@@ -30,7 +30,7 @@ from airflow_provider_kraken_s3.core.parts import DEFAULT_PART_SIZE, MIB, Part, 
 READ_BLOCK = 4 * MIB
 
 
-def check_cancel(cancel: threading.Event | None, what: object) -> None:
+def _check_cancel(cancel: threading.Event | None, what: object) -> None:
     """Raise :class:`BackupInterrupted` if ``cancel`` is set: called before every block a loop reads."""
     if cancel is not None and cancel.is_set():
         raise BackupInterrupted(f"hashing {what} was stopped: the attempt was interrupted")
@@ -114,7 +114,7 @@ def compute_s3_etag_and_md5(
                 if remaining == 0:
                     blocks.put((slot, 0, True))
                 while remaining:
-                    check_cancel(cancel, path)
+                    _check_cancel(cancel, path)
                     free_slots.acquire()
                     view = memoryview(ring[slot])[: min(remaining, READ_BLOCK)]
                     got = handle.readinto(view)
@@ -220,7 +220,7 @@ def hash_into(
     buffer = bytearray(min(READ_BLOCK, max(length, 1)))
     remaining = length
     while remaining:
-        check_cancel(cancel, getattr(handle, "name", "a file"))
+        _check_cancel(cancel, getattr(handle, "name", "a file"))
         got = handle.readinto(memoryview(buffer)[: min(remaining, len(buffer))])
         if not got:
             break
