@@ -6,6 +6,10 @@ held and backs off (:class:`LeaseHeldError`, transient: Airflow retries it later
 frozen, and another attempt took it), the keeper cancels the upload, and every later write of this attempt
 is refused by its filter. A worker killed with SIGKILL renews nothing: its lease simply expires, and the next
 attempt claims it and resumes the stored multipart uploads.
+
+**Expiry is judged by the database server's clock** (:func:`server_now`), never by the worker's: the expiry
+written and the expiry compared are both server time, so a worker whose clock runs minutes ahead neither
+takes a live lease nor, running behind, writes one that is already expired for everyone else.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from datetime import datetime, timedelta, timezone
 
 from airflow_provider_kraken_s3.core.errors import LeaseHeldError, LeaseLostError
 from airflow_provider_kraken_s3.records import store
+from airflow_provider_kraken_s3.records.models import RawFile
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +50,40 @@ class Attempt:
 
 
 def _now() -> datetime:
+    """This worker's clock: only for a server that cannot tell its own time."""
     return datetime.now(timezone.utc)
+
+
+def server_now() -> datetime:
+    """The database server's time (UTC), from its ``hello`` reply: the one clock every worker shares.
+
+    Read, not written: no document changes. The embedded store (mongomock) has no ``hello``; it lives in this
+    process, and its clock is ``mongomock.utcnow``. A server whose reply carries no ``localTime`` (none known)
+    leaves only this worker's clock, with a warning.
+    """
+    with store.mongo_errors("reading the database server's clock"):
+        database = RawFile._get_db()
+        try:
+            reply = database.command("hello")
+        except NotImplementedError:  # mongomock (embedded mode): the server's clock is mongomock's own
+            import mongomock
+
+            return _utc(mongomock.utcnow())
+    moment = reply.get("localTime")
+    if not isinstance(moment, datetime):
+        log.warning("the MongoDB server reports no localTime; leases are judged by this worker's clock")
+        return _now()
+    return _utc(moment)
+
+
+def _utc(moment: datetime) -> datetime:
+    """Timezone-aware UTC; a naive value is UTC already (pymongo returns naive UTC)."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
 def claim(raw_file_id: str, attempt: Attempt) -> None:
     """Take the lease, or raise :class:`LeaseHeldError` naming the holder and its expiry."""
-    now = _now()
+    now = server_now()
     free = [
         {"s3_lease_owner": None},
         {"s3_lease_expires_at": {"$lt": now}},
@@ -86,7 +119,7 @@ def renew(raw_file_id: str, attempt: Attempt) -> None:
         raw_file_id,
         attempt.owner,
         "renewing the lease",
-        {"$set": {"s3_lease_expires_at": _now() + attempt.ttl}},
+        {"$set": {"s3_lease_expires_at": server_now() + attempt.ttl}},
     )
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from airflow_provider_kraken_s3.core.errors import InvalidInputError
 from airflow_provider_kraken_s3.core.manifest import parse_upload_path
 from airflow_provider_kraken_s3.core.verdict import RawFileRecord
-from airflow_provider_kraken_s3.records import store
+from airflow_provider_kraken_s3.records import lease, store
 from airflow_provider_kraken_s3.records.models import BackupStatus, RawFile
 
 #: Records per page: small enough that a page is read in one round trip, large enough that paging is rare.
@@ -155,7 +155,7 @@ def stuck_uploads(*, unleased_older_than: timedelta, now: datetime | None = None
 
     A live lease never matches: its expiry lies in the future.
     """
-    now = _utc(now or datetime.now(timezone.utc))
+    now = _utc(now or lease.server_now())  # the clock leases are judged by
     query = {
         "backup_status": BackupStatus.IN_PROGRESS,
         "$or": [
@@ -192,7 +192,7 @@ def fail_stuck(record: StuckRecord, details: str, *, now: datetime | None = None
 
     Refuses a record whose lease has not expired: reconcile never takes a live attempt's record.
     """
-    now = _utc(now or datetime.now(timezone.utc))
+    now = _utc(now or lease.server_now())  # the clock leases are judged by
     condition: dict[str, Any] = {"backup_status": BackupStatus.IN_PROGRESS}
     if record.lease_owner is not None:
         if record.lease_expires_at is None or _utc(record.lease_expires_at) >= now:

@@ -248,12 +248,33 @@ def mark_in_progress(raw_file_id: str, owner: str, details: str) -> None:
 
 
 def record_upload(raw_file_id: str, owner: str, entry: Mapping[str, Any]) -> None:
-    """Remember one file's multipart upload (replacing that file's earlier entry), others untouched."""
+    """Remember one file's multipart upload (replacing that file's earlier entry), others untouched.
+
+    One atomic update, never a ``$pull`` then a ``$push``: in between, the record would reference no upload
+    for the file, and reconcile could abort the very upload being resumed (or a crash there lose it). The
+    file's entry is appended where there is none (a new upload: one round trip), replaced in place where
+    there is one (a resume): two conditional updates whose conditions exclude each other; if neither matched
+    (the entry came or went in between), both are tried again.
+    """
     for name in ("path", "key", "upload_id", "part_size", "expect"):
         if not entry.get(name):
             raise InvalidInputError(f"upload entry {dict(entry)!r} has no {name}")
-    forget_upload(raw_file_id, owner, entry["path"])
-    owned_update(raw_file_id, owner, "recording a multipart upload", {"$push": {"s3_uploads": dict(entry)}})
+    action = "recording a multipart upload"
+    replace = (
+        {"s3_lease_owner": owner, "s3_uploads.path": entry["path"]},
+        {"$set": {"s3_uploads.$": dict(entry)}},
+    )
+    append = (
+        {"s3_lease_owner": owner, "s3_uploads.path": {"$ne": entry["path"]}},
+        {"$push": {"s3_uploads": dict(entry)}},
+    )
+    for _ in range(5):
+        if any(
+            update_where(raw_file_id, action, condition, update) for condition, update in (append, replace)
+        ):
+            return
+        _check_owner(raw_file_id, owner, action)  # still ours: the file's entry came or went meanwhile
+    raise MongoUnavailableError(f"s3_uploads of raw file {raw_file_id!r} kept changing; upload not recorded")
 
 
 def forget_upload(raw_file_id: str, owner: str, path: str) -> None:

@@ -40,7 +40,7 @@ from airflow_provider_kraken_s3.core.errors import (
     RawFileNotFoundError,
     S3ErrorKind,
 )
-from airflow_provider_kraken_s3.records import queries
+from airflow_provider_kraken_s3.records import lease, queries
 from airflow_provider_kraken_s3.transfer.access import S3Access
 from airflow_provider_kraken_s3.transfer.progress import kv
 
@@ -207,7 +207,7 @@ class Reconciler:
 
     def fail_stuck(self, report: ReconcileReport) -> None:
         """Mark records stuck ``upload_in_progress`` failed (unless their attempt came back meanwhile)."""
-        now = datetime.now(timezone.utc)
+        now = lease.server_now()  # leases expire by the database server's clock, not this worker's
         for record in queries.stuck_uploads(unleased_older_than=self.unleased_age, now=now):
             details = _stuck_reason(record, now)
             if self.dry_run:

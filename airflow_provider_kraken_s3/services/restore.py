@@ -266,7 +266,7 @@ class Restore(ObjectsJob):
                 have,
                 head.size,
             )
-            _hash_file(handle, partial, have, digests)
+            _hash_file(handle, partial, have, digests, self.cancel)
         handle.seek(have)
         result = self.download(bucket, head, digests, sink=handle, start=have)
         if result.needs_restore:
@@ -278,7 +278,7 @@ class Restore(ObjectsJob):
         if target.is_file() and not target.is_symlink() and target.stat().st_size == item.size:
             digests = _inventory_digests(item, item.size)
             with open(target, "rb") as handle:
-                _hash_file(handle, target, item.size, digests)
+                _hash_file(handle, target, item.size, digests, self.cancel)
             if judge_restored(str(target), item, downloaded(digests, "")).outcome is FixityOutcome.OK:
                 return (
                     RestoreOutcome.ALREADY_PRESENT,
@@ -319,10 +319,10 @@ def _inventory_digests(item: BackupObject, size: int) -> Digests:
     return Digests(size, [item.precomputed.part_size] if item.precomputed else [])
 
 
-def _hash_file(handle: BinaryIO, path: Path, length: int, digests: Digests) -> None:
-    """Feed the first ``length`` bytes of ``handle`` into ``digests``."""
+def _hash_file(handle: BinaryIO, path: Path, length: int, digests: Digests, cancel: threading.Event) -> None:
+    """Feed the first ``length`` bytes of ``handle`` into ``digests``, stopping at once on ``cancel``."""
     handle.seek(0)
-    if hash_into(digests, handle, length) != length:
+    if hash_into(digests, handle, length, cancel=cancel) != length:
         raise TransientBackupError(f"{path} became shorter while it was read; run the restore again")
 
 

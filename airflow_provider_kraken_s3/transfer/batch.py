@@ -23,12 +23,17 @@ from airflow_provider_kraken_s3.transfer.upload import UploadResult, VerifiedUpl
 def run_all(
     jobs: Sequence[VerifiedUpload], *, concurrency: int, cancel: threading.Event
 ) -> list[UploadResult]:
-    """Run every job, ``concurrency`` files at a time; the first failure stops the rest and is raised."""
+    """Run every job, ``concurrency`` files at a time; the first failure stops the rest and is raised.
+
+    However it ends — a failure, ``cancel``, or an exception from outside (Airflow's timeout is raised in this
+    thread) — no file thread outlives it: the others are cancelled and waited for, so the failure recorded
+    next is the last word (each stops at its next block; its multipart upload is kept for a resume).
+    """
     if len(jobs) <= 1:
         return [job.run() for job in jobs]
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="kraken-file")
     futures: list[Future[UploadResult]] = [pool.submit(job.run) for job in jobs]
-    settled = False  # every job finished or one failed: wait for the rest to stop before going on
+    settled = False  # every job finished or one failed; otherwise something from outside ends the wait
     try:
         while True:
             done, pending = wait(futures, timeout=1.0, return_when=FIRST_EXCEPTION)
@@ -43,7 +48,9 @@ def run_all(
             if cancel.is_set():
                 raise BackupInterrupted("the upload of the set was stopped before every file was sent")
     finally:
-        pool.shutdown(wait=settled, cancel_futures=True)
+        if not settled:
+            cancel.set()  # interrupted from outside: stop every file at its next block
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def verify_listed(access: S3Access, bucket: str, prefix: str, results: Sequence[UploadResult]) -> None:

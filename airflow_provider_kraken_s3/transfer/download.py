@@ -10,7 +10,9 @@ next ranges are still arriving, so hashing costs no extra wall time (hashlib rel
 Every ranged GET carries ``IfMatch`` with the ETag HEAD reported at the start: if the object is replaced
 meanwhile, S3 refuses the next range instead of handing out a blend of two versions
 (:class:`~..core.errors.ObjectReplacedError`). An archived object (HEAD's storage class, or a GET answered
-``InvalidObjectState``) is reported as needing a restore, never as a failure.
+``InvalidObjectState``) is reported as needing a restore, never as a failure. A GET refused as changed (412)
+or missing (404) while HEAD still shows the same ETag concludes nothing: the range is tried again, and in
+the end the read fails as transient (verify again later), never as "needs restore".
 
 Nothing is written to disk unless a sink is given. All S3 calls go through :meth:`S3Access.call`. No Airflow.
 """
@@ -25,20 +27,22 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from botocore.exceptions import BotoCoreError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from airflow_provider_kraken_s3.core.errors import (
     BackupInterrupted,
     InvalidInputError,
+    KrakenBackupError,
     ObjectReplacedError,
     PermanentBackupError,
     S3ErrorKind,
     S3TransientError,
+    classify_s3_error,
 )
 from airflow_provider_kraken_s3.core.etag import normalize_etag
 from airflow_provider_kraken_s3.core.fixity import needs_restore
 from airflow_provider_kraken_s3.core.parts import MIB
-from airflow_provider_kraken_s3.transfer.access import S3Access
+from airflow_provider_kraken_s3.transfer.access import S3Access, error_code, error_status
 from airflow_provider_kraken_s3.transfer.hashing import Digests
 from airflow_provider_kraken_s3.transfer.remote import head_response
 
@@ -223,17 +227,28 @@ class ObjectDownload:
     def _fetch_once(self, offset: int, length: int, view: memoryview) -> memoryview | None:
         self._check_stop()
         doing = f"reading bytes {offset}-{offset + length - 1} of {self.target}"
-        response = self.access.call(
-            "get_object",
-            doing,
-            none_on={S3ErrorKind.ARCHIVED, S3ErrorKind.CHANGED, S3ErrorKind.NOT_FOUND},
-            Bucket=self.bucket,
-            Key=self.head.key,
-            Range=f"bytes={offset}-{offset + length - 1}",
-            IfMatch=self.head.quoted_etag,
-            **({"VersionId": self.head.version_id} if self.head.version_id else {}),
-        )
-        if response is None:
+        try:
+            response = self.access.call(
+                "get_object",
+                doing,
+                none_on={S3ErrorKind.ARCHIVED},
+                Bucket=self.bucket,
+                Key=self.head.key,
+                Range=f"bytes={offset}-{offset + length - 1}",
+                IfMatch=self.head.quoted_etag,
+                **({"VersionId": self.head.version_id} if self.head.version_id else {}),
+            )
+        except KrakenBackupError as error:
+            refused = _refusal(error)
+            if refused is None:
+                raise
+            self._look_again()
+            raise S3TransientError(
+                f"{doing}: S3 answered {refused}, yet HEAD still shows ETag {self.head.etag}; nothing was "
+                "concluded about the object. Verify it again later (if this persists, the store may not honour "
+                "IfMatch on ranged GETs as S3 does)."
+            ) from error
+        if response is None:  # archived, unless HEAD shows it deleted or replaced meanwhile
             self._look_again()
             return None
         body = response["Body"]
@@ -260,8 +275,8 @@ class ObjectDownload:
         return view
 
     def _look_again(self) -> None:
-        """A GET refused as archived, changed or missing: HEAD tells which. Raises unless it is archived."""
-        now = head_object(self.access, self.bucket, self.head.key)
+        """A GET refused as archived, changed or missing: raises if HEAD shows it deleted or replaced."""
+        now = head_object(self.access, self.bucket, self.head.key, self.head.version_id)
         if now is None:
             raise ObjectReplacedError(
                 f"{self.target} was deleted while it was being read; nothing was concluded about it. Check "
@@ -282,6 +297,17 @@ class ObjectDownload:
             raise BackupInterrupted(f"reading {self.target} was stopped")
         if self._stop.is_set():
             raise BackupInterrupted(f"reading {self.target} was abandoned (another range failed)")
+
+
+def _refusal(error: KrakenBackupError) -> str | None:
+    """``412 PreconditionFailed`` or ``404`` when that is what S3 answered to ``error``'s request, else None."""
+    answer = error.__cause__
+    if not isinstance(answer, ClientError):
+        return None
+    status, code = error_status(answer), error_code(answer)
+    if classify_s3_error(status, code) not in (S3ErrorKind.CHANGED, S3ErrorKind.NOT_FOUND):
+        return None
+    return f"{status} {code}".strip()
 
 
 def download_object(

@@ -2,6 +2,10 @@
 and a restore hash.
 
 Hashing is I/O- and CPU-bound; ``hashlib`` releases the GIL, so parts are hashed on several threads.
+
+Every read loop takes an optional ``cancel`` event and looks at it before each block: hashing a 100 GB file
+takes minutes, and a killed task (Airflow sends SIGKILL 5 s after SIGTERM) or a lost lease must stop it
+within one block (:class:`~..core.errors.BackupInterrupted`), not after the whole file.
 """
 
 from __future__ import annotations
@@ -15,11 +19,21 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
-from airflow_provider_kraken_s3.core.errors import InvalidInputError, LocalFileChangedError
+from airflow_provider_kraken_s3.core.errors import (
+    BackupInterrupted,
+    InvalidInputError,
+    LocalFileChangedError,
+)
 from airflow_provider_kraken_s3.core.etag import etag_from_part_digests
 from airflow_provider_kraken_s3.core.parts import DEFAULT_PART_SIZE, MIB, Part, PartPlan, plan_parts
 
 READ_BLOCK = 4 * MIB
+
+
+def _check_cancel(cancel: threading.Event | None, what: object) -> None:
+    """Raise :class:`BackupInterrupted` if ``cancel`` is set: called before every block a loop reads."""
+    if cancel is not None and cancel.is_set():
+        raise BackupInterrupted(f"hashing {what} was stopped: the attempt was interrupted")
 
 
 def _md5_of_range(path: Path, part: Part) -> bytes:
@@ -63,6 +77,7 @@ def compute_s3_etag_and_md5(
     part_size: int = DEFAULT_PART_SIZE,
     *,
     on_bytes: Callable[[int], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> tuple[str, str]:
     """ETag and whole-file hex MD5 from one read pass.
 
@@ -99,6 +114,7 @@ def compute_s3_etag_and_md5(
                 if remaining == 0:
                     blocks.put((slot, 0, True))
                 while remaining:
+                    _check_cancel(cancel, path)
                     free_slots.acquire()
                     view = memoryview(ring[slot])[: min(remaining, READ_BLOCK)]
                     got = handle.readinto(view)
@@ -197,11 +213,14 @@ class Digests:
             raise InvalidInputError(f"digests asked for after {self.offset} of {self.size} bytes")
 
 
-def hash_into(digests: Digests, handle: BinaryIO, length: int) -> int:
+def hash_into(
+    digests: Digests, handle: BinaryIO, length: int, *, cancel: threading.Event | None = None
+) -> int:
     """Feed the next ``length`` bytes of ``handle`` into ``digests``; the bytes fed (fewer: the file ended)."""
     buffer = bytearray(min(READ_BLOCK, max(length, 1)))
     remaining = length
     while remaining:
+        _check_cancel(cancel, getattr(handle, "name", "a file"))
         got = handle.readinto(memoryview(buffer)[: min(remaining, len(buffer))])
         if not got:
             break
@@ -210,7 +229,9 @@ def hash_into(digests: Digests, handle: BinaryIO, length: int) -> int:
     return length - remaining
 
 
-def compute_s3_etags(path: str | os.PathLike[str], part_sizes: Sequence[int]) -> tuple[dict[int, str], str]:
+def compute_s3_etags(
+    path: str | os.PathLike[str], part_sizes: Sequence[int], *, cancel: threading.Event | None = None
+) -> tuple[dict[int, str], str]:
     """The ETag ``path`` would have at each of ``part_sizes``, and its whole-file MD5, from one read pass.
 
     For an object whose part size is unknown: the file is read once into :class:`Digests`, which updates
@@ -222,7 +243,7 @@ def compute_s3_etags(path: str | os.PathLike[str], part_sizes: Sequence[int]) ->
     with ThreadPoolExecutor(max_workers=len(plans) + 1, thread_name_prefix="kraken-etags") as pool:
         digests = Digests(size, plans, pool=pool)
         with open(path, "rb", buffering=0) as handle:
-            if hash_into(digests, handle, size) != size:
+            if hash_into(digests, handle, size, cancel=cancel) != size:
                 raise LocalFileChangedError(f"{path} became shorter while it was read")
     multipart = digests.etags()
     return {part_size: multipart.get(part_size, digests.md5) for part_size in plans}, digests.md5

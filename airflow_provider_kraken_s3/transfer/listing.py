@@ -8,13 +8,17 @@ none is needed, since proof is the ETag and the size (:func:`~..core.decision.pr
 from __future__ import annotations
 
 from airflow_provider_kraken_s3.core.decision import RemoteObject
-from airflow_provider_kraken_s3.core.errors import S3ErrorKind
+from airflow_provider_kraken_s3.core.errors import PermanentBackupError, S3ErrorKind
 from airflow_provider_kraken_s3.core.etag import normalize_etag
 from airflow_provider_kraken_s3.transfer.access import S3Access
 
 
 def list_prefix(access: S3Access, bucket: str, prefix: str) -> dict[str, RemoteObject]:
-    """Every object under ``prefix`` (key → ETag and size); an empty dict when there is none."""
+    """Every object under ``prefix`` (key → ETag and size); an empty dict when there is none.
+
+    A page that says it is truncated but gives no token to continue from would end the listing early, and a
+    partial listing reads as objects missing (uploaded again without a look, or reported missing): it fails.
+    """
     found: dict[str, RemoteObject] = {}
     params = {"Bucket": bucket, "Prefix": prefix}
     while True:
@@ -28,7 +32,13 @@ def list_prefix(access: S3Access, bucket: str, prefix: str) -> dict[str, RemoteO
             return found
         for item in response.get("Contents", []):
             found[item["Key"]] = RemoteObject(normalize_etag(item["ETag"]), int(item["Size"]))
-        token = response.get("NextContinuationToken")
-        if not response.get("IsTruncated") or not token:
+        if not response.get("IsTruncated"):
             return found
+        token = response.get("NextContinuationToken")
+        if not token:
+            raise PermanentBackupError(
+                f"listing s3://{bucket}/{prefix}: the store answered a truncated page (after {len(found)} "
+                "objects) without a NextContinuationToken, so the rest cannot be listed and nothing can be "
+                "concluded from the part seen. The store does not implement ListObjectsV2 paging; check it."
+            )
         params["ContinuationToken"] = token

@@ -68,7 +68,8 @@ class MultipartSender:
         self.reporter = reporter
         self.upload_id: str | None = None
         # The whole-file MD5 is paid for only when the inventory has no ETag to prove the parts against.
-        self.whole = SequentialMd5(job.path, plan) if job.expected_md5 and not job.expected_etag else None
+        whole = job.expected_md5 and not job.expected_etag
+        self.whole = SequentialMd5(job.path, plan, cancel=job.cancel) if whole else None
 
     def run(self) -> tuple[str, str | None, list[Part], int]:
         """(ETag, whole-file MD5 if computed, parts sent now, parts reused)."""

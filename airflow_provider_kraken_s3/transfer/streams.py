@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from airflow_provider_kraken_s3.core.errors import LocalFileChangedError, LocalReadError
+from airflow_provider_kraken_s3.core.errors import BackupInterrupted, LocalFileChangedError, LocalReadError
 from airflow_provider_kraken_s3.core.parts import MIB, Part, PartPlan
 
 STREAM_BLOCK = 1 * MIB
@@ -28,7 +28,8 @@ def local_read_error(path: Path, error: OSError) -> LocalReadError:
 
 
 class UploadStopped(RuntimeError):
-    """Raised inside a part's body when another part failed: not an OSError, so botocore does not retry it."""
+    """Raised inside a part's body when another part failed or the attempt was interrupted: not an OSError,
+    so botocore does not retry it."""
 
 
 class PartBody:
@@ -114,13 +115,13 @@ class PartBody:
             raise self.failure
 
     def _read(self, amount: int | None) -> bytes:
-        if self._should_stop is not None and self._should_stop():
-            raise UploadStopped(f"upload of part {self._part.number} stopped: another part failed")
+        self._check_stop()
         if amount is None or amount < 0:
             amount = self._part.length - self._position
         chunks = []
         while amount > 0 and self._position < self._part.length:
             if not self._block_start <= self._position < self._block_start + len(self._block):
+                self._check_stop()  # a read of the whole part (a drain, a checksum) looks at every block
                 self._load_block(self._position - self._position % STREAM_BLOCK)
             start = self._position - self._block_start
             chunk = self._block[start : start + amount]
@@ -128,6 +129,13 @@ class PartBody:
             self._position += len(chunk)
             amount -= len(chunk)
         return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+
+    def _check_stop(self) -> None:
+        if self._should_stop is not None and self._should_stop():
+            raise UploadStopped(
+                f"upload of part {self._part.number} stopped (another part failed, or the attempt was "
+                "interrupted)"
+            )
 
     def drain(self) -> None:
         """Read (and so hash) the whole part without sending it: used to check parts kept on resume."""
@@ -178,11 +186,22 @@ class SequentialMd5:
     sent if the file was rewritten in between, and an mtime proves nothing (``cp -p``, ``rsync -t`` and NFS
     attribute caches restore or hide it). So a block that does not fit is fingerprinted (SHA-256, 32 bytes)
     when it is first read, and its re-read must have the same fingerprint, or the digest fails.
+
+    ``cancel`` (the attempt's) stops the follower before its next block; :meth:`hexdigest` then raises
+    :class:`BackupInterrupted` instead of waiting for it to catch up with the parts.
     """
 
-    def __init__(self, path: Path, plan: PartPlan, *, max_buffer: int = 32 * MIB) -> None:
+    def __init__(
+        self,
+        path: Path,
+        plan: PartPlan,
+        *,
+        max_buffer: int = 32 * MIB,
+        cancel: threading.Event | None = None,
+    ) -> None:
         self._path = path
         self._plan = plan
+        self._cancel = cancel
         self._max_buffer = max_buffer
         self._md5 = hashlib.md5()
         self._position = 0
@@ -253,6 +272,8 @@ class SequentialMd5:
         try:
             with open(self._path, "rb", buffering=0) as handle:
                 while self._position < self._plan.file_size:
+                    if self._cancel is not None and self._cancel.is_set():
+                        raise BackupInterrupted(f"the whole-file MD5 of {self._path} was stopped")
                     item = self._next_block()
                     if item is None:
                         return

@@ -235,7 +235,7 @@ class VerifiedUpload:
         if not sizes:  # hints S3 cannot have used: nothing to compare with
             return cannot_compare(found, expected, versioned=bool(self.versioned)), plan
         try:
-            local_etags, local_md5 = compute_s3_etags(self.path, sizes)
+            local_etags, local_md5 = compute_s3_etags(self.path, sizes, cancel=self.cancel)
         except FileNotFoundError as error:
             raise LocalFileChangedError(f"{self.path} disappeared while it was hashed") from error
         except OSError as error:
@@ -279,7 +279,7 @@ class VerifiedUpload:
 
     def _hash(self, part_size: int) -> tuple[str, str]:
         try:
-            return compute_s3_etag_and_md5(self.path, part_size)
+            return compute_s3_etag_and_md5(self.path, part_size, cancel=self.cancel)
         except FileNotFoundError as error:
             raise LocalFileChangedError(f"{self.path} disappeared while it was hashed") from error
         except OSError as error:
@@ -352,9 +352,13 @@ class VerifiedUpload:
                 f"S3 refused {self.target}: the bytes read from {self.path} do not have the expected MD5 "
                 f"{expected}. Nothing was stored; the local file differs from the inventory."
             ) from error
-        except KrakenBackupError:
+        except (KrakenBackupError, UploadStopped):
+            # The cancel is heard inside the body: botocore wraps that in a network error when it reads while
+            # sending, but lets it through as it is when it reads to compute a checksum first.
             if isinstance(body.failure, UploadStopped):
-                raise BackupInterrupted(f"upload of {self.target} stopped before it completed") from None
+                raise BackupInterrupted(
+                    f"upload of {self.target} stopped before it completed: the attempt was interrupted"
+                ) from None
             body.raise_failure()
             raise
         finally:

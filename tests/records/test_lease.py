@@ -50,3 +50,60 @@ def test_the_keeper_renews_and_cancels_when_the_lease_is_taken(raw, kraken_db) -
         kraken_db.raw_file.update_one({"_id": "l.raw"}, {"$set": {"s3_lease_owner": "newer#1"}})
         assert cancel.wait(2), "losing the lease must stop the upload"
     assert isinstance(keeper.lost, LeaseLostError)
+
+
+@pytest.fixture
+def worker_clock(monkeypatch):
+    """``worker_clock(minutes)``: from now on this worker's clock runs ``minutes`` ahead (behind if negative)
+    of the database server's (mongomock's ``utcnow``), as on a host whose NTP is broken."""
+
+    def skew(minutes: float) -> None:
+        monkeypatch.setattr(lease, "_now", lambda: datetime.now(timezone.utc) + timedelta(minutes=minutes))
+
+    return skew
+
+
+def test_a_worker_whose_clock_runs_ahead_does_not_take_a_live_lease(raw, worker_clock) -> None:
+    """Defect 10: expiry is judged by the server's clock; 11 minutes ahead is not 1 minute past a 10-minute lease."""
+    live = lease.Attempt.new("t/run/try1")
+    lease.claim("l.raw", live)
+    worker_clock(11)
+    with pytest.raises(LeaseHeldError):
+        lease.claim("l.raw", lease.Attempt.new("t/run/try2"))
+    assert raw()["s3_lease_owner"] == live.owner
+
+
+def test_a_worker_whose_clock_runs_behind_writes_a_lease_the_others_respect(raw, worker_clock) -> None:
+    """Defect 10: a lease written from a clock 11 minutes behind must not be expired for everyone else."""
+    worker_clock(-11)
+    behind = lease.Attempt.new("t/run/try1")
+    lease.claim("l.raw", behind)
+    lease.renew("l.raw", behind)
+    worker_clock(0)
+    with pytest.raises(LeaseHeldError):
+        lease.claim("l.raw", lease.Attempt.new("t/run/try2"))
+    expires = raw()["s3_lease_expires_at"].replace(tzinfo=timezone.utc)
+    assert expires > datetime.now(timezone.utc) + timedelta(minutes=9)  # in the server's time
+
+
+def test_an_expired_lease_is_taken_by_a_worker_whose_clock_runs_behind(raw, kraken_db, worker_clock) -> None:
+    """Defect 10: a SIGKILLed worker's lease, expired by the server's clock, does not wait for a slow clock."""
+    lease.claim("l.raw", lease.Attempt.new("t/run/try1"))
+    past = datetime.now(timezone.utc) - timedelta(seconds=1)
+    kraken_db.raw_file.update_one({"_id": "l.raw"}, {"$set": {"s3_lease_expires_at": past}})
+    worker_clock(-11)
+    nxt = lease.Attempt.new("t/run/try2")
+    lease.claim("l.raw", nxt)
+    assert raw()["s3_lease_owner"] == nxt.owner
+
+
+def test_the_lease_follows_the_servers_clock_not_the_workers(raw, monkeypatch) -> None:
+    """Defect 10: with the server 30 minutes behind every worker, a fresh lease still holds for 10 minutes."""
+    import mongomock
+
+    monkeypatch.setattr(mongomock, "utcnow", lambda: datetime.utcnow() - timedelta(minutes=30))
+    live = lease.Attempt.new("t/run/try1")
+    lease.claim("l.raw", live)
+    with pytest.raises(LeaseHeldError):
+        lease.claim("l.raw", lease.Attempt.new("t/run/try2"))
+    assert raw()["s3_lease_owner"] == live.owner

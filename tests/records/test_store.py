@@ -127,6 +127,28 @@ def test_upload_entries_are_added_and_removed_one_at_a_time(owned) -> None:
         store.record_upload(RAW_ID, OWNER, {**first, "upload_id": ""})
 
 
+def test_replacing_an_upload_entry_never_leaves_the_file_without_one(owned, monkeypatch) -> None:
+    """Defect 11d: between a ``$pull`` and a ``$push`` reconcile would see the upload unreferenced, and abort
+    the one being resumed. After every write the file has an entry: the old upload or the new one."""
+    from airflow_provider_kraken_s3.records import queries
+
+    entry = {"path": "a.d/x", "key": "a.d/x", "upload_id": "u1", "part_size": 5 << 20, "expect": "md5:0"}
+    store.record_upload(RAW_ID, OWNER, entry)
+    seen: list[set[str]] = []
+    real_update_where = store.update_where
+
+    def update_where_then_reconcile_looks(*args, **kwargs) -> bool:
+        written = real_update_where(*args, **kwargs)
+        seen.append(queries.referenced_upload_ids())
+        return written
+
+    monkeypatch.setattr(store, "update_where", update_where_then_reconcile_looks)
+    store.record_upload(RAW_ID, OWNER, entry)  # a resume records its upload again
+    store.record_upload(RAW_ID, OWNER, {**entry, "upload_id": "u2"})  # a new upload replaces it
+    assert seen and all(ids & {"u1", "u2"} for ids in seen), seen
+    assert [e["upload_id"] for e in owned()["s3_uploads"]] == ["u2"]
+
+
 def test_mark_done_writes_the_manifest_and_alphakrakens_fields_and_releases_the_lease(owned) -> None:
     mark_done(details="2 files verified")
     doc = owned()

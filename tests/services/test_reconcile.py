@@ -120,6 +120,23 @@ def test_a_live_lease_is_never_touched(make_raw_file, kraken_db, aws_conn) -> No
     assert report.stuck == [] and report.ok
 
 
+def test_a_live_lease_is_never_touched_by_a_host_whose_clock_runs_ahead(
+    make_raw_file, kraken_db, aws_conn, monkeypatch
+) -> None:
+    """Defect 10: reconcile judges a lease by the database server's clock, 11 minutes behind this host's."""
+    import mongomock
+
+    monkeypatch.setattr(mongomock, "utcnow", lambda: datetime.utcnow() - timedelta(minutes=11))
+    server_now = mongomock.utcnow().replace(tzinfo=timezone.utc)
+    in_progress(
+        "live.raw", s3_lease_owner="t/run/try1#live", s3_lease_expires_at=server_now + timedelta(minutes=5)
+    )
+    before = document(kraken_db, "live.raw")
+    report = reconcile(access())
+    assert document(kraken_db, "live.raw") == before
+    assert report.stuck == [] and report.ok
+
+
 def test_reconcile_loses_the_race_to_a_renewal(make_raw_file, kraken_db, aws_conn, monkeypatch) -> None:
     """The attempt was only frozen: it renews its lease between reconcile's read and its write, and wins."""
     in_progress(

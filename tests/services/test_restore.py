@@ -12,6 +12,7 @@ from airflow_provider_kraken_s3.core.errors import BackupInterrupted, IntegrityE
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.records.models import BackupStatus
 from airflow_provider_kraken_s3.services.restore import RestoreOutcome, restore_raw_file
+from airflow_provider_kraken_s3.transfer import hashing
 from airflow_provider_kraken_s3.transfer.placement import partial_path
 from tests.conftest import random_bytes
 from tests.faults import flip_response_byte
@@ -81,6 +82,33 @@ def test_an_interrupted_restore_resumes_from_its_partial_file(access, proxy, s3_
     assert (dest / "big.raw").read_bytes() == data and not partial.exists()
     second_run = proxy.records("GetObject")[first_run:]
     assert min(start(g) for g in second_run) == 2 * MIB  # it asked only for what was missing
+
+
+def test_a_cancel_while_re_hashing_a_partial_file_stops_at_the_next_block(
+    access, proxy, s3_backup, tmp_path, monkeypatch
+) -> None:
+    """Defect 6: a restore resuming a large partial file re-hashes it first; a cancel stops that too."""
+    data = random_bytes(4 * hashing.READ_BLOCK + 5, seed=5)
+    etag = etag_of(s3_backup("re.raw", {"re.raw": data})["re.raw"])
+    dest = tmp_path / "restored"
+    partial = partial_path(dest / "re.raw", etag)
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(data[: 3 * hashing.READ_BLOCK])  # left by an earlier, interrupted restore
+    gets = len(proxy.records("GetObject"))
+    cancel = threading.Event()
+    fed: list[int] = []
+    real_update = hashing.Digests.update
+
+    def cancel_after_the_first_block(self, block) -> None:
+        real_update(self, block)
+        fed.append(len(block))
+        cancel.set()
+
+    monkeypatch.setattr(hashing.Digests, "update", cancel_after_the_first_block)
+    with pytest.raises(BackupInterrupted):
+        restore(access, "re.raw", dest, cancel=cancel)
+    assert sum(fed) == hashing.READ_BLOCK  # not the whole partial file
+    assert len(proxy.records("GetObject")) == gets and partial.stat().st_size == 3 * hashing.READ_BLOCK
 
 
 def test_a_partial_file_with_altered_bytes_is_caught_and_not_put_in_place(

@@ -157,6 +157,30 @@ def test_a_get_answered_invalid_object_state_needs_restore(access, proxy, s3_cli
     assert {g.status for g in proxy.records("GetObject")} == {403}
 
 
+@pytest.mark.parametrize(("status", "code"), [(412, "PreconditionFailed"), (404, "NoSuchKey")])
+def test_a_get_refused_once_while_head_shows_the_same_etag_is_read_again(
+    access, proxy, s3_client, bucket, status: int, code: str
+) -> None:
+    """Defect 11e: a refusal HEAD does not confirm (a store's hiccup) concludes nothing: the range is retried."""
+    data = random_bytes(3 * MIB, seed=6)
+    put_object(s3_client, bucket, "flaky.raw", data)
+    proxy.add(respond("GetObject", status, code, times=1))
+    result = download_object(access, bucket, head_object(access, bucket, "flaky.raw"), range_size=RANGE)
+    assert not result.needs_restore and result.md5 == hashlib.md5(data).hexdigest()
+    assert [g.status for g in proxy.records("GetObject")].count(status) == 1
+
+
+def test_a_get_refused_with_412_while_head_shows_the_same_etag_is_not_needs_restore(
+    access, proxy, s3_client, bucket
+) -> None:
+    """Defect 11e: a store that keeps refusing IfMatch although the ETag is unchanged: unverified, try again."""
+    put_object(s3_client, bucket, "stuck.raw", random_bytes(2 * MIB, seed=7))
+    proxy.add(respond("GetObject", 412, "PreconditionFailed", times=None))
+    head = head_object(access, bucket, "stuck.raw")
+    with pytest.raises(S3TransientError, match=r"412 PreconditionFailed, yet HEAD still shows ETag"):
+        download_object(access, bucket, head, range_size=RANGE)
+
+
 def test_a_restored_archived_object_is_read(access, proxy, s3_client, bucket) -> None:
     data = random_bytes(2 * MIB, seed=5)
     put_object(s3_client, bucket, "thawed.raw", data, StorageClass="GLACIER")

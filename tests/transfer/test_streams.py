@@ -3,13 +3,14 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import threading
 from pathlib import Path
 
 import pytest
 
-from airflow_provider_kraken_s3.core.errors import LocalFileChangedError, LocalReadError
+from airflow_provider_kraken_s3.core.errors import BackupInterrupted, LocalFileChangedError, LocalReadError
 from airflow_provider_kraken_s3.core.parts import MIB, plan_parts
-from airflow_provider_kraken_s3.transfer.streams import STREAM_BLOCK, PartBody, SequentialMd5
+from airflow_provider_kraken_s3.transfer.streams import STREAM_BLOCK, PartBody, SequentialMd5, UploadStopped
 
 
 @pytest.fixture
@@ -113,3 +114,34 @@ def test_an_io_error_reading_the_file_is_a_local_read_error(tmp_path: Path) -> N
     part = next(plan_parts(10, 5 * MIB).parts())
     with pytest.raises(LocalReadError, match=r"reading .*/d failed \(EISDIR"):
         PartBody(folder, part).read()
+
+
+def test_a_part_read_whole_stops_at_the_next_block_once_stopped(data_file) -> None:
+    """Defect 6: botocore may read a whole part in one call (a checksum); a stop is heard per block."""
+    path, data = data_file
+    stop = threading.Event()
+    loaded: list[int] = []
+
+    def note(offset: int, block: bytes) -> None:
+        loaded.append(len(block))
+        stop.set()
+
+    body = PartBody(
+        path, next(plan_parts(len(data), 5 * MIB).parts()), on_new_bytes=note, should_stop=stop.is_set
+    )
+    with pytest.raises(UploadStopped, match="interrupted"):
+        body.read()
+    assert loaded == [STREAM_BLOCK]
+
+
+def test_sequential_md5_stops_at_the_next_block_once_cancelled(data_file) -> None:
+    """Defect 6: the whole-file MD5 catching up after the parts stops on the attempt's cancel."""
+    path, data = data_file
+    plan = plan_parts(len(data), 5 * MIB)
+    cancel = threading.Event()
+    cancel.set()
+    whole = SequentialMd5(path, plan, max_buffer=0, cancel=cancel)
+    PartBody(path, next(plan.parts()), on_new_bytes=whole.offer).drain()  # every block read, none kept
+    whole.start()
+    with pytest.raises(BackupInterrupted):
+        whole.hexdigest(timeout=30)
