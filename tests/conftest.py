@@ -73,6 +73,26 @@ def bucket(s3_client) -> str:
     return name
 
 
+#: The bucket of :func:`project_bucket`: alphakraken's name for project P1234 under the prefix "kraken-lab".
+PROJECT_BUCKET = "kraken-lab-p1234"
+
+
+@pytest.fixture
+def project_bucket(s3_client) -> Iterator[str]:
+    """Project P1234's bucket (``kraken-lab-p1234``), emptied of every version and upload afterwards."""
+    s3_client.create_bucket(Bucket=PROJECT_BUCKET)
+    yield PROJECT_BUCKET
+    for version in s3_client.list_object_versions(Bucket=PROJECT_BUCKET).get("Versions", []):
+        s3_client.delete_object(Bucket=PROJECT_BUCKET, Key=version["Key"], VersionId=version["VersionId"])
+    for marker in s3_client.list_object_versions(Bucket=PROJECT_BUCKET).get("DeleteMarkers", []):
+        s3_client.delete_object(Bucket=PROJECT_BUCKET, Key=marker["Key"], VersionId=marker["VersionId"])
+    for upload in s3_client.list_multipart_uploads(Bucket=PROJECT_BUCKET).get("Uploads", []):
+        s3_client.abort_multipart_upload(
+            Bucket=PROJECT_BUCKET, Key=upload["Key"], UploadId=upload["UploadId"]
+        )
+    s3_client.delete_bucket(Bucket=PROJECT_BUCKET)
+
+
 @pytest.fixture
 def make_file(tmp_path: Path):
     """Write a file of ``size`` pseudo-random bytes (deterministic per seed) and return its path."""

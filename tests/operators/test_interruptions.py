@@ -25,17 +25,6 @@ PREFIX = "kraken-lab"
 BUCKET = "kraken-lab-p1234"
 
 
-@pytest.fixture
-def project_bucket(s3_client) -> str:
-    s3_client.create_bucket(Bucket=BUCKET)
-    yield BUCKET
-    for version in s3_client.list_object_versions(Bucket=BUCKET).get("Versions", []):
-        s3_client.delete_object(Bucket=BUCKET, Key=version["Key"], VersionId=version["VersionId"])
-    for upload_ in s3_client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []):
-        s3_client.abort_multipart_upload(Bucket=BUCKET, Key=upload_["Key"], UploadId=upload_["UploadId"])
-    s3_client.delete_bucket(Bucket=BUCKET)
-
-
 def operator(raw_file_id: str, **kwargs) -> RawFileS3BackupOperator:
     kwargs.setdefault("bucket_prefix", PREFIX)
     kwargs.setdefault("part_size", PART)

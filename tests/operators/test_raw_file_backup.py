@@ -28,17 +28,6 @@ BUCKET = "kraken-lab-p1234"
 
 
 @pytest.fixture
-def project_bucket(s3_client) -> str:
-    s3_client.create_bucket(Bucket=BUCKET)
-    yield BUCKET
-    for version in s3_client.list_object_versions(Bucket=BUCKET).get("Versions", []):
-        s3_client.delete_object(Bucket=BUCKET, Key=version["Key"], VersionId=version["VersionId"])
-    for upload in s3_client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []):
-        s3_client.abort_multipart_upload(Bucket=BUCKET, Key=upload["Key"], UploadId=upload["UploadId"])
-    s3_client.delete_bucket(Bucket=BUCKET)
-
-
-@pytest.fixture
 def stage(tmp_path: Path, kraken_mongo):
     """Write a raw file's files under a backup folder and insert its RawFile with a real inventory."""
 

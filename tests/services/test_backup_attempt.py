@@ -24,17 +24,6 @@ PART = 5 * MIB
 BUCKET = "kraken-lab-p1234"
 
 
-@pytest.fixture
-def project_bucket(s3_client) -> str:
-    s3_client.create_bucket(Bucket=BUCKET)
-    yield BUCKET
-    for item in s3_client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
-        s3_client.delete_object(Bucket=BUCKET, Key=item["Key"])
-    for upload in s3_client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []):
-        s3_client.abort_multipart_upload(Bucket=BUCKET, Key=upload["Key"], UploadId=upload["UploadId"])
-    s3_client.delete_bucket(Bucket=BUCKET)
-
-
 def operator(raw_file_id: str) -> RawFileS3BackupOperator:
     return RawFileS3BackupOperator(
         task_id="upload_to_s3", raw_file_id=raw_file_id, bucket_prefix="kraken-lab", part_size=PART
