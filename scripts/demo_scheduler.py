@@ -31,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
+from datetime import datetime
 from pathlib import Path
 
 from demo import (
@@ -52,6 +53,17 @@ UI_USER = "steward"
 RUN_TIMEOUT = 20 * 60
 #: Lines each upload's task log must carry: progress, the upload and backup summaries, the link to S3.
 REQUIRED_UPLOAD_LINES = ("progress ", "upload summary", "backup summary", "S3 backup:")
+#: Besides the upload's (STEWARD_LINES): what the sensor, the cleanup, the reconcile, the audit and the deep
+#: verification say in one line each.
+MORE_STEWARD_LINES = (
+    "verified ",
+    "not verified yet",
+    "deleted ",
+    "reconcile summary",
+    "audit summary",
+    "deep verify summary",
+    "deep-verified ",
+)
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 
 
@@ -222,6 +234,8 @@ class Api:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"DAG {dag_id} was not parsed within 5 minutes")
                 time.sleep(1)
+            # Unpausing backup_audit also starts its latest nightly run (catchup=False): an early audit of
+            # an empty archive, before the one triggered below.
             self.http.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
 
     def trigger(self, dag_id: str, conf: dict[str, object]) -> str:
@@ -231,23 +245,27 @@ class Api:
 
     def wait_and_show(self, dag_id: str, run_id: str) -> bool:
         """Wait for the run to end; print its tasks' states and the steward's lines of their logs."""
-        started, deadline = time.monotonic(), time.monotonic() + RUN_TIMEOUT
-        while (state := self.http.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").json()["state"]) not in (
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while (run := self.http.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").json())["state"] not in (
             "success",
             "failed",
         ):
             if time.monotonic() > deadline:
-                state = f"still {state} after {RUN_TIMEOUT} s"
+                run["state"] = f"still {run['state']} after {RUN_TIMEOUT} s"
                 break
             time.sleep(2)
-        print(f"{dag_id} {run_id}: {state} in {time.monotonic() - started:.0f} s")
+        took = ""
+        if run.get("start_date") and run.get("end_date"):
+            seconds = datetime.fromisoformat(run["end_date"]) - datetime.fromisoformat(run["start_date"])
+            took = f" in {seconds.total_seconds():.0f} s"
+        print(f"{dag_id} {run_id}: {run['state']}{took}")
         for task in self.task_instances(dag_id, run_id):
             label = task["task_id"] + (f"[{task['map_index']}]" if task["map_index"] >= 0 else "")
             print(f"  {label}: {task['state']}")
             for line in self.task_log_lines(dag_id, run_id, task["task_id"], task["map_index"]):
-                if line.startswith(STEWARD_LINES):
+                if line.startswith(STEWARD_LINES + MORE_STEWARD_LINES):
                     print(f"      {line}")
-        return state == "success"
+        return run["state"] == "success"
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         answer = self.http.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
@@ -317,6 +335,7 @@ def mongo_wire_server(state: Path) -> Iterator[str]:
     command = [str(REPO / "scripts" / "mongo-server")]
     started = subprocess.run([*command, "start"], env=env, capture_output=True, text=True)
     if started.returncode != 0:
+        subprocess.run([*command, "stop"], env=env, check=False, capture_output=True)
         raise RuntimeError(f"scripts/mongo-server start failed ({started.returncode}):\n{started.stderr}")
     uri = started.stdout.strip()
     try:
