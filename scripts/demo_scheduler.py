@@ -68,8 +68,15 @@ COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 
 
 def run_scheduler_demo(keep: bool) -> int:
+    from importlib.metadata import version
+
     from airflow_provider_kraken_s3.embedded import MotoServer, free_port
 
+    if int(version("apache-airflow").split(".")[0]) < 3:
+        print(
+            "scripts/demo --scheduler needs Airflow 3 (2.11's LocalExecutor refuses SQLite)", file=sys.stderr
+        )
+        return 2
     work = Path(tempfile.mkdtemp(prefix="kraken-scheduler-demo-"))
     started = time.monotonic()
     # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the finally blocks stop what was started.
