@@ -67,6 +67,10 @@ class LeaseLostError(TransientBackupError):
     """This attempt no longer owns the RawFile's backup (its lease expired and another attempt took it)."""
 
 
+class NothingToBackUp(KrakenBackupError):
+    """The record says there is nothing to back up (alphakraken skipped the copy); not a failure."""
+
+
 class BackupInterrupted(TransientBackupError):
     """The attempt was stopped from outside (timeout, termination, lost lease); the next one resumes."""
 
