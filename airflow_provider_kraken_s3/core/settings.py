@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -91,7 +91,7 @@ class BackupSettings:
     #: where the worker sees the cluster's backup pool; None: ``backup_base_path`` is read as it is
     backup_paths: BackupPathMap | None = None
     #: where ``backup_type`` came from, for the log (an unset YAML key means "local", as alphakraken reads it)
-    backup_type_source: str = "backup_type"
+    backup_type_source: str = field(default="backup_type", compare=False)
 
     def __post_init__(self) -> None:
         _check_backup_type(self.backup_type, "backup_type")

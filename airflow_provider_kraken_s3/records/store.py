@@ -54,9 +54,16 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+#: Our bookkeeping (who holds the lease, which multipart uploads to resume): a write of only these changes
+#: nothing alphakraken reads, so it leaves ``updated_at_`` alone (a re-verified DONE stays untouched).
+_BOOKKEEPING_FIELDS = frozenset({"s3_lease_owner", "s3_lease_expires_at", "s3_uploads"})
+
+
 def stamped(update: Mapping[str, Any]) -> dict[str, Any]:
     """``update`` that also sets ``updated_at_`` as alphakraken's ``update_raw_file`` does on every write
     (``datetime.now(tz=utc)``): their alerts only look at records whose ``updated_at_`` is recent."""
+    if {name for fields in update.values() for name in fields} <= _BOOKKEEPING_FIELDS:
+        return dict(update)
     return {**update, "$set": {**update.get("$set", {}), "updated_at_": _now()}}
 
 
