@@ -38,6 +38,7 @@ def _output(done) -> str:
     return (done.stdout + done.stderr)[-6000:]
 
 
+@pytest.mark.timeout(1800)  # five DAG runs, each its own Airflow process (and one database migration)
 def test_their_deployment_backs_up_verifies_cleans_and_audits(
     tmp_path, airflow_home, aws_conn, s3_client, kraken_db
 ) -> None:
