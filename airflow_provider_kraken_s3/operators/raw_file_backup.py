@@ -148,10 +148,12 @@ class RawFileS3BackupOperator(BaseOperator):
         except InvalidInputError as error:
             raise AirflowFailException(f"invalid backup settings: {error}") from error
         if settings.backup_type != "s3":
-            raise AirflowSkipException(
+            why = (
                 f"backup_type is {settings.backup_type!r} ({settings.backup_type_source}), not 's3': no S3 backup "
                 f"for {self.raw_file_id}; the RawFile is left untouched."
             )
+            self.log.info("%s", why)
+            raise AirflowSkipException(why)
         if settings.backup_paths is not None:
             self.log.info("backup_base_path mapping: %s", settings.backup_paths.describe())
         mongo = KrakenMongoHook(mongo_conn_id=self.mongo_conn_id)

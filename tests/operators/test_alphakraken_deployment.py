@@ -142,6 +142,7 @@ def test_their_yaml_without_backup_type_is_local(site, tmp_path, kraken_db, task
     with pytest.raises(AirflowSkipException, match="which alphakraken reads as 'local'"):
         operator("l.raw", settings).execute(context={})
     assert stored(kraken_db, "l.raw") == before
+    assert f"backup.backup_type is not set in settings file {str(settings)!r}" in task_log()
     # An explicit argument still wins.
     assert operator("l.raw", settings, backup_type="s3", create_bucket_if_missing=True).execute(context={})[
         "status"
