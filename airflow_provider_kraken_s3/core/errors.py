@@ -71,6 +71,10 @@ class InventoryChangedError(TransientBackupError):
     """``file_info`` changed while an attempt ran: DONE would vouch for another inventory; the retry redoes it."""
 
 
+class NothingToBackUp(KrakenBackupError):
+    """The record says there is nothing to back up (alphakraken skipped the copy); not a failure."""
+
+
 class BackupInterrupted(TransientBackupError):
     """The attempt was stopped from outside (timeout, termination, lost lease); the next one resumes."""
 

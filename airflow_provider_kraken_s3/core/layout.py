@@ -34,6 +34,7 @@ __all__ = [
     "listing_folder",
     "local_path",
     "object_keys",
+    "project_of",
     "set_etag",
     "upload_path",
 ]
@@ -127,6 +128,12 @@ def _check_path(path: str, what: str) -> str:
 FALLBACK_PROJECT_ID = "_FALLBACK"
 
 
+def project_of(project_id: str | None) -> str:
+    """The project a record belongs to: no project id (records older than alphakraken's 2026 migration hold
+    ``null``) is the fallback project, as alphakraken's model default makes it."""
+    return FALLBACK_PROJECT_ID if project_id is None else project_id
+
+
 def key_prefix(
     raw_file_id: str, *, project_id: str | None, instrument_id: str | None, created_at: datetime | None
 ) -> str:
@@ -138,7 +145,7 @@ def key_prefix(
     """
     check_raw_file_id(raw_file_id)
     prefix = ""
-    if project_id == FALLBACK_PROJECT_ID:
+    if project_of(project_id) == FALLBACK_PROJECT_ID:
         if not instrument_id or created_at is None:
             raise InvalidInputError(
                 f"raw file {raw_file_id!r} belongs to the fallback project, whose keys start with "

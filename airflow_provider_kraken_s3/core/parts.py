@@ -18,7 +18,9 @@ GIB = 1024**3
 MIN_PART_SIZE = 5 * MIB
 MAX_PART_SIZE = 5 * GIB
 MAX_PARTS = 10_000
-DEFAULT_PART_SIZE = 500 * MIB
+#: alphakraken's chunk size (``S3_UPLOAD_CHUNK_SIZE_MB``): its inventory ETags are computed with it, so a
+#: file whose entry is a legacy ``[size, md5]`` is uploaded (and recorded) as their uploader would have.
+DEFAULT_PART_SIZE = 100 * MIB
 
 
 @dataclass(frozen=True)
@@ -88,13 +90,13 @@ def check_part_size(part_size: object) -> int:
     if isinstance(part_size, bool) or not isinstance(part_size, int):
         raise InvalidInputError(
             f"part_size must be an integer number of bytes, got {type(part_size).__name__} {part_size!r}; "
-            f"pass e.g. part_size={DEFAULT_PART_SIZE} (500 MiB)"
+            f"pass e.g. part_size={DEFAULT_PART_SIZE} (100 MiB)"
         )
     if not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
         raise InvalidInputError(
             f"part_size {part_size} bytes ({part_size / MIB:.2f} MiB) is outside S3's limits; pass a "
             f"value from {MIN_PART_SIZE} (5 MiB) to {MAX_PART_SIZE} (5 GiB) bytes, e.g. {DEFAULT_PART_SIZE} "
-            "(500 MiB)"
+            "(100 MiB)"
         )
     if part_size % MIB:
         raise InvalidInputError(

@@ -2,8 +2,12 @@
 
 The YAML shape follows alphakraken's ``envs/alphakraken.{env}.yaml``::
 
+    locations:
+      backup:
+        absolute_path: /fs/pool-1/backup   # the cluster's path, recorded in backup_base_path
     backup:
-      backup_type: s3          # or "local"
+      backup_type: s3          # or "local"; missing means "local", as alphakraken reads it
+      worker_backup_path: /opt/airflow/mounts/backup   # ours: where workers see absolute_path (the default)
       purging_verification_type: s3   # local | s3 | force_local (read by the verified-cleanup example)
       s3:
         region: eu-central-1
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -34,6 +38,7 @@ from airflow_provider_kraken_s3.core.parts import (
     MIN_PART_SIZE,
     check_part_size,
 )
+from airflow_provider_kraken_s3.core.paths import DEFAULT_WORKER_BACKUP_PATH, BackupPathMap, check_root
 
 __all__ = [
     "BACKUP_TYPES",
@@ -54,7 +59,10 @@ __all__ = [
 ]
 
 BACKUP_TYPES: tuple[str, ...] = ("local", "s3")
+#: Without a settings file: this provider exists to back up to S3.
 DEFAULT_BACKUP_TYPE = "s3"
+#: With a settings file that does not set ``backup.backup_type``: alphakraken's own reading of it.
+YAML_DEFAULT_BACKUP_TYPE = "local"
 #: S3 storage classes a raw-file backup may use (written once, read rarely). Archive classes (GLACIER,
 #: DEEP_ARCHIVE) still answer HEAD, which is all skip, resume and the sensor need.
 STORAGE_CLASSES: tuple[str, ...] = (
@@ -80,6 +88,10 @@ class BackupSettings:
     create_buckets: bool = False
     storage_class: str | None = None
     purging_verification_type: str | None = None
+    #: where the worker sees the cluster's backup pool; None: ``backup_base_path`` is read as it is
+    backup_paths: BackupPathMap | None = None
+    #: where ``backup_type`` came from, for the log (an unset YAML key means "local", as alphakraken reads it)
+    backup_type_source: str = field(default="backup_type", compare=False)
 
     def __post_init__(self) -> None:
         _check_backup_type(self.backup_type, "backup_type")
@@ -186,6 +198,8 @@ def parse_settings_mapping(data: Mapping[str, Any] | None) -> dict[str, Any]:
     top = _optional_mapping(data, "the settings (top level)")
     backup = _optional_mapping(top.get("backup"), "backup")
     s3 = _optional_mapping(backup.get("s3"), "backup.s3")
+    locations = _optional_mapping(top.get("locations"), "locations")
+    pool = _optional_mapping(locations.get("backup"), "locations.backup")
     create = s3.get("auto_create_buckets")
     if create is not None and not isinstance(create, bool):
         raise InvalidInputError(f"backup.s3.auto_create_buckets must be true or false, got {create!r}")
@@ -198,6 +212,8 @@ def parse_settings_mapping(data: Mapping[str, Any] | None) -> dict[str, Any]:
         "purging_verification_type": _optional_string(
             backup, "purging_verification_type", "backup.purging_verification_type"
         ),
+        "cluster_backup_path": _optional_string(pool, "absolute_path", "locations.backup.absolute_path"),
+        "worker_backup_path": _optional_string(backup, "worker_backup_path", "backup.worker_backup_path"),
     }
 
 
@@ -241,12 +257,19 @@ def resolve_settings(
     settings_path: str | os.PathLike[str] | None = None,
     create_buckets: bool | None = None,
     storage_class: str | None = None,
+    worker_backup_path: str | None = None,
 ) -> BackupSettings:
     """Merge explicit arguments (win), the YAML at ``settings_path`` and defaults into checked settings.
 
-    Defaults: ``backup_type`` "s3" (this provider exists to back up to S3), ``part_size``
-    :data:`DEFAULT_PART_SIZE`, ``region_name`` None (boto3's own default chain). ``bucket_prefix`` has no
-    default: guessing it could send a project's data into someone else's bucket.
+    Defaults: ``backup_type`` "s3" without a settings file (this provider exists to back up to S3) but
+    "local" when the settings file does not set ``backup.backup_type`` (alphakraken's reading: a deployment
+    that never enabled S3 does not start uploading because this operator was added); ``part_size``
+    :data:`DEFAULT_PART_SIZE` (alphakraken's 100 MiB chunks); ``region_name`` None (boto3's own default chain).
+    ``bucket_prefix`` has no default: guessing it could send a project's data into someone else's bucket.
+
+    Paths: with ``locations.backup.absolute_path`` in the YAML, recorded ``backup_base_path`` values (cluster
+    paths) are read under ``worker_backup_path`` (argument, else ``backup.worker_backup_path``, else
+    :data:`~.paths.DEFAULT_WORKER_BACKUP_PATH`); without it they are read as they are.
     """
     from_yaml: dict[str, Any] = dict.fromkeys(
         (
@@ -256,6 +279,8 @@ def resolve_settings(
             "create_buckets",
             "storage_class",
             "purging_verification_type",
+            "cluster_backup_path",
+            "worker_backup_path",
         )
     )
     if settings_path is not None:
@@ -272,8 +297,13 @@ def resolve_settings(
         return from_yaml[name], f"{yaml_key}{source}"
 
     chosen_type, type_where = pick("backup_type", backup_type, "backup.backup_type")
-    if chosen_type is None:
+    type_source = type_where
+    if chosen_type is None and settings_path is not None:
+        chosen_type = YAML_DEFAULT_BACKUP_TYPE
+        type_source = f"backup.backup_type is not set{source}, which alphakraken reads as 'local'"
+    elif chosen_type is None:
         chosen_type = DEFAULT_BACKUP_TYPE
+        type_source = "default: no backup_type argument and no settings file"
     _check_backup_type(chosen_type, type_where)
     prefix, prefix_where = pick("bucket_prefix", bucket_prefix, "backup.s3.bucket_prefix")
     if prefix is not None and chosen_type == "s3" and bucket_prefix is None:
@@ -299,7 +329,29 @@ def resolve_settings(
         create_buckets=bool(create),
         storage_class=chosen_class,
         purging_verification_type=purging,
+        backup_paths=_path_map(from_yaml, worker_backup_path, source),
+        backup_type_source=type_source,
     )
+
+
+def _path_map(
+    from_yaml: Mapping[str, Any], worker_backup_path: str | None, source: str
+) -> BackupPathMap | None:
+    """The cluster-to-worker path map, or None (paths read as recorded) without ``locations.backup``."""
+    worker, worker_where = (worker_backup_path, "worker_backup_path")
+    if worker is None:
+        worker, worker_where = from_yaml["worker_backup_path"], f"backup.worker_backup_path{source}"
+    cluster = from_yaml["cluster_backup_path"]
+    if cluster is None:
+        if worker is not None:
+            raise InvalidInputError(
+                f"{worker_where} is set but locations.backup.absolute_path is not{source or ' (no settings file)'}: "
+                "the worker's path replaces that cluster path in backup_base_path, so set both (or neither, to "
+                "read backup_base_path as it is)"
+            )
+        return None
+    worker = check_root(worker, worker_where) if worker is not None else DEFAULT_WORKER_BACKUP_PATH
+    return BackupPathMap(cluster, worker, source=f"locations.backup.absolute_path{source}")
 
 
 def validate_arguments(
@@ -310,6 +362,7 @@ def validate_arguments(
     part_size: object = None,
     settings_path: object = None,
     storage_class: object = None,
+    worker_backup_path: object = None,
 ) -> None:
     """Check operator arguments at DAG-parse time, without reading files or contacting anything.
 
@@ -328,6 +381,8 @@ def validate_arguments(
         check_part_size(part_size)
     if storage_class is not None and not is_templated(storage_class):
         check_storage_class(storage_class)
+    if worker_backup_path is not None and not is_templated(worker_backup_path):
+        check_root(worker_backup_path, "worker_backup_path")
     if settings_path is not None and not is_templated(settings_path):
         if isinstance(settings_path, os.PathLike):
             settings_path = os.fspath(settings_path)

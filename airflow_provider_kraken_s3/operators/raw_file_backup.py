@@ -22,7 +22,7 @@ from airflow.providers.common.compat.sdk import (
     Stats,
 )
 
-from airflow_provider_kraken_s3.core.errors import InvalidInputError, PermanentBackupError
+from airflow_provider_kraken_s3.core.errors import InvalidInputError, NothingToBackUp, PermanentBackupError
 from airflow_provider_kraken_s3.core.settings import resolve_settings, validate_arguments
 from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook
 from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
@@ -49,12 +49,17 @@ class RawFileS3BackupOperator(BaseOperator):
     :param raw_file_id: id of the ``RawFile`` document (templated).
     :param aws_conn_id: Airflow ``aws`` connection (credentials, region, endpoint).
     :param mongo_conn_id: Airflow connection of alphakraken's MongoDB (``kraken_mongo`` or ``mongo`` type).
-    :param backup_type: ``s3`` or ``local`` (then the task is skipped); overrides ``settings_path`` (templated).
+    :param backup_type: ``s3`` or ``local`` (then the task is skipped); overrides ``settings_path``, where a
+        missing ``backup.backup_type`` means ``local`` as in alphakraken (templated).
     :param bucket_prefix: bucket prefix; the bucket is ``{prefix}-{project_id}``, normalised (templated).
     :param region_name: region of the bucket; overrides the connection's (templated).
-    :param part_size: multipart part size in bytes (default 500 MiB), unless a file's inventory fixes it.
-    :param settings_path: alphakraken-style YAML (``backup: {backup_type, s3: {region, bucket_prefix}}``);
-        arguments win over it (templated).
+    :param part_size: multipart part size in bytes (default 100 MiB, alphakraken's), unless a file's inventory
+        fixes it.
+    :param settings_path: alphakraken-style YAML (``backup: {backup_type, s3: {region, bucket_prefix}}``,
+        ``locations.backup.absolute_path``); arguments win over it (templated).
+    :param worker_backup_path: where this worker sees ``locations.backup.absolute_path`` (the cluster path
+        recorded in ``backup_base_path``); None: the YAML's ``backup.worker_backup_path``, else
+        ``/opt/airflow/mounts/backup`` (alphakraken's containers). Unused without ``locations`` (templated).
     :param create_bucket_if_missing: create a missing bucket (private, versioned, encrypted, public access
         blocked, tagged, incomplete uploads aborted after 7 days) instead of failing; None: the YAML's
         ``backup.s3.auto_create_buckets`` (default false).
@@ -76,6 +81,7 @@ class RawFileS3BackupOperator(BaseOperator):
         "region_name",
         "settings_path",
         "storage_class",
+        "worker_backup_path",
     )
     ui_color = "#c9e4f6"
     operator_extra_links = (S3BackupLink(),)
@@ -93,6 +99,7 @@ class RawFileS3BackupOperator(BaseOperator):
         settings_path: str | None = None,
         create_bucket_if_missing: bool | None = None,
         storage_class: str | None = None,
+        worker_backup_path: str | None = None,
         raise_on_failure: bool = True,
         max_concurrency: int = 4,
         expected_bucket_owner: str | None = None,
@@ -106,6 +113,7 @@ class RawFileS3BackupOperator(BaseOperator):
             region_name=region_name,
             part_size=part_size,
             storage_class=storage_class,
+            worker_backup_path=worker_backup_path,
         )
         self.raw_file_id = raw_file_id
         self.aws_conn_id = aws_conn_id
@@ -117,6 +125,7 @@ class RawFileS3BackupOperator(BaseOperator):
         self.settings_path = settings_path
         self.create_bucket_if_missing = create_bucket_if_missing
         self.storage_class = storage_class
+        self.worker_backup_path = worker_backup_path
         self.raise_on_failure = raise_on_failure
         self.max_concurrency = max_concurrency
         self.expected_bucket_owner = expected_bucket_owner
@@ -134,14 +143,19 @@ class RawFileS3BackupOperator(BaseOperator):
                 settings_path=self.settings_path,
                 create_buckets=self.create_bucket_if_missing,
                 storage_class=self.storage_class,
+                worker_backup_path=self.worker_backup_path,
             )
         except InvalidInputError as error:
             raise AirflowFailException(f"invalid backup settings: {error}") from error
         if settings.backup_type != "s3":
-            raise AirflowSkipException(
-                f"backup_type is {settings.backup_type!r}, not 's3': no S3 backup for {self.raw_file_id}; "
-                "the RawFile is left untouched."
+            why = (
+                f"backup_type is {settings.backup_type!r} ({settings.backup_type_source}), not 's3': no S3 backup "
+                f"for {self.raw_file_id}; the RawFile is left untouched."
             )
+            self.log.info("%s", why)
+            raise AirflowSkipException(why)
+        if settings.backup_paths is not None:
+            self.log.info("backup_base_path mapping: %s", settings.backup_paths.describe())
         mongo = KrakenMongoHook(mongo_conn_id=self.mongo_conn_id)
         mongo.connect()
         mongo.check_reachable()  # unreachable: MongoUnavailableError naming host and database; Airflow retries
@@ -168,6 +182,11 @@ class RawFileS3BackupOperator(BaseOperator):
         )
         try:
             outcome = backup.run()
+        except NothingToBackUp as error:
+            self.log.info(
+                "nothing to back up for %s: %s; the RawFile is left untouched", self.raw_file_id, error
+            )
+            raise AirflowSkipException(str(error)) from error
         except PermanentBackupError as error:
             Stats.incr(f"{STATS_PREFIX}.failed")
             if self.raise_on_failure:

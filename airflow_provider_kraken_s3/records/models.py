@@ -96,6 +96,7 @@ class RawFile(Document):
     created_at = DateTimeField()
     file_info = DictField()
     backup_status = StringField()
+    updated_at_ = DateTimeField()  # UTC; alphakraken's, moved by every write (theirs and ours)
 
     # Written by this provider.
     s3_bucket = StringField()

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airflow_provider_kraken_s3.core.errors import InvalidInputError
+from airflow_provider_kraken_s3.core.layout import FALLBACK_PROJECT_ID
 from airflow_provider_kraken_s3.core.manifest import parse_upload_path
 from airflow_provider_kraken_s3.core.verdict import RawFileRecord
 from airflow_provider_kraken_s3.records import lease, store
@@ -77,7 +78,10 @@ class RecordFilter:
         """The MongoDB filter for these conditions (empty: every record)."""
         query: dict[str, Any] = {}
         if self.project_ids:
-            query["project_id"] = {"$in": list(self.project_ids)}
+            wanted: list[str | None] = list(self.project_ids)
+            if FALLBACK_PROJECT_ID in wanted:  # no project id (old records) is the fallback project
+                wanted.append(None)
+            query["project_id"] = {"$in": wanted}
         if self.instrument_ids:
             query["instrument_id"] = {"$in": list(self.instrument_ids)}
         created: dict[str, datetime] = {}

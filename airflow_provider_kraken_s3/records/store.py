@@ -56,6 +56,19 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+#: Our bookkeeping (who holds the lease, which multipart uploads to resume): a write of only these changes
+#: nothing alphakraken reads, so it leaves ``updated_at_`` alone (a re-verified DONE stays untouched).
+_BOOKKEEPING_FIELDS = frozenset({"s3_lease_owner", "s3_lease_expires_at", "s3_uploads"})
+
+
+def stamped(update: Mapping[str, Any]) -> dict[str, Any]:
+    """``update`` that also sets ``updated_at_`` as alphakraken's ``update_raw_file`` does on every write
+    (``datetime.now(tz=utc)``): their alerts only look at records whose ``updated_at_`` is recent."""
+    if {name for fields in update.values() for name in fields} <= _BOOKKEEPING_FIELDS:
+        return dict(update)
+    return {**update, "$set": {**update.get("$set", {}), "updated_at_": _now()}}
+
+
 def clip_details(details: str) -> str:
     """Keep details readable and bounded; the middle of an over-long message is the least useful part."""
     details = str(details)
@@ -161,7 +174,9 @@ def _update(raw_file_id: str, action: str, **updates: Any) -> None:
     """One atomic ``update_one`` on an existing document; unknown fields stay untouched."""
     _check_id(raw_file_id)
     with mongo_errors(action, raw_file_id):
-        result = RawFile.objects(id=raw_file_id).update_one(upsert=False, full_result=True, **updates)
+        result = RawFile.objects(id=raw_file_id).update_one(
+            upsert=False, full_result=True, set__updated_at_=_now(), **updates
+        )
     if result.matched_count == 0:
         raise _not_found(raw_file_id)
     log.debug("RawFile %r: %s (%s).", raw_file_id, action, ", ".join(sorted(updates)))
@@ -187,7 +202,7 @@ def update_where(
     """
     _check_id(raw_file_id)
     with mongo_errors(action, raw_file_id):
-        result = RawFile._get_collection().update_one({"_id": raw_file_id, **condition}, dict(update))
+        result = RawFile._get_collection().update_one({"_id": raw_file_id, **condition}, stamped(update))
         if result.matched_count:
             log.debug("RawFile %r: %s.", raw_file_id, action)
             return True

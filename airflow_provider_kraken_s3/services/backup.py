@@ -30,10 +30,11 @@ from airflow_provider_kraken_s3.core.errors import (
     InvalidInputError,
     LeaseLostError,
     LocalFileChangedError,
+    NothingToBackUp,
     PermanentBackupError,
 )
 from airflow_provider_kraken_s3.core.inventory import BackupObject, backup_objects
-from airflow_provider_kraken_s3.core.layout import key_prefix, listing_folder, local_path
+from airflow_provider_kraken_s3.core.layout import key_prefix, listing_folder, local_path, project_of
 from airflow_provider_kraken_s3.core.manifest import (
     DISTRUSTING_OUTCOMES,
     MANIFEST_FIELD,
@@ -44,6 +45,7 @@ from airflow_provider_kraken_s3.core.manifest import (
 )
 from airflow_provider_kraken_s3.core.naming import bucket_name
 from airflow_provider_kraken_s3.core.parts import MIB, plan_parts
+from airflow_provider_kraken_s3.core.paths import missing_hint, skip_reason, worker_base_path
 from airflow_provider_kraken_s3.core.settings import BackupSettings
 from airflow_provider_kraken_s3.records import lease, store
 from airflow_provider_kraken_s3.records.models import BackupStatus, RawFile
@@ -120,7 +122,10 @@ class RawFileBackup:
 
     def run(self) -> BackupOutcome:
         started = time.monotonic()
-        lease.claim(self.raw_file_id, self.attempt)  # first: what is read next is read as its owner
+        raw_file = store.get_raw_file(self.raw_file_id)
+        if (why := skip_reason(raw_file.backup_status, raw_file.backup_base_path)) is not None:
+            raise NothingToBackUp(why)  # before the claim: nothing is written
+        lease.claim(self.raw_file_id, self.attempt)  # then what is read next is read as its owner
         keeper = lease.LeaseKeeper(self.raw_file_id, self.attempt, self.cancel)
         try:
             with keeper:
@@ -156,8 +161,8 @@ class RawFileBackup:
             created_at=raw_file.created_at,
         )
         objects = backup_objects(raw_file.id, self.planned, prefix=self.prefix)
-        self.bucket = bucket_name(self.settings.bucket_prefix or "", raw_file.project_id or "")
-        self._ensure_bucket(raw_file.project_id or "")
+        self.bucket = bucket_name(self.settings.bucket_prefix or "", project_of(raw_file.project_id))
+        self._ensure_bucket(project_of(raw_file.project_id))
         listed = self._listing(objects)
         todo, proven = self._not_yet_proven(objects, listed)
         results: dict[str, UploadResult] = {}
@@ -217,7 +222,7 @@ class RawFileBackup:
             return None
         manifest = checked.manifest
         self.bucket, self.prefix = manifest.bucket, manifest.prefix
-        configured = bucket_name(self.settings.bucket_prefix or "", raw_file.project_id or "")
+        configured = bucket_name(self.settings.bucket_prefix or "", project_of(raw_file.project_id))
         if configured != manifest.bucket:
             self.log.warning(
                 "RawFile %s is backed up in s3://%s/, not in s3://%s/ as the settings would place it now: a "
@@ -279,15 +284,15 @@ class RawFileBackup:
             )
         return todo, proven
 
+    def _base_path(self, raw_file: RawFile) -> str:
+        return worker_base_path(raw_file.backup_base_path, self.settings.backup_paths)
+
     def _local_file(self, raw_file: RawFile, item: BackupObject) -> Path:
-        """The file on disk for an inventory entry; refuses paths escaping ``backup_base_path``."""
-        if not raw_file.backup_base_path:
-            raise InvalidInputError(
-                f"raw file {raw_file.id!r} has no backup_base_path: the folder holding its files is unknown. "
-                "The local copy step must record it before the upload."
-            )
-        path = local_path(raw_file.backup_base_path, item.path)
-        base = Path(raw_file.backup_base_path).resolve()
+        """The file on disk for an inventory entry (``backup_base_path`` as this worker sees it, see
+        :mod:`..core.paths`); refuses paths escaping that folder."""
+        base_path = self._base_path(raw_file)
+        path = local_path(base_path, item.path)
+        base = Path(base_path).resolve()
         try:
             resolved = path.resolve(strict=False)
         except (RuntimeError, OSError) as error:  # a symlink loop (RuntimeError before Python 3.13)
@@ -300,7 +305,8 @@ class RawFileBackup:
         if not path.is_file():
             raise LocalFileChangedError(
                 f"{path} (inventory entry {item.path!r}) does not exist or is not a file, and S3 does not hold a "
-                "verified copy of it. Was the local copy moved or deleted? Restore it, then clear the task."
+                "verified copy of it. Was the local copy moved or deleted? Restore it, then clear the task. "
+                + missing_hint(raw_file.backup_base_path, base_path, self.settings.backup_paths)
             )
         actual = path.stat().st_size
         if actual != item.size:
@@ -394,7 +400,7 @@ class RawFileBackup:
             seconds=seconds,
             keys=tuple(item.key for item in manifest.objects),
             read_paths=tuple(
-                str(local_path(raw_file.backup_base_path or "", item.path))
+                str(local_path(self._base_path(raw_file), item.path))
                 for item in manifest.objects
                 if (result := results.get(item.path)) is not None
                 and (result.bytes_read or not result.skipped)

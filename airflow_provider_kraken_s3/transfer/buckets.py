@@ -25,6 +25,9 @@ from airflow_provider_kraken_s3.core.errors import (
 from airflow_provider_kraken_s3.transfer.access import PERMISSIONS, S3Access, describe_error
 
 PROJECT_TAG = "project_id"
+#: The tag alphakraken's own bucket creation sets (``ManagedBy=alphakraken``); every bucket we create has it
+#: too, so their tooling and bucket policies keyed on it treat our buckets as theirs.
+MANAGED_BY_TAG = ("ManagedBy", "alphakraken")
 
 
 def check_bucket(access: S3Access, bucket: str) -> None:
@@ -151,8 +154,11 @@ def create_backup_bucket(access: S3Access, bucket: str, *, tags: dict[str, str],
     ``InvalidArgument``). A step the store refuses is not fatal: it is logged as one warning saying what the
     bucket lacks, and the final line lists it again. A transient error (network, 5xx) stops provisioning and
     says which steps are missing, as does a missing bucket.
+
+    ``tags`` are set beside ``ManagedBy=alphakraken`` (:data:`MANAGED_BY_TAG`; a ``ManagedBy`` in ``tags`` wins).
     """
     where = access.describe(bucket)
+    tags = {MANAGED_BY_TAG[0]: MANAGED_BY_TAG[1], **tags}
     create: dict[str, Any] = {"Bucket": bucket, "ACL": "private"}
     if access.region and access.region != "us-east-1":
         create["CreateBucketConfiguration"] = {"LocationConstraint": access.region}

@@ -40,7 +40,10 @@ def test_create_backup_bucket_reports_what_ceph_refuses_and_the_owner_can_write(
     assert "LACKS: default encryption (SSE-S3)" in log
 
     assert s3.get_bucket_versioning(Bucket=name)["Status"] == "Enabled"
-    assert s3.get_bucket_tagging(Bucket=name)["TagSet"] == [{"Key": "project_id", "Value": "P1"}]
+    assert s3.get_bucket_tagging(Bucket=name)["TagSet"] == [
+        {"Key": "ManagedBy", "Value": "alphakraken"},
+        {"Key": "project_id", "Value": "P1"},
+    ]
     rules = s3.get_bucket_lifecycle_configuration(Bucket=name)["Rules"]
     assert rules[0]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 7}
     block = s3.get_public_access_block(Bucket=name)["PublicAccessBlockConfiguration"]

@@ -41,9 +41,9 @@ def test_plan_covers_the_file_within_s3_limits(size: int, part_mib: int) -> None
         assert math.ceil(size / (plan.part_size - MIB)) > MAX_PARTS  # the smallest whole MiB that fits
 
 
-def test_default_part_size_is_500_mib() -> None:
-    assert plan_parts(10 * GIB).part_size == DEFAULT_PART_SIZE == 500 * MIB
-    assert plan_parts(10 * GIB).part_count == 21
+def test_default_part_size_is_alphakrakens_100_mib() -> None:
+    assert plan_parts(10 * GIB).part_size == DEFAULT_PART_SIZE == 100 * MIB
+    assert plan_parts(10 * GIB).part_count == 103
 
 
 def test_too_many_parts_raises_part_size_and_says_so() -> None:

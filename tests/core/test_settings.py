@@ -48,7 +48,7 @@ def _write(tmp_path: pathlib.Path, text: str) -> pathlib.Path:
 
 
 def test_constants() -> None:
-    assert DEFAULT_PART_SIZE == 524_288_000
+    assert DEFAULT_PART_SIZE == 104_857_600
     assert MIN_PART_SIZE == 5_242_880
     assert MAX_PART_SIZE == 5_368_709_120
     assert BACKUP_TYPES == ("local", "s3")
@@ -77,6 +77,8 @@ def test_parse_full_mapping() -> None:
         "create_buckets": True,
         "storage_class": "GLACIER_IR",
         "purging_verification_type": "s3",
+        "cluster_backup_path": None,
+        "worker_backup_path": None,
     }
 
 
@@ -140,6 +142,8 @@ def test_parse_missing_sections_give_none(data: object) -> None:
         "create_buckets": None,
         "storage_class": None,
         "purging_verification_type": None,
+        "cluster_backup_path": None,
+        "worker_backup_path": None,
     }
 
 
@@ -240,9 +244,14 @@ def test_resolve_without_yaml_defaults_to_s3() -> None:
     )
 
 
-def test_resolve_yaml_without_backup_type_defaults_to_s3(tmp_path: pathlib.Path) -> None:
+def test_resolve_yaml_without_backup_type_is_local_as_alphakraken_reads_it(tmp_path: pathlib.Path) -> None:
     path = _write(tmp_path, "backup:\n  s3:\n    bucket_prefix: ak\n")
-    assert resolve_settings(settings_path=path).backup_type == "s3"
+    settings = resolve_settings(settings_path=path)
+    assert settings.backup_type == "local"
+    assert settings.backup_type_source == (
+        f"backup.backup_type is not set in settings file {str(path)!r}, which alphakraken reads as 'local'"
+    )
+    assert resolve_settings(settings_path=path, backup_type="s3").backup_type == "s3"  # the argument wins
 
 
 def test_explicit_arguments_win_over_yaml(settings_file: pathlib.Path) -> None:
@@ -341,7 +350,7 @@ def test_s3_without_prefix_in_yaml(tmp_path: pathlib.Path) -> None:
 
 
 def test_bad_prefix_from_yaml_names_key_and_file(tmp_path: pathlib.Path) -> None:
-    path = _write(tmp_path, "backup:\n  s3:\n    bucket_prefix: '---'\n")
+    path = _write(tmp_path, "backup:\n  backup_type: s3\n  s3:\n    bucket_prefix: '---'\n")
     with pytest.raises(InvalidInputError, match="contains no letters or digits") as info:
         resolve_settings(settings_path=path)
     assert f"backup.s3.bucket_prefix in settings file {str(path)!r}" in str(info.value)

@@ -249,6 +249,7 @@ def _record(status: str | None, **fields) -> RawFileRecord:
         "id": "x.raw",
         "backup_status": status,
         "s3_bucket": "kraken-lab-p1",
+        "project_id": "P1",
         "file_info": {"x.raw": _entry(1, MD5_A, ETAG_A)},
         "s3_backup_details": "details of the last attempt",
     }

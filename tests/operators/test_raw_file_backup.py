@@ -283,7 +283,7 @@ def test_create_bucket_if_missing(aws_conn, s3_client, stage) -> None:
     encryption = s3_client.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]
     assert encryption["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
     tags = {t["Key"]: t["Value"] for t in s3_client.get_bucket_tagging(Bucket=bucket)["TagSet"]}
-    assert tags["project_id"] == "fresh"
+    assert tags["project_id"] == "fresh" and tags["ManagedBy"] == "alphakraken"
     assert reload("c.raw").backup_status == BackupStatus.DONE
 
 
