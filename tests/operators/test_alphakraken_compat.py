@@ -16,7 +16,7 @@ from boto3.s3.transfer import TransferConfig
 from airflow_provider_kraken_s3.core.layout import FALLBACK_PROJECT_ID
 from airflow_provider_kraken_s3.records.models import BackupStatus, RawFile
 from airflow_provider_kraken_s3.transfer.hashing import compute_s3_etag
-from tests.operators.test_raw_file_backup import BUCKET, PART, operator, project_bucket, reload, stage
+from tests.operators.test_raw_file_backup import BUCKET, PART, operator, reload
 
 __all__ = ["project_bucket", "stage"]  # fixtures used by the tests below
 

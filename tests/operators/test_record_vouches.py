@@ -284,3 +284,37 @@ def test_audit_reports_a_key_whose_current_version_is_not_the_recorded_one(
     findings = check_record(KrakenS3Hook().access(), record).findings
     assert [f.kind.value for f in findings] == ["different"]
     assert "is not the recorded" in findings[0].detail
+
+
+def test_a_record_alphakrakens_uploader_finished_is_verified_and_gets_a_manifest_without_uploading(
+    aws_conn, s3_client, project_bucket, stage, tmp_path
+) -> None:
+    """Issue 13/14: no s3_bucket, s3_upload_path and a precomputed file_info[2], objects their uploader put
+    (one PUT below 100 MiB: a plain MD5). Sensor, audit, deep verify and restore read it; a re-run of our
+    operator proves it from S3 and adds the manifest, uploading nothing."""
+    from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
+    from airflow_provider_kraken_s3.services.audit import check_record
+    from airflow_provider_kraken_s3.services.deep_verify import deep_verify_raw_file
+    from airflow_provider_kraken_s3.services.verify import read_raw_file_record
+
+    base = stage("theirs.d", {"theirs.d/a.tdf": 300, "theirs.d/b.tdf_bin": 700})
+    file_info = RawFile._get_collection().find_one({"_id": "theirs.d"})["file_info"]
+    for path, entry in file_info.items():
+        s3_client.put_object(Bucket=BUCKET, Key=path, Body=(base / path).read_bytes())
+        entry.append(f"{entry[1]}__100")
+    set_record(
+        "theirs.d",
+        backup_status=BackupStatus.DONE,
+        s3_upload_path=f"s3://{BUCKET}",
+        file_info=file_info,
+    )
+    assert not reload("theirs.d").s3_bucket
+    assert poke_round(raw_file_id="theirs.d").action.value == "success"
+    record = read_raw_file_record(lambda conn_id: None, "kraken_mongo_default", "theirs.d")
+    assert [f.kind.value for f in check_record(KrakenS3Hook().access(), record).findings] == ["ok", "ok"]
+    assert deep_verify_raw_file(KrakenS3Hook().access(), "theirs.d", record=False).ok
+    result = operator("theirs.d").execute(context={})
+    assert result["bytes_uploaded"] == 0
+    manifest = manifest_of("theirs.d")
+    assert manifest.bucket == BUCKET and {item.proof for item in manifest.objects} == {Proof.LISTING}
+    assert reload("theirs.d").file_info == file_info  # their inventory, untouched
