@@ -50,7 +50,7 @@ def test_an_audit_that_matched_nothing_fails_unless_allowed(backed_up) -> None:
     backed_up("e1.raw", {"e1.raw": 10})  # created 2024-01-01: outside a 30-day window
 
     recent = S3BackupAuditOperator(task_id="audit", created_within=timedelta(days=30))
-    with pytest.raises(AirflowFailException, match="NOTHING CHECKED.*allow_empty=True"):
+    with pytest.raises(AirflowFailException, match=r"NOTHING CHECKED.*allow_empty=True"):
         recent.execute(context={})
 
 
