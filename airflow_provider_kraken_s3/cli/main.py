@@ -256,9 +256,10 @@ def _structlog_level(level: int | None) -> Iterator[None]:
     (``None``: as Airflow configured it). Airflow 2 does not use structlog."""
     try:
         import structlog
-    except ImportError:
-        structlog = None
-    if level is None or structlog is None or not structlog.is_configured():
+    except ImportError:  # Airflow 2 runs without it
+        yield
+        return
+    if level is None or not structlog.is_configured():
         yield
         return
     configured = structlog.get_config()

@@ -14,7 +14,6 @@ from typing import Any
 from airflow_provider_kraken_s3.core.errors import InvalidInputError
 from airflow_provider_kraken_s3.core.etag import (
     PrecomputedEtag,
-    format_precomputed_etag,
     parse_precomputed_etag,
 )
 from airflow_provider_kraken_s3.core.layout import object_keys
@@ -31,10 +30,6 @@ class BackupObject:
     size: int
     md5: str
     precomputed: PrecomputedEtag | None
-
-    def file_info_entry(self, etag: str, part_size: int) -> list[Any]:
-        """The ``[size, md5, "<etag>__<part MiB>"]`` entry recording this file's verified ETag."""
-        return [self.size, self.md5, format_precomputed_etag(etag, part_size)]
 
 
 def backup_objects(

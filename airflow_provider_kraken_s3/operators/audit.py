@@ -7,9 +7,10 @@ aborts of orphan multipart uploads.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator
 
@@ -78,7 +79,7 @@ class S3BackupAuditOperator(BaseOperator):
             record_filter,
             max_workers=self.max_workers,
             keep_ok=False,
-            log=self.log,
+            log=cast("logging.Logger", self.log),
         )
         self.log.info("audit report:\n%s", render_table(report.findings, report.summary))
         summary = report.summary.as_dict()
@@ -142,7 +143,7 @@ class S3BackupReconcileOperator(BaseOperator):
             buckets=tuple(self.buckets),
             orphan_age=self.orphan_age,
             abort=self.abort_orphans,
-            log=self.log,
+            log=cast("logging.Logger", self.log),
         ).run()
         self.log.info("%s", report.describe())
         if not report.ok:

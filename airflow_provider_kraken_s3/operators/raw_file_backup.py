@@ -9,10 +9,11 @@ the "S3 backup" link. A failed attempt reports neither.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.common.compat.lineage.hook import get_hook_lineage_collector
 from airflow.providers.common.compat.sdk import (
@@ -157,7 +158,7 @@ class RawFileS3BackupOperator(BaseOperator):
             settings=settings,
             access=s3.access(),
             attempt=Attempt.new(_attempt_label(context, self.task_id, try_number), ttl=self.lease_ttl),
-            log=self.log,
+            log=cast("logging.Logger", self.log),
             max_concurrency=self.max_concurrency,
             tries=(try_number, max_tries),
             cancel=self._cancel,

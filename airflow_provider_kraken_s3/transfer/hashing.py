@@ -202,7 +202,8 @@ def hash_into(digests: Digests, handle: BinaryIO, length: int) -> int:
     buffer = bytearray(min(READ_BLOCK, max(length, 1)))
     remaining = length
     while remaining:
-        got = handle.readinto(memoryview(buffer)[: min(remaining, len(buffer))])
+        # Every file opened "rb" (buffered or not) has readinto; typing.BinaryIO does not declare it.
+        got = handle.readinto(memoryview(buffer)[: min(remaining, len(buffer))])  # type: ignore[attr-defined]
         if not got:
             break
         digests.update(memoryview(buffer)[:got])
