@@ -20,12 +20,19 @@ os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(Path(__file__).resolve()
 
 import boto3
 from botocore.config import Config
+from hypothesis import HealthCheck, settings
 
 from airflow_provider_kraken_s3.embedded import MotoServer, migrate_airflow_db
 from airflow_provider_kraken_s3.transfer.access import S3Access
 from tests.faults import FaultProxy
 
 pytest_plugins = ["tests.conftest_mongo"]
+
+# Property tests check what holds for every input, not how fast: on a loaded machine (CI runs both Airflow
+# lines on two cores) one example may take half a second, which is no failure. No deadline, anywhere, and no
+# complaint that generating examples was slow.
+settings.register_profile("kraken", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("kraken")
 
 
 def aws_connection_json(endpoint_url: str, **config_kwargs: object) -> str:

@@ -15,6 +15,8 @@ from tests.conftest import BACKED_UP_BUCKET
 from tests.conftest_mongo import insert_raw_file
 from tests.dag_runner import load_mongo_dump, mongo_snapshot, run_dag, task_states, xcom_return_value
 
+pytestmark = pytest.mark.slow  # full DAG runs (airflow dags test in a subprocess)
+
 DAG_ID = "backup_audit"
 
 

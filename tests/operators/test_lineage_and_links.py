@@ -230,6 +230,7 @@ def _xcom(dag_id: str, task_id: str, key: str):
     return None if row is None else json.loads(row[0])
 
 
+@pytest.mark.slow
 def test_the_link_survives_the_run(
     tmp_path, airflow_db, aws_conn, moto_server, s3_client, kraken_mongo
 ) -> None:
@@ -250,7 +251,9 @@ def test_the_link_survives_the_run(
     airflow_dags_test("acquisition_handler", conf)
     expected = f"{moto_server.url}/kraken-link-p8/l.raw"
     assert _xcom("acquisition_handler", "upload_to_s3", S3BackupLink.key) == expected
-    if int(airflow_version.split(".")[0]) >= 3:  # the task runner asked the link when the task ended; the API server reads this
+    if (
+        int(airflow_version.split(".")[0]) >= 3
+    ):  # the task runner asked the link when the task ended; the API server reads this
         assert _xcom("acquisition_handler", "upload_to_s3", S3BackupLink().xcom_key) == expected
     else:  # the webserver asks the link
         from airflow.models.taskinstancekey import TaskInstanceKey
