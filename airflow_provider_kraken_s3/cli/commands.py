@@ -73,8 +73,7 @@ def files_to_hash(path: Path) -> list[tuple[Path, str]]:
     if not path.is_dir():
         return [(path, str(path))]
     found = []
-    for folder, subfolders, names in os.walk(path):
-        subfolders.sort()
+    for folder, _, names in os.walk(path):
         for name in names:
             item = Path(folder, name)
             found.append((item, str(item.relative_to(path.parent))))

@@ -98,9 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
         "etag",
         help="the ETag S3 will report for local files (and alphakraken's '<etag>__<MiB>' form)",
         description="Compute, from the bytes of each file, its MD5 and the multipart ETag S3 reports for it when "
-        "uploaded with the given part size. Reads each file once; needs no connection.",
+        "uploaded with the given part size. A folder (a Bruker .d set) stands for every file in it, as the "
+        "backup uploads them. Reads each file once; needs no connection. A file that cannot be read is "
+        "reported (exit 3) and the others are still shown.",
     )
-    etag.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    etag.add_argument("files", nargs="+", type=Path, metavar="FILE_OR_FOLDER")
     etag.add_argument(
         "--part-size",
         type=_part_size_mib,
