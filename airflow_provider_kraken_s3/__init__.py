@@ -49,7 +49,11 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": _INTEGRATION,
-                "python-modules": ["airflow_provider_kraken_s3.operators.raw_file_backup"],
+                "python-modules": [
+                    "airflow_provider_kraken_s3.operators.audit",
+                    "airflow_provider_kraken_s3.operators.fixity",
+                    "airflow_provider_kraken_s3.operators.raw_file_backup",
+                ],
             }
         ],
         "sensors": [

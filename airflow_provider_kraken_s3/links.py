@@ -28,12 +28,16 @@ def backup_url(*, bucket: str, key: str, endpoint_url: str | None, region: str |
     """Where a person sees ``s3://bucket/key`` (a key ending in ``/`` is a folder of a raw file's set).
 
     AWS (no ``endpoint_url``, or an ``*.amazonaws.com`` one): the S3 console page of the object, or of the
-    folder. Any other endpoint (Ceph RGW, MinIO, ...) has no console we could know, so the plain path-style
-    URL ``{endpoint}/{bucket}/{key}``: it opens the object where the store allows it, and names it exactly
-    where it does not.
+    folder. Any other endpoint (Ceph RGW, MinIO, ...) has no console we could know, so what its S3 API
+    serves, path-style: the object ``{endpoint}/{bucket}/{key}``, or for a folder the listing of its objects
+    (``ListObjectsV2`` with the folder as prefix; the folder's own path is no object, a 404 on every store).
+    Both open where the store allows anonymous reads, and name the objects exactly where it does not.
     """
     if endpoint_url and not _is_aws(endpoint_url):
-        return f"{endpoint_url.rstrip('/')}/{bucket}/{quote(key, safe='/')}"
+        base = f"{endpoint_url.rstrip('/')}/{bucket}"
+        if key.endswith("/"):
+            return f"{base}/?list-type=2&prefix={quote(key, safe='')}"
+        return f"{base}/{quote(key, safe='/')}"
     console = _console(region)
     query = f"?region={region}&bucketType=general" if region else "?bucketType=general"
     if key.endswith("/"):

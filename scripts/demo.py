@@ -25,6 +25,7 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -55,7 +56,7 @@ THERMO_SIZE = 70 * MIB + 12_345
 ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 
-#: The provider's log lines a data steward reads (the rest, such as progress, stays in the log file).
+#: The provider's log lines a data steward reads, shown as the DAG runs (the rest stays in the log file).
 STEWARD_LINES = (
     "backup start",
     "upload summary",
@@ -66,6 +67,8 @@ STEWARD_LINES = (
     "REPLACING",
     "backup of ",  # ... failed: why, and what happens next
 )
+#: Shown as they come too, so a minute of uploading is not a minute of silence; not kept for the summary.
+PROGRESS_LINES = ("progress ",)
 #: The message of a log line: Airflow 3 (structlog: ``time [level] message [logger] key=value``) or Airflow
 #: 2 (logging: ``[time] {file.py:n} LEVEL - message``).
 LOG_MESSAGE = re.compile(
@@ -162,8 +165,6 @@ def _run(work: Path, airflow_log: Path) -> int:
             summaries: dict[str, dict[str, str]] = {}  # this round's `backup summary` fields, per raw file
             for raw_file_id in raw_files:
                 lines = run_dag(raw_file_id, instrument_dir, work, airflow_log)
-                for line in lines:
-                    print(f"    {line}")
                 summary = next((line for line in lines if line.startswith("backup summary ")), "")
                 summaries[raw_file_id] = dict(re.findall(r"(\w+)=(\S+)", summary))
             report(s3, bucket, raw_files, airflow_log)
@@ -204,13 +205,14 @@ def prove_round_trip(raw_file_id: str, instrument_dir: Path, destination: Path) 
 
 
 def run_dag(raw_file_id: str, instrument_dir: Path, work: Path, airflow_log: Path) -> list[str]:
-    """One ``airflow dags test acquisition_handler`` run; returns the provider's lines a steward reads."""
+    """One ``airflow dags test acquisition_handler`` run, the provider's lines shown as they are logged;
+    returns the lines a steward reads."""
     from airflow_provider_kraken_s3.embedded import airflow_dags_test
 
+    print(f"{raw_file_id}: DAG run started", flush=True)
     started = time.monotonic()
-    offset = airflow_log.stat().st_size
     outcome = "success"
-    with airflow_output_to(airflow_log):
+    with airflow_output_to(airflow_log) as terminal, LogFollower(airflow_log, terminal) as follower:
         try:
             airflow_dags_test(
                 "acquisition_handler",
@@ -227,19 +229,69 @@ def run_dag(raw_file_id: str, instrument_dir: Path, work: Path, airflow_log: Pat
         except SystemExit as error:  # Airflow's CLI says a failed run this way
             outcome = f"FAILED ({error})"
     print(f"{raw_file_id}: DAG run {outcome} in {time.monotonic() - started:.1f} s")
-    with airflow_log.open(encoding="utf-8", errors="replace") as log:
-        log.seek(offset)
-        messages = [
-            match["af3"] or match["af2"] for line in log if (match := LOG_MESSAGE.match(line.rstrip()))
-        ]
-    # Airflow 2 writes each task log line twice (console and task log handler): once is enough here.
-    return list(dict.fromkeys(message for message in messages if message.startswith(STEWARD_LINES)))
+    return follower.steward_lines
+
+
+class LogFollower:
+    """Shows the provider's lines of a growing Airflow log on the terminal while the DAG runs.
+
+    Airflow's output goes to the log file (see :func:`airflow_output_to`); a thread reads what is appended,
+    picks the provider's messages (:data:`STEWARD_LINES`, :data:`PROGRESS_LINES`) and writes them to the
+    terminal at once. On exit it reads the log to its end first, so no line of the run is missed.
+    """
+
+    def __init__(self, log_path: Path, terminal_fd: int, *, poll_seconds: float = 0.2) -> None:
+        self._path = log_path
+        self._offset = log_path.stat().st_size
+        self._terminal = terminal_fd
+        self._poll = poll_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="demo-log-follower", daemon=True)
+        #: This run's steward lines, once each (Airflow 2 writes every task log line twice).
+        self.steward_lines: list[str] = []
+
+    def __enter__(self) -> LogFollower:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        sys.stdout.flush()  # what the run printed and Python still holds: into the log, then read
+        sys.stderr.flush()
+        self._stop.set()
+        self._thread.join()
+
+    def _follow(self) -> None:
+        shown: set[str] = set()
+        pending = ""
+        with self._path.open(encoding="utf-8", errors="replace") as log:
+            log.seek(self._offset)
+            while True:
+                stopping = self._stop.is_set()  # then read once more: the run's last lines
+                pending += log.read()
+                *complete, pending = pending.split("\n")
+                for line in complete:
+                    match = LOG_MESSAGE.match(line.rstrip())
+                    message = match and (match["af3"] or match["af2"])
+                    if (
+                        not message
+                        or message in shown
+                        or not message.startswith(STEWARD_LINES + PROGRESS_LINES)
+                    ):
+                        continue
+                    shown.add(message)
+                    if message.startswith(STEWARD_LINES):
+                        self.steward_lines.append(message)
+                    os.write(self._terminal, f"    {message}\n".encode())
+                if stopping:
+                    return
+                self._stop.wait(self._poll)
 
 
 @contextlib.contextmanager
-def airflow_output_to(path: Path) -> Iterator[None]:
+def airflow_output_to(path: Path) -> Iterator[int]:
     """Send everything printed meanwhile to ``path``, at the file-descriptor level: Airflow's log handlers
-    hold on to the streams they found, so swapping ``sys.stdout`` would not reach them."""
+    hold on to the streams they found, so swapping ``sys.stdout`` would not reach them. Yields a descriptor
+    of the terminal's stdout, for what the person watching should see meanwhile."""
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
@@ -247,7 +299,7 @@ def airflow_output_to(path: Path) -> Iterator[None]:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         try:
-            yield
+            yield saved[0]
         finally:
             sys.stdout.flush()
             sys.stderr.flush()

@@ -16,16 +16,25 @@ import pytest
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="kraken-airflow-home-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
+# Airflow 2.11 deprecates timers in seconds (3.x measures in milliseconds): opt in, as a 2.11 deployment should.
+os.environ.setdefault("AIRFLOW__METRICS__TIMER_UNIT_CONSISTENCY", "True")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(Path(__file__).resolve().parents[1] / "example_dags"))
 
 import boto3
 from botocore.config import Config
+from hypothesis import HealthCheck, settings
 
 from airflow_provider_kraken_s3.embedded import MotoServer, migrate_airflow_db
 from airflow_provider_kraken_s3.transfer.access import S3Access
 from tests.faults import FaultProxy
 
 pytest_plugins = ["tests.conftest_mongo"]
+
+# Property tests check what holds for every input, not how fast: on a loaded machine (CI runs both Airflow
+# lines on two cores) one example may take half a second, which is no failure. No deadline, anywhere, and no
+# complaint that generating examples was slow.
+settings.register_profile("kraken", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("kraken")
 
 
 def aws_connection_json(endpoint_url: str, **config_kwargs: object) -> str:

@@ -12,6 +12,8 @@ import pytest
 from airflow_provider_kraken_s3.embedded import airflow_dags_test
 from airflow_provider_kraken_s3.records.models import BackupStatus, RawFile
 
+pytestmark = pytest.mark.slow  # full DAG runs (airflow dags test)
+
 PROJECT = "P42"
 PREFIX = "kraken-dag"
 BUCKET = "kraken-dag-p42"

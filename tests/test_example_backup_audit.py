@@ -15,6 +15,8 @@ from tests.conftest import BACKED_UP_BUCKET
 from tests.conftest_mongo import insert_raw_file
 from tests.dag_runner import load_mongo_dump, mongo_snapshot, run_dag, task_states, xcom_return_value
 
+pytestmark = pytest.mark.slow  # full DAG runs (airflow dags test in a subprocess)
+
 DAG_ID = "backup_audit"
 
 
@@ -98,3 +100,12 @@ def test_deep_verify_waits_for_its_day(archive, airflow_home) -> None:
     states = task_states(airflow_home, DAG_ID)
     assert states[("deep_verify_sample", -1)] == "skipped", (done.stdout + done.stderr)[-4000:]
     assert states[("audit_recent", -1)] == "success"
+
+
+def test_an_audit_with_nothing_to_read_is_not_green(aws_conn, kraken_mongo, airflow_home) -> None:
+    """As under a scheduler with an embedded (so, in each task, empty) store: the audit checked nothing."""
+    done = run_dag(DAG_ID, {"deep_verify": "never"}, airflow_home=airflow_home)
+    output = (done.stdout + done.stderr)[-6000:]
+
+    assert task_states(airflow_home, DAG_ID)[("audit_recent", -1)] == "failed", output
+    assert "NOTHING CHECKED" in output and "allow_empty=True" in output

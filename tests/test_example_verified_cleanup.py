@@ -144,6 +144,7 @@ def backed_up(tmp_path, s3_client, aws_conn, kraken_mongo, kraken_db):
     return ok, bad, mongo_snapshot(kraken_db)
 
 
+@pytest.mark.slow
 def test_cleanup_deletes_only_verified_files(backed_up, airflow_home, tmp_path, s3_client) -> None:
     ok, bad, seed = backed_up
     instrument = ok.instrument_dir
@@ -179,6 +180,7 @@ def test_cleanup_deletes_only_verified_files(backed_up, airflow_home, tmp_path, 
     assert load_mongo_dump(dump) == seed  # the DAG never modifies a RawFile
 
 
+@pytest.mark.slow
 def test_cleanup_dry_run_deletes_nothing(backed_up, airflow_home, tmp_path) -> None:
     ok, _, seed = backed_up
     before = files_under(ok.instrument_dir)
@@ -254,6 +256,7 @@ def _upload_when(
     return thread
 
 
+@pytest.mark.slow
 def test_reschedule_mode_in_a_dag_run(probe_dags, airflow_home, aws_conn, s3_client, bucket) -> None:
     folder, data = probe_dags
     before = count_rows(airflow_home, "task_reschedule")
@@ -269,6 +272,7 @@ def test_reschedule_mode_in_a_dag_run(probe_dags, airflow_home, aws_conn, s3_cli
     assert value["objects"] == [{"key": "late/obj", "etag": hashlib.md5(data).hexdigest(), "size": len(data)}]
 
 
+@pytest.mark.slow
 def test_deferrable_in_a_dag_run_runs_the_trigger(
     probe_dags, airflow_home, aws_conn, s3_client, bucket
 ) -> None:
@@ -306,6 +310,7 @@ def test_dag_runner_is_importable_as_the_bootstrap_module() -> None:
     assert Path(sys.modules["tests.dag_runner"].__file__).name == "dag_runner.py"
 
 
+@pytest.mark.slow
 def test_force_local_deletes_without_asking_s3_and_says_so_loudly(backed_up, airflow_home, tmp_path) -> None:
     """alphakraken's ``purging_verification_type: force_local``: no sensor; even the file S3 lost goes."""
     ok, _, seed = backed_up

@@ -9,15 +9,50 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 from airflow_provider_kraken_s3.cli.output import ExitCode, Output
+from airflow_provider_kraken_s3.core.errors import PermanentBackupError
 from airflow_provider_kraken_s3.core.etag import format_precomputed_etag
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.core.verdict import Action, conclude, verify_objects
 from airflow_provider_kraken_s3.transfer.access import S3Access
 from airflow_provider_kraken_s3.transfer.hashing import compute_s3_etag_and_md5
+
+
+class ConnectionNotDefinedError(PermanentBackupError):
+    """An Airflow connection named on the command line (or its default) does not exist anywhere Airflow looks."""
+
+
+#: What a connection of each kind looks like, for the message saying how to define a missing one.
+_CONNECTION_EXAMPLES = {
+    "aws": '{"conn_type": "aws", "login": "<access key id>", "password": "<secret key>", '
+    '"extra": {"endpoint_url": "https://s3.example.org", "region_name": "eu-central-1"}}',
+    "kraken_mongo": '{"conn_type": "kraken_mongo", "host": "mongo.example.org", "schema": "krakendb", '
+    '"login": "kraken", "password": "<password>"}',
+}
+
+
+def require_connection(conn_id: str, conn_type: str, flag: str) -> None:
+    """Refuse a connection id Airflow does not know, naming it and how to define it.
+
+    The Amazon provider only warns about a missing ``aws`` connection and goes on with boto3's default
+    credentials, which may well reach *some* S3: an audit would then answer about the wrong store.
+    """
+    from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
+
+    try:
+        BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        variable = "AIRFLOW_CONN_" + re.sub(r"[^0-9A-Za-z]", "_", conn_id).upper()
+        raise ConnectionNotDefinedError(
+            f"Airflow connection {conn_id!r} ({flag}) is not defined; define it, e.g. "
+            f"export {variable}='{_CONNECTION_EXAMPLES[conn_type]}' (or `airflow connections add {conn_id} "
+            f"--conn-type {conn_type} ...`, or in your secrets backend), or pass {flag} with one that exists"
+        ) from None
 
 
 def _hooks(args: argparse.Namespace) -> tuple[S3Access, Callable[[str], str]]:
@@ -26,34 +61,63 @@ def _hooks(args: argparse.Namespace) -> tuple[S3Access, Callable[[str], str]]:
     from airflow_provider_kraken_s3.hooks.kraken_mongo import connect
     from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
 
+    require_connection(args.mongo_conn_id, "kraken_mongo", "--mongo-conn-id")
+    require_connection(args.aws_conn_id, "aws", "--aws-conn-id")
     connect(args.mongo_conn_id)
     return KrakenS3Hook(aws_conn_id=args.aws_conn_id).access(), connect
 
 
+def files_to_hash(path: Path) -> list[tuple[Path, str]]:
+    """``(file, name shown)`` for one ``etag`` argument: the file itself, or every file of a folder (a
+    Bruker ``.d`` set), sorted, named as alphakraken's inventory names them (``run.d/analysis.tdf``)."""
+    if not path.is_dir():
+        return [(path, str(path))]
+    found = []
+    for folder, _, names in os.walk(path):
+        for name in names:
+            item = Path(folder, name)
+            found.append((item, str(item.relative_to(path.parent))))
+    return sorted(found, key=lambda pair: pair[1])
+
+
 def etag(args: argparse.Namespace, out: Output) -> ExitCode:
-    """MD5 and S3 ETag of local files, from one read of each."""
+    """MD5 and S3 ETag of local files (every file of a folder), from one read of each.
+
+    A file that cannot be read is named on stderr (and as an ``error`` line in ``--json``); the others are
+    still hashed and shown, and the exit code says that not all could be.
+    """
     part_size = args.part_size * MIB
-    rows = []
-    for path in args.files:
-        try:
-            size = os.stat(path).st_size
-            with out.bytes_progress(f"hashing {path.name}", size) as advance:
-                etag_value, md5 = compute_s3_etag_and_md5(path, part_size, on_bytes=advance)
-        except OSError as error:
-            out.note(f"error: cannot read {path}: {error.strerror or error}")
-            return ExitCode.UNAVAILABLE
-        alphakraken = format_precomputed_etag(etag_value, part_size)
-        out.record(
-            {"path": str(path), "size": size, "md5": md5, "etag": etag_value, "part_size_mib": part_size // MIB,
-             "alphakraken_etag": alphakraken}
-        )  # fmt: skip
-        rows.append((str(path), f"{size:,}", md5, etag_value, alphakraken))
-    out.table(
-        f"S3 ETags at {part_size // MIB} MiB parts",
-        ("file", "bytes", "MD5", "ETag", "alphakraken file_info[2]"),
-        rows,
-    )
-    return ExitCode.OK
+    blocks = []
+    unreadable = 0
+    for argument in args.files:
+        files = files_to_hash(argument)
+        if not files:
+            out.note(f"error: {argument} is a folder without files: nothing to hash")
+            out.record({"path": str(argument), "error": "a folder without files"})
+            unreadable += 1
+        for path, shown in files:
+            try:
+                size = os.stat(path).st_size
+                with out.bytes_progress(f"hashing {path.name}", size) as advance:
+                    etag_value, md5 = compute_s3_etag_and_md5(path, part_size, on_bytes=advance)
+            except OSError as error:
+                reason = error.strerror or str(error)
+                out.note(f"error: cannot read {path}: {reason}")
+                out.record({"path": str(path), "error": reason})
+                unreadable += 1
+                continue
+            alphakraken = format_precomputed_etag(etag_value, part_size)
+            out.record(
+                {"path": str(path), "size": size, "md5": md5, "etag": etag_value,
+                 "part_size_mib": part_size // MIB, "alphakraken_etag": alphakraken}
+            )  # fmt: skip
+            blocks.append(
+                (shown, [("bytes", f"{size:,}"), ("MD5", md5), ("ETag", etag_value),
+                         ("alphakraken file_info[2]", alphakraken)])
+            )  # fmt: skip
+    if blocks:
+        out.fields(f"S3 ETags at {part_size // MIB} MiB parts", blocks)
+    return ExitCode.UNAVAILABLE if unreadable else ExitCode.OK
 
 
 def verify(args: argparse.Namespace, out: Output) -> ExitCode:
@@ -90,6 +154,7 @@ def verify(args: argparse.Namespace, out: Output) -> ExitCode:
             f"{record.id}: {outcome.message}",
             ("key", "bytes", "ETag"),
             [(item["key"], f"{item['size']:,}", item["etag"]) for item in objects_seen],
+            whole=("ETag",),
         )
         return ExitCode.OK
     out.say(f"{record.id}: NOT verified: {outcome.message}")
@@ -185,6 +250,12 @@ def audit(args: argparse.Namespace, out: Output) -> ExitCode:
         out.answers.write(render_json_lines(report.findings, report.summary))
     else:
         out.text(render_table(report.findings, report.summary, include_ok=args.all))
+    if report.summary.records == 0 and not args.allow_empty:
+        out.note(
+            "warning: no upload_done raw file matched, so nothing was checked. Check the filters and the "
+            f"connection (--mongo-conn-id {args.mongo_conn_id}); pass --allow-empty when none is expected."
+        )
+        return ExitCode.NOTHING_CHECKED
     if report.ok:
         return ExitCode.OK
     return ExitCode.PROBLEM if report.summary.wrong else ExitCode.UNAVAILABLE

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
+import io
 import logging
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,7 @@ exit codes:
   2  bad arguments
   3  could not check: S3 or MongoDB unreachable, a bad connection, no such RawFile
   4  objects are in an archive storage class (GLACIER, DEEP_ARCHIVE): restore them from the archive first
+  5  audit: no record matched, so nothing was checked (--allow-empty makes that 0)
 
 Connections are Airflow connections (an 'aws' one for S3, a 'kraken_mongo' one for alphakraken's MongoDB),
 resolved as in a task: environment variables AIRFLOW_CONN_<ID>, a secrets backend, or the metadata database.
@@ -94,9 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
         "etag",
         help="the ETag S3 will report for local files (and alphakraken's '<etag>__<MiB>' form)",
         description="Compute, from the bytes of each file, its MD5 and the multipart ETag S3 reports for it when "
-        "uploaded with the given part size. Reads each file once; needs no connection.",
+        "uploaded with the given part size. A folder (a Bruker .d set) stands for every file in it, as the "
+        "backup uploads them. Reads each file once; needs no connection. A file that cannot be read is "
+        "reported (exit 3) and the others are still shown.",
     )
-    etag.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    etag.add_argument("files", nargs="+", type=Path, metavar="FILE_OR_FOLDER")
     etag.add_argument(
         "--part-size",
         type=_part_size_mib,
@@ -152,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--until", type=_utc_date, metavar="YYYY-MM-DD", help="created before this day (UTC)")
     audit.add_argument("--all", action="store_true", help="list the objects that are ok too")
     audit.add_argument("--workers", type=int, default=8, help="records checked at once (default %(default)s)")
+    audit.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="exit 0 when no record matches (by default that is exit 5: an audit that checked nothing)",
+    )
     _connection_flags(audit)
     _output_flags(audit)
 
@@ -183,18 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kraken-s3`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
     out = Output(as_json=args.json, progress=not args.no_progress, answers=sys.stdout)
     handler: Any = getattr(commands, args.command)
     try:
-        with contextlib.redirect_stdout(
-            sys.stderr
-        ):  # Airflow 3 logs to stdout; answers keep it to themselves
+        # Airflow 3 logs to stdout; the answers keep it to themselves.
+        with (
+            contextlib.redirect_stdout(sys.stderr),
+            _quiet(args.verbose, needs_airflow=args.command != "etag"),
+        ):
             return int(handler(args, out))
     except PermanentBackupError as error:
         out.note(f"error: {error}")
@@ -205,6 +212,64 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         out.note("interrupted")
         return 130
+
+
+@contextlib.contextmanager
+def _quiet(verbose: bool, *, needs_airflow: bool) -> Iterator[None]:
+    """What a command says on stderr: our warnings, and with ``-v`` our INFO lines and Airflow's own.
+
+    Importing Airflow configures logging (its handlers, levels and, on 3.x, structlog) and shows its
+    deprecation warnings; so it is imported first, when the command needs it, and ours is set up after.
+    Without ``-v`` Airflow's loggers say nothing below CRITICAL and Python warnings are not shown: a person
+    running ``kraken-s3 audit`` cannot act on either.
+    """
+    with warnings.catch_warnings():
+        if needs_airflow:
+            # Airflow 2 shows its deprecations while it is imported, on stderr, whatever the filters say.
+            with contextlib.nullcontext() if verbose else contextlib.redirect_stderr(io.StringIO()):
+                importlib.import_module("airflow.settings")  # configures Airflow's logging, replaced below
+        if not verbose:
+            warnings.simplefilter("ignore")  # ahead of the filters Airflow's import added
+        root = logging.getLogger()
+        kept_handlers, kept_level = root.handlers[:], root.level
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.handlers = [handler]
+        root.setLevel(logging.INFO if verbose else logging.WARNING)
+        silenced = {}
+        if not verbose:
+            for name in [*logging.root.manager.loggerDict, "airflow"]:
+                if name.split(".")[0] == "airflow":
+                    logger = logging.getLogger(name)
+                    silenced[name] = logger.level
+                    logger.setLevel(logging.CRITICAL)
+        with _structlog_level(None if verbose else logging.WARNING):
+            try:
+                yield
+            finally:  # as it was (the command may run inside another program: the demo, the tests)
+                for name, level in silenced.items():
+                    logging.getLogger(name).setLevel(level)
+                root.handlers, root.level = kept_handlers, kept_level
+
+
+@contextlib.contextmanager
+def _structlog_level(level: int | None) -> Iterator[None]:
+    """Airflow 3's hooks log through structlog, not ``logging``: only ``level`` and above while it lasts
+    (``None``: as Airflow configured it). Airflow 2 does not use structlog."""
+    try:
+        import structlog
+    except ImportError:  # Airflow 2 runs without it
+        yield
+        return
+    if level is None or not structlog.is_configured():
+        yield
+        return
+    configured = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(level))
+    try:
+        yield
+    finally:
+        structlog.configure(**configured)
 
 
 def _is_about_the_backup(error: PermanentBackupError) -> bool:

@@ -10,22 +10,25 @@ from __future__ import annotations
 import enum
 import json
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    DownloadColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
+
+from airflow_provider_kraken_s3.core.parts import MIB
 
 
 class ExitCode(enum.IntEnum):
@@ -36,6 +39,7 @@ class ExitCode(enum.IntEnum):
     USAGE = 2  #: bad arguments (argparse's own code)
     UNAVAILABLE = 3  #: could not check: S3 or MongoDB unreachable, bad connection, no such record
     NEEDS_RESTORE = 4  #: objects are in an archive storage class: restore them from the archive first
+    NOTHING_CHECKED = 5  #: nothing matched the filter, so nothing was checked (``--allow-empty`` accepts it)
 
 
 class Output:
@@ -65,15 +69,42 @@ class Output:
         """A remark about the run, never the answer: stderr, in both modes."""
         self.err.print(text, highlight=False)
 
-    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    def table(
+        self,
+        title: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        *,
+        whole: Collection[str] = (),
+    ) -> None:
+        """A table for people; the columns named in ``whole`` (hashes, ETags) are never wrapped, so they can
+        be copied from the terminal; the others fold on a narrow one."""
         if self.as_json:
             return
         table = Table(title=title, title_justify="left")
         for column in columns:
-            table.add_column(column, overflow="fold")  # wrapped on a narrow terminal, never cut
+            if column in whole:
+                table.add_column(column, no_wrap=True)
+            else:
+                table.add_column(column, overflow="fold")  # wrapped on a narrow terminal, never cut
         for row in rows:
             table.add_row(*(str(cell) for cell in row))
         self.out.print(table)
+
+    def fields(self, title: str, blocks: Sequence[tuple[str, Sequence[tuple[str, str]]]]) -> None:
+        """Named values for people, one block per item (``(heading, [(label, value), ...])``): a form that
+        keeps a 32-digit hash on one line on an 80-column terminal, where a table of several would wrap."""
+        if self.as_json:
+            return
+        self.out.print(title, highlight=False)
+        for heading, pairs in blocks:
+            self.out.print(Text(heading, overflow="fold"), highlight=False, soft_wrap=False)
+            grid = Table.grid(padding=(0, 2))
+            grid.add_column(no_wrap=True)
+            grid.add_column(no_wrap=True)
+            for label, value in pairs:
+                grid.add_row(f"  {label}", value)
+            self.out.print(grid)
 
     def text(self, text: str) -> None:
         """Pre-rendered text that is the answer (a report): stdout as is, silent in ``--json`` mode."""
@@ -101,11 +132,28 @@ class Output:
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
-            DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
+            MiBColumn(),
+            MiBSpeedColumn(),
             TimeRemainingColumn(),
             console=self.err,
             transient=True,
         ) as progress:
             task = progress.add_task(description, total=total)
             yield lambda n: progress.advance(task, n)
+
+
+class MiBColumn(ProgressColumn):
+    """Bytes done and total, both in MiB (the unit of part sizes and of the task logs' ``done_mib``)."""
+
+    def render(self, task: Task) -> Text:
+        total = f"{task.total / MIB:,.1f}" if task.total is not None else "?"
+        return Text(f"{task.completed / MIB:,.1f}/{total} MiB", style="progress.download")
+
+
+class MiBSpeedColumn(ProgressColumn):
+    """Speed in MiB/s, the unit of the byte column beside it and of the task logs' ``rate_mib_s``."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        text = "?" if speed is None else f"{speed / MIB:,.1f} MiB/s"
+        return Text(text, style="progress.data.speed")

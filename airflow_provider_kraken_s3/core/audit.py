@@ -306,6 +306,8 @@ class AuditSummary:
         """One line: what was audited, the counts, and the verdict."""
         counts = self.counts
         verdict = "OK" if self.ok else f"NOT OK: {self.records_with_problems} raw file(s) with problems"
+        if self.records == 0:  # not "OK": an audit that checked nothing proves nothing
+            verdict = "NOTHING CHECKED: no upload_done raw file matched"
         return (
             f"audited {self.records} raw file(s): {counts[FindingKind.OK]} object(s) ok, "
             f"{counts[FindingKind.MISSING]} missing, {counts[FindingKind.DIFFERENT]} different, "

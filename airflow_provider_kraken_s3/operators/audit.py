@@ -7,9 +7,10 @@ aborts of orphan multipart uploads.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator
 
@@ -36,6 +37,9 @@ class S3BackupAuditOperator(BaseOperator):
     :param instrument_ids: only these instruments (templated); all when empty.
     :param created_within: only raw files created this long before the task runs (None: all).
     :param max_workers: records checked at once.
+    :param allow_empty: succeed when no record matches. By default an audit that checked nothing fails
+        (without retries): a filter that matches nothing, or a task reading an empty or wrong database (an
+        embedded store under a scheduler, a misconfigured connection), must not look like a healthy archive.
     """
 
     template_fields: Sequence[str] = ("project_ids", "instrument_ids")
@@ -48,6 +52,7 @@ class S3BackupAuditOperator(BaseOperator):
         instrument_ids: Sequence[str] = (),
         created_within: timedelta | None = None,
         max_workers: int = 8,
+        allow_empty: bool = False,
         aws_conn_id: str | None = "aws_default",
         mongo_conn_id: str = KrakenMongoHook.default_conn_name,
         **kwargs: Any,
@@ -59,6 +64,7 @@ class S3BackupAuditOperator(BaseOperator):
         self.instrument_ids = instrument_ids
         self.created_within = created_within
         self.max_workers = max_workers
+        self.allow_empty = allow_empty
         self.aws_conn_id = aws_conn_id
         self.mongo_conn_id = mongo_conn_id
 
@@ -73,10 +79,17 @@ class S3BackupAuditOperator(BaseOperator):
             record_filter,
             max_workers=self.max_workers,
             keep_ok=False,
-            log=self.log,
+            log=cast("logging.Logger", self.log),
         )
         self.log.info("audit report:\n%s", render_table(report.findings, report.summary))
         summary = report.summary.as_dict()
+        if report.summary.records == 0 and not self.allow_empty:
+            raise AirflowFailException(
+                f"{report.summary.describe()} (filter {record_filter.query() or 'none'}; connection '{self.mongo_conn_id}'). "
+                "Nothing was checked: check the filter and that the connection reads alphakraken's database "
+                "(an embedded mongomock store is empty in every task a scheduler runs); set allow_empty=True "
+                "when no record is expected."
+            )
         if report.ok:
             return summary
         if report.summary.wrong:
@@ -130,7 +143,7 @@ class S3BackupReconcileOperator(BaseOperator):
             buckets=tuple(self.buckets),
             orphan_age=self.orphan_age,
             abort=self.abort_orphans,
-            log=self.log,
+            log=cast("logging.Logger", self.log),
         ).run()
         self.log.info("%s", report.describe())
         if not report.ok:

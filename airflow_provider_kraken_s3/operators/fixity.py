@@ -6,9 +6,10 @@ ranged GETs and hash what they read, trusting no metadata.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
@@ -107,7 +108,7 @@ class S3BackupDeepVerifyOperator(_ReadsBackups):
                 self.raw_file_id,
                 max_concurrency=self.max_concurrency,
                 cancel=self._cancel,
-                log=self.log,
+                log=cast("logging.Logger", self.log),
             )
             self.log.info("%s", report.summary())
             reports, result = [report], report.as_dict()
@@ -120,7 +121,7 @@ class S3BackupDeepVerifyOperator(_ReadsBackups):
                 instrument_id=self.instrument_id,
                 max_concurrency=self.max_concurrency,
                 cancel=self._cancel,
-                log=self.log,
+                log=cast("logging.Logger", self.log),
             )
             reports, result = list(sample.reports), sample.as_dict()
         for report in reports:
@@ -173,7 +174,7 @@ class RawFileS3RestoreOperator(_ReadsBackups):
                 overwrite=self.overwrite,
                 max_concurrency=self.max_concurrency,
                 cancel=self._cancel,
-                log=self.log,
+                log=cast("logging.Logger", self.log),
             )
             self.log.info("%s", report.summary())
             report.check()

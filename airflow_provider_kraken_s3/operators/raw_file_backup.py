@@ -9,10 +9,11 @@ the "S3 backup" link. A failed attempt reports neither.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.common.compat.lineage.hook import get_hook_lineage_collector
 from airflow.providers.common.compat.sdk import (
@@ -175,7 +176,7 @@ class RawFileS3BackupOperator(BaseOperator):
                 ttl=self.lease_ttl,
                 takes_over=_earlier_tries(context, self.task_id, try_number),
             ),
-            log=self.log,
+            log=cast("logging.Logger", self.log),
             max_concurrency=self.max_concurrency,
             tries=(try_number, max_tries),
             cancel=self._cancel,

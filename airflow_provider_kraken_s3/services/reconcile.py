@@ -39,6 +39,7 @@ from airflow_provider_kraken_s3.core.errors import (
     KrakenBackupError,
     RawFileNotFoundError,
     S3ErrorKind,
+    S3TransientError,
 )
 from airflow_provider_kraken_s3.records import lease, queries
 from airflow_provider_kraken_s3.transfer.access import S3Access
@@ -101,6 +102,7 @@ class ReconcileReport:
     stuck: list[StuckResult] = field(default_factory=list)
     orphans: list[OrphanUpload] = field(default_factory=list)
     buckets: list[str] = field(default_factory=list)  # buckets whose uploads were listed
+    unlisted: list[str] = field(default_factory=list)  # buckets whose uploads could not be listed
     kept_uploads: int = 0  # incomplete uploads left alone: referenced by a RawFile, or young
     problems: list[str] = field(default_factory=list)
 
@@ -131,6 +133,7 @@ class ReconcileReport:
                 for o in self.orphans
             ],
             "buckets": list(self.buckets),
+            "unlisted_buckets": list(self.unlisted),
             "kept_uploads": self.kept_uploads,
             "problems": list(self.problems),
         }
@@ -148,12 +151,20 @@ class ReconcileReport:
         ]
         orphan_counts = {action: sum(o.action is action for o in self.orphans) for action in OrphanAction}
         hint = "" if self.abort else "; abort=True (--abort-orphans) aborts them"
-        lines.append(
-            f"incomplete multipart uploads in {len(self.buckets)} bucket(s): {len(self.orphans)} orphan(s) older "
-            f"than {self.orphan_age / timedelta(days=1):g} day(s) — {orphan_counts[OrphanAction.ABORTED]} aborted, "
-            f"{orphan_counts[OrphanAction.WOULD_ABORT]} would be aborted, {orphan_counts[OrphanAction.LISTED]} "
-            f"listed{hint}; {self.kept_uploads} kept (referenced by a RawFile, or younger)"
-        )
+        if self.unlisted and not self.buckets:  # no count of orphans: none could be looked for
+            lines.append(
+                f"incomplete multipart uploads: NOT LISTED in any of the {len(self.unlisted)} bucket(s) "
+                "(see the problem below)"
+            )
+        else:
+            lines.append(
+                f"incomplete multipart uploads in {len(self.buckets)} bucket(s): {len(self.orphans)} orphan(s) "
+                f"older than {self.orphan_age / timedelta(days=1):g} day(s) — "
+                f"{orphan_counts[OrphanAction.ABORTED]} aborted, {orphan_counts[OrphanAction.WOULD_ABORT]} would "
+                f"be aborted, {orphan_counts[OrphanAction.LISTED]} listed{hint}; {self.kept_uploads} kept "
+                f"(referenced by a RawFile, or younger)"
+                + (f"; {len(self.unlisted)} bucket(s) not listed (see below)" if self.unlisted else "")
+            )
         for o in self.orphans:
             when = f"{o.initiated:%Y-%m-%d %H:%M} UTC" if o.initiated else "unknown time"
             note = f" ({o.detail})" if o.detail else ""
@@ -241,9 +252,20 @@ class Reconciler:
         cutoff = datetime.now(timezone.utc) - self.orphan_age
         buckets = sorted({*self.buckets, *queries.recorded_buckets()})
         listed: list[tuple[str, dict[str, Any]]] = []
-        for bucket in buckets:
-            uploads = self._uploads(bucket, report)
-            if uploads is not None:
+        for position, bucket in enumerate(buckets):
+            try:
+                uploads = self._uploads(bucket, report)
+            except S3TransientError as error:  # S3 did not answer: the other buckets would say the same
+                report.unlisted.extend(buckets[position:])
+                report.problems.append(
+                    f"S3 could not be asked (endpoint {self.access.endpoint or 'AWS default'}, connection "
+                    f"'{self.access.conn_id}'): {error}. The incomplete multipart uploads of "
+                    f"{len(buckets) - position} bucket(s) were not listed; run reconcile again once S3 answers."
+                )
+                break
+            if uploads is None:
+                report.unlisted.append(bucket)
+            else:
                 report.buckets.append(bucket)
                 listed.extend((bucket, upload) for upload in uploads)
         referenced = queries.referenced_upload_ids()  # after listing: see the module docstring
@@ -279,6 +301,13 @@ class Reconciler:
                 params.update(KeyMarker=key_marker or "", UploadIdMarker=id_marker or "")
         except BucketNotFoundError:
             report.problems.append(f"bucket {bucket} does not exist; its uploads were not listed")
+        except S3TransientError:
+            if uploads:  # a later page failed: this bucket only
+                report.problems.append(
+                    f"could not list all the incomplete multipart uploads of s3://{bucket}"
+                )
+                return None
+            raise
         except KrakenBackupError as error:
             report.problems.append(
                 f"could not list the incomplete multipart uploads of s3://{bucket}: {error}"

@@ -208,7 +208,7 @@ class S3Access:
 def _rewound(params: dict[str, Any]) -> dict[str, Any]:
     """The same request parameters with the body seeked back to its start, to send it again."""
     body = params.get("Body")
-    if hasattr(body, "seek"):
+    if body is not None and hasattr(body, "seek"):
         body.seek(0)
     return params
 

@@ -221,7 +221,8 @@ def hash_into(
     remaining = length
     while remaining:
         _check_cancel(cancel, getattr(handle, "name", "a file"))
-        got = handle.readinto(memoryview(buffer)[: min(remaining, len(buffer))])
+        # Every file opened "rb" (buffered or not) has readinto; typing.BinaryIO does not declare it.
+        got = handle.readinto(memoryview(buffer)[: min(remaining, len(buffer))])  # type: ignore[attr-defined]
         if not got:
             break
         digests.update(memoryview(buffer)[:got])

@@ -235,6 +235,10 @@ def test_table_of_a_healthy_audit_is_the_summary_line() -> None:
     assert render_table(audit.findings, summary) == f"{summary.describe()}\n"
 
 
+def test_an_audit_of_nothing_is_not_called_ok() -> None:
+    assert AuditSummary().describe().endswith("— NOTHING CHECKED: no upload_done raw file matched")
+
+
 def test_json_lines_parse_and_carry_every_field() -> None:
     findings, summary = sample()
     lines = render_json_lines(findings, summary).splitlines()

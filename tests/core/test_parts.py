@@ -80,3 +80,10 @@ def test_empty_and_single_part_files_are_single_put() -> None:
 def test_files_beyond_s3_maximum_are_refused() -> None:
     with pytest.raises(InvalidInputError, match="maximum object size"):
         plan_parts(MAX_PARTS * MAX_PART_SIZE + 1)
+
+
+def test_property_tests_have_no_deadline() -> None:
+    """A loaded machine makes an example slow, not wrong (the profile is loaded in tests/conftest.py)."""
+    from hypothesis import settings
+
+    assert settings().deadline is None

@@ -18,8 +18,6 @@ from airflow_provider_kraken_s3.records.models import BackupStatus, RawFile
 from airflow_provider_kraken_s3.transfer.hashing import compute_s3_etag
 from tests.operators.test_raw_file_backup import BUCKET, PART, operator, reload
 
-__all__ = ["project_bucket", "stage"]  # fixtures used by the tests below
-
 
 def their_remover_would_delete(s3_client, raw_file: RawFile) -> list[str]:
     """Every reason alphakraken's remover would keep the files (empty: it would delete them)."""

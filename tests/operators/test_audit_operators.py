@@ -40,11 +40,18 @@ def test_filters_and_recent_window(backed_up) -> None:
     backed_up("f1.raw", {"f1.raw": 10})  # created 2024-01-01 (insert_raw_file's default)
 
     assert S3BackupAuditOperator(task_id="audit", project_ids=["P1234"]).execute(context={})["records"] == 1
-    assert (
-        S3BackupAuditOperator(task_id="audit", instrument_ids=["other"]).execute(context={})["records"] == 0
-    )
-    recent = S3BackupAuditOperator(task_id="audit", created_within=timedelta(days=30))
+    other = S3BackupAuditOperator(task_id="audit", instrument_ids=["other"], allow_empty=True)
+    assert other.execute(context={})["records"] == 0
+    recent = S3BackupAuditOperator(task_id="audit", created_within=timedelta(days=30), allow_empty=True)
     assert recent.execute(context={})["records"] == 0
+
+
+def test_an_audit_that_matched_nothing_fails_unless_allowed(backed_up) -> None:
+    backed_up("e1.raw", {"e1.raw": 10})  # created 2024-01-01: outside a 30-day window
+
+    recent = S3BackupAuditOperator(task_id="audit", created_within=timedelta(days=30))
+    with pytest.raises(AirflowFailException, match=r"NOTHING CHECKED.*allow_empty=True"):
+        recent.execute(context={})
 
 
 def test_s3_not_answering_is_retried_not_failed(backed_up, moto_server, monkeypatch) -> None:

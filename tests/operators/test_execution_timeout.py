@@ -12,10 +12,14 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import aws_connection_json
 from tests.dag_runner import load_mongo_dump, mongo_snapshot, run_dag
 from tests.faults import FaultProxy, hold
 from tests.sensors.test_backup_verified import PART, stage_raw_file
+
+pytestmark = pytest.mark.slow  # airflow dags test in a subprocess
 
 DAGS = Path(__file__).resolve().parents[1] / "dags"
 
