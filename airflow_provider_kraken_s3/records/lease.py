@@ -68,7 +68,7 @@ def server_now() -> datetime:
         except NotImplementedError:  # mongomock (embedded mode): the server's clock is mongomock's own
             import mongomock
 
-            return _utc(mongomock.utcnow())
+            return _utc(mongomock.utcnow())  # type: ignore[attr-defined]  # exported at run time, not typed
     moment = reply.get("localTime")
     if not isinstance(moment, datetime):
         log.warning("the MongoDB server reports no localTime; leases are judged by this worker's clock")
