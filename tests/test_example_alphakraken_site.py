@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.alphakraken_site import CLUSTER_ROOT, settings_yaml, their_acquisition, their_skipped_copy
+from tests.conftest_mongo import set_record
 from tests.dag_runner import load_mongo_dump, mongo_snapshot, run_dag, task_states
 
 PREFIX = "kraken-site"
@@ -62,8 +63,13 @@ def test_their_deployment_backs_up_verifies_cleans_and_audits(
         created_at=created,
     )
     their_skipped_copy("k.raw", created_at=created)
+    # Backed up by their own uploader before the switch: objects in S3, no s3_bucket, no manifest.
+    thermo = their_acquisition(worker_root, "t.raw", {"t.raw": 5000}, created_at=created)
+    for relative in thermo.file_info:
+        s3_client.put_object(Bucket=BUCKET, Key=relative, Body=(thermo.worker_path / relative).read_bytes())
+    set_record("t.raw", backup_status="upload_done", s3_upload_path=f"s3://{BUCKET}")
     instrument = tmp_path / "instrument" / "astral1" / "Backup"
-    for acquired in (bruker, sciex):
+    for acquired in (bruker, sciex, thermo):
         for relative in acquired.file_info:
             (instrument / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(acquired.worker_path / relative, instrument / relative)
@@ -90,7 +96,7 @@ def test_their_deployment_backs_up_verifies_cleans_and_audits(
         assert uploaded[raw_file_id]["backup_base_path"].startswith(CLUSTER_ROOT)  # their record, their path
         assert uploaded[raw_file_id]["updated_at_"] > seeded[raw_file_id]["updated_at_"]
     assert sorted(o["Key"] for o in s3_client.list_objects_v2(Bucket=BUCKET)["Contents"]) == sorted(
-        bruker.file_info
+        [*bruker.file_info, *thermo.file_info]
     )
     month = f"{created:%Y_%m}"
     assert sorted(o["Key"] for o in s3_client.list_objects_v2(Bucket=FALLBACK_BUCKET)["Contents"]) == [
@@ -103,12 +109,16 @@ def test_their_deployment_backs_up_verifies_cleans_and_audits(
 
     # 2. verified_cleanup deletes the instrument copies once the sensor has verified the backups.
     dump = tmp_path / "after-cleanup.json"
-    conf = {"raw_file_ids": ["s.d", "n.wiff"], "dry_run": False, "instrument_base_path": str(instrument)}
+    conf = {
+        "raw_file_ids": ["s.d", "n.wiff", "t.raw"],
+        "dry_run": False,
+        "instrument_base_path": str(instrument),
+    }
     done = run_dag(
         "verified_cleanup", conf, env=env, airflow_home=airflow_home, mongo_seed=seed, mongo_dump=dump
     )
     states = task_states(airflow_home, "verified_cleanup")
-    assert set(states.values()) == {"success"} and len(states) == 5, _output(done)
+    assert set(states.values()) == {"success"} and len(states) == 7, _output(done)
     assert not any(path.is_file() for path in instrument.rglob("*"))
     assert all((bruker.worker_path / relative).is_file() for relative in bruker.file_info)  # pool untouched
     assert records(dump) == uploaded  # the sensor only reads
@@ -126,7 +136,7 @@ def test_their_deployment_backs_up_verifies_cleans_and_audits(
     )
     assert set(task_states(airflow_home, "backup_audit").values()) == {"success"}, _output(done)
     audited = records(dump)
-    for raw_file_id in ("s.d", "n.wiff"):
+    for raw_file_id in ("s.d", "n.wiff", "t.raw"):
         assert audited[raw_file_id]["s3_verify_outcome"].startswith("ok"), audited[raw_file_id]
         assert audited[raw_file_id]["updated_at_"] > uploaded[raw_file_id]["updated_at_"]
     assert audited["k.raw"] == seeded["k.raw"]

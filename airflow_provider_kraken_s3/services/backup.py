@@ -122,8 +122,8 @@ class RawFileBackup:
 
     def run(self) -> BackupOutcome:
         started = time.monotonic()
-        raw_file = store.get_raw_file(self.raw_file_id)
-        if (why := skip_reason(raw_file.backup_status, raw_file.backup_base_path)) is not None:
+        copy = store.read_fields(self.raw_file_id, "backup_status", "backup_base_path")
+        if (why := skip_reason(copy.get("backup_status"), copy.get("backup_base_path"))) is not None:
             raise NothingToBackUp(why)  # before the claim: nothing is written
         lease.claim(self.raw_file_id, self.attempt)  # then what is read next is read as its owner
         keeper = lease.LeaseKeeper(self.raw_file_id, self.attempt, self.cancel)

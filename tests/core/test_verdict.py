@@ -140,6 +140,7 @@ def _entry(size: int, md5: str, etag: str | None) -> list:
 
 def _done_record(raw_file_id: str, file_info: dict, **fields) -> RawFileRecord:
     fields.setdefault("s3_bucket", None)
+    fields.setdefault("project_id", "P1")
     return RawFileRecord(id=raw_file_id, backup_status="upload_done", file_info=file_info, **fields)
 
 
