@@ -59,14 +59,12 @@ class FaultRun:
         if document.get("backup_status") == BackupStatus.DONE:
             raise RuntimeError("the large file's upload finished before it could be interrupted")
         entries = document.get("s3_uploads") or []
-        if not entries or not document.get("s3_bucket"):
+        if not entries:
             return None
         entry = entries[0]
-        parts = self.lane.s3.list_parts(
-            Bucket=document["s3_bucket"], Key=entry["key"], UploadId=entry["upload_id"]
-        )
-        count = len(parts.get("Parts", []))
-        return (document["s3_bucket"], entry["key"], entry["upload_id"]) if count >= 3 else None
+        bucket = f"{self.run_.bucket_prefix}-{seed.TARGET.project_id.lower()}"
+        parts = self.lane.s3.list_parts(Bucket=bucket, Key=entry["key"], UploadId=entry["upload_id"])
+        return (bucket, entry["key"], entry["upload_id"]) if len(parts.get("Parts", [])) >= 3 else None
 
     def kill_worker_mid_upload(self) -> None:
         run_id = self.run_.run_ids[seed.TARGET.raw_file_id]

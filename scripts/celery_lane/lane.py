@@ -213,6 +213,7 @@ def log_fields(events: list[str], prefix: str) -> list[dict[str, str]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="keep the work folder (its path is printed)")
+    parser.add_argument("--faults-only", action="store_true", help="skip the two timed runs")
     options = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop everything on the way out
     work = Path(tempfile.mkdtemp(prefix="kraken-celery-lane-"))
@@ -220,7 +221,7 @@ def main() -> int:
     try:
         from runs import run_all
 
-        return run_all(deployment)
+        return run_all(deployment, faults_only=options.faults_only)
     finally:
         deployment.stop()
         if options.keep:
