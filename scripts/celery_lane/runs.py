@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,6 +18,10 @@ if TYPE_CHECKING:
     from lane import Deployment
 
 FINISHED = {"success", "failed"}
+#: A worker's line for each task message it starts on (Celery provider 3.26).
+DELIVERY = re.compile(
+    r"Executing workload in Celery: .*?log_path='(?P<path>[^']*run_id=(?P<run_id>[^/]+)/[^']*attempt=\d+\.log)'"
+)
 
 
 def say(text: str) -> None:
@@ -97,10 +102,22 @@ class Lane:
             tasks_retried=sum(int(t.get("try_number") or 1) > 1 for t in tasks.values()),
             hostnames=sorted({t.get("hostname") or "?" for t in tasks.values()}),
         )
+        run.facts["duplicate_deliveries"] = self.duplicate_deliveries(run)
         verdict = "OK" if not run.problems else f"{len(run.problems)} PROBLEM(S)"
         say(f"{run.name}: {json.dumps(run.facts)} -> {verdict}")
         for problem in run.problems:
             say(f"  FAILED: {problem}")
+
+    def duplicate_deliveries(self, run: Run) -> int:
+        """Task attempts Celery delivered more than once (at-least-once delivery: a broker restart puts
+        unacknowledged messages back). Airflow's execution API lets only one delivery start an attempt;
+        the checks above show the upload itself happened once."""
+        deliveries: dict[str, int] = {}
+        for log in self.d.logs.glob("worker*.log"):
+            for match in DELIVERY.finditer(log.read_text(errors="replace")):
+                if match["run_id"] in run.run_ids.values():
+                    deliveries[match["path"]] = deliveries.get(match["path"], 0) + 1
+        return sum(count > 1 for count in deliveries.values())
 
     def plain_run(self, name: str) -> Run:
         run = Run(name, f"lane-{name}")

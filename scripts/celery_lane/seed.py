@@ -59,7 +59,7 @@ def _wiff(index: int, data: int) -> RawFileSpec:
     return RawFileSpec(raw_file_id, "zenotof1", PROJECT, files)
 
 
-#: The one whose upload the fault run interrupts: 48 parts of 5 MiB.
+#: The one whose upload the fault run interrupts: 49 parts of 5 MiB.
 TARGET = _raw(1, 240 * MIB + 4321)
 
 RAW_FILES: tuple[RawFileSpec, ...] = (

@@ -173,14 +173,8 @@ class Redis:
         except OSError:
             return False
 
-    def restart(self) -> float:
-        """Stop (SIGTERM: Redis writes its append-only file) and start again on the same port; seconds down."""
-        started = time.monotonic()
-        self.service.stop()
-        self.start()
-        return time.monotonic() - started
-
     def stop(self) -> None:
+        """SIGTERM: Redis writes its append-only file, so a start on the same port has the queues back."""
         self.service.stop()
 
 
