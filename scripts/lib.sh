@@ -43,3 +43,15 @@ install_venv() {
   "$UV" pip install --quiet --python "$venv/bin/python" -c "$constraints" -e ".[${extras}]"
   echo "$want" > "$stamp"
 }
+
+# Debian's redis-server, the Celery lane's broker. Only the binary is used: the lane starts its own instance
+# on 127.0.0.1 and a free port. Installed ahead of any parallel lanes in CI (two apt-gets at once would fight
+# over dpkg's lock).
+ensure_redis_server() {
+  command -v redis-server >/dev/null 2>&1 && return 0
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo -n)
+  echo "Installing Debian's redis-server (apt-get) ..." >&2
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+}

@@ -22,12 +22,14 @@ is stopped, also on failure or SIGTERM. Run it with ``scripts/celery-lane`` (``-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import secrets
 import shutil
 import signal
+import sqlite3
 import sys
 import tempfile
 from contextlib import ExitStack
@@ -82,6 +84,9 @@ class Deployment:
         say(f"redis {self.redis.url}, wire server {self.wire.uri}, S3 {self.s3_url}")
         os.environ.update(self._airflow_env())
         self._airflow("db-migrate", ["db", "migrate"]).process.wait()  # type: ignore[union-attr]
+        # Write-ahead logging: readers no longer block the writer (the mode is stored in the file).
+        with contextlib.closing(sqlite3.connect(self.home / "airflow.db")) as db:
+            db.execute("PRAGMA journal_mode=WAL")
         for name, argv in (
             ("api-server", ["api-server", "--host", "127.0.0.1", "--port", str(self.api_port), "-w", "1"]),
             ("scheduler", ["scheduler", "--skip-serve-logs"]),
@@ -104,6 +109,9 @@ class Deployment:
         return {
             "AIRFLOW_HOME": str(self.home),
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            # SQLite as the metadata DB keeps the lane small; under load its default 5 s lock wait is too short
+            # for four writers (api-server, scheduler, dag-processor, and the lane's triggers).
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}?timeout=60",
             "AIRFLOW__CORE__DAGS_FOLDER": str(LANE_DIR / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",

@@ -218,15 +218,23 @@ class AirflowApi:
     def __init__(self, port: int) -> None:
         self.base = f"http://127.0.0.1:{port}"
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None, tries: int = 5) -> Any:
+        """One call; a 5xx answer (SQLite busy under load) is tried again, up to ``tries`` times."""
         request = urllib.request.Request(
             f"{self.base}{path}",
             method=method,
             data=json.dumps(body).encode() if body is not None else None,
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.load(response)
+        for attempt in range(1, tries + 1):
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    return json.load(response)
+            except urllib.error.HTTPError as error:
+                if error.code < 500 or attempt == tries:
+                    raise
+                time.sleep(attempt)
+        raise AssertionError("unreachable")
 
     def get(self, path: str) -> Any | None:
         """GET, or None when the answer is an error or there is none yet (not found, starting up)."""
