@@ -14,7 +14,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import seed
-from services import wait_for
 
 MAX_CONCURRENCY = 4  # the operator's default: parts in flight at once per file
 
@@ -65,7 +64,7 @@ class FaultRun:
 
     def kill_worker_mid_upload(self) -> None:
         run_id = self.run_.run_ids[seed.TARGET.raw_file_id]
-        bucket, key, upload_id = wait_for(
+        bucket, key, upload_id = self.d.wait(
             "the large file's multipart upload in flight", self._upload_in_flight, 300, 0.05
         )
         hostname = self.d.task(run_id).get("hostname")
@@ -73,6 +72,7 @@ class FaultRun:
         if victim is None:
             raise RuntimeError(f"the large file's task runs on {hostname!r}, not on a lane worker")
         groups = victim.kill_hard()
+        del self.d.workers[hostname]
         in_s3 = len(self.lane.s3.list_parts(Bucket=bucket, Key=key, UploadId=upload_id).get("Parts", []))
         total = math.ceil(sum(seed.TARGET.files.values()) / seed.PART_SIZE)
         say(
@@ -88,11 +88,10 @@ class FaultRun:
             return task if retried and task.get("hostname") == other else None
 
         started = time.monotonic()
-        task = wait_for(f"the killed task retried on {other}", retried_elsewhere, 240, 1)
+        task = self.d.wait(f"the killed task retried on {other}", retried_elsewhere, 240, 1)
         say(
             f"  try {task['try_number']} runs on {task['hostname']} {time.monotonic() - started:.0f} s after the kill"
         )
-        del self.d.workers[hostname]
         self.d.start_worker(hostname)  # the lost machine comes back
         self.facts["killed_worker_back"] = True
 
@@ -105,7 +104,7 @@ class FaultRun:
         self.d.redis.stop()
         self.lane.trigger(self.run_, tuple(specs))
         run_ids = [self.run_.run_ids[spec.raw_file_id] for spec in specs]
-        wait_for(
+        self.d.wait(
             "the scheduler queueing while the broker is down",
             lambda: self._states(run_ids) & {"queued"},
             120,
@@ -122,7 +121,9 @@ class FaultRun:
 
     def restart_wire_server(self, specs: list[seed.RawFileSpec]) -> None:
         run_ids = [self.run_.run_ids[spec.raw_file_id] for spec in specs]
-        wait_for("an upload of the last runs running", lambda: self._states(run_ids) & {"running"}, 300, 0.5)
+        self.d.wait(
+            "an upload of the last runs running", lambda: self._states(run_ids) & {"running"}, 300, 0.5
+        )
         started = time.monotonic()
         self.d.wire.stop()
 
@@ -130,7 +131,7 @@ class FaultRun:
             tasks = [self.d.task(run_id) for run_id in self.run_.run_ids.values()]
             return any(t.get("state") == "up_for_retry" for t in tasks) or time.monotonic() - started > 60
 
-        wait_for("a task failed while the wire server is down", failed_for_it, 90, 1)
+        self.d.wait("a task failed while the wire server is down", failed_for_it, 90, 1)
         self.d.wire.start()
         down = time.monotonic() - started
         say(f"fault 3: wire server down {down:.0f} s while uploads ran, then restarted on the same port")

@@ -32,6 +32,7 @@ import signal
 import sqlite3
 import sys
 import tempfile
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,7 @@ class Deployment:
     work: Path
     stack: ExitStack = field(default_factory=ExitStack)
     workers: dict[str, Service] = field(default_factory=dict)
+    core: list[Service] = field(default_factory=list)  # api-server, scheduler, dag-processor
 
     def __post_init__(self) -> None:
         self.home = self.work / "airflow"
@@ -93,6 +95,7 @@ class Deployment:
             ("dag-processor", ["dag-processor"]),
         ):
             service = self._airflow(name, argv)
+            self.core.append(service)
             self.stack.callback(service.stop)
         wait_for(
             "DAG s3_uploader parsed and served by the API",
@@ -122,7 +125,9 @@ class Deployment:
             "AIRFLOW__API__PORT": str(self.api_port),
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
             "AIRFLOW__CELERY__BROKER_URL": f"{self.redis.url}/0",
-            "AIRFLOW__CELERY__RESULT_BACKEND": f"{self.redis.url}/1",
+            # Task states go back through a database, as in Airflow's docker-compose (and alphakraken's): with
+            # Redis also as the result backend, a Redis outage ends Airflow 3.3's scheduler loop (seen here).
+            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+sqlite:///{self.work / 'celery-results.db'}?timeout=60",
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
@@ -173,6 +178,16 @@ class Deployment:
         wait_for(f"{hostname} ready", lambda: worker.check_alive() and worker.log_has(" ready."), 120)
         self.workers[hostname] = worker
         return worker
+
+    def wait(self, what: str, ready: Callable[[], Any], timeout: float, poll: float = 1.0) -> Any:
+        """``wait_for`` that fails at once, with the log's tail, if an Airflow component or worker exited."""
+
+        def guarded() -> Any:
+            for service in [*self.core, *self.workers.values()]:
+                service.check_alive()
+            return ready()
+
+        return wait_for(what, guarded, timeout, poll)
 
     def stop(self) -> None:
         for worker in self.workers.values():

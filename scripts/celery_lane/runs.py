@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import seed
 from checks import check_backups
-from services import wait_for
 
 if TYPE_CHECKING:
     from lane import Deployment
@@ -83,7 +82,7 @@ class Lane:
             states = [self.d.run(run_id) for run_id in run.run_ids.values()]
             return states if all(s.get("state") in FINISHED for s in states) else None
 
-        return wait_for(f"{run.name}: every DAG run finished", finished, 900, poll=2)
+        return self.d.wait(f"{run.name}: every DAG run finished", finished, 900, poll=2)
 
     def check(self, run: Run, dag_runs: list[dict[str, Any]]) -> None:
         run.wall = _wall(dag_runs)
