@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import seed
 
+#: Seconds the broker stays away after the scheduler queued a task to it.
+BROKER_HOLD = 10
 MAX_CONCURRENCY = 4  # the operator's default: parts in flight at once per file
 
 if TYPE_CHECKING:
@@ -99,7 +101,9 @@ class FaultRun:
 
     def restart_broker(self, specs: list[seed.RawFileSpec]) -> None:
         """Redis stopped while uploads run; runs triggered meanwhile; started again once the scheduler has
-        handed one of them to the executor (queued: it is trying to publish to the missing broker)."""
+        handed one of them to the executor (queued: it is publishing to the missing broker) and
+        ``BROKER_HOLD`` seconds more, long enough for the publish retries to run out and the workers to try
+        reconnecting."""
         started = time.monotonic()
         self.d.redis.stop()
         self.lane.trigger(self.run_, tuple(specs))
@@ -110,6 +114,7 @@ class FaultRun:
             120,
             0.5,
         )
+        time.sleep(BROKER_HOLD)  # the length of the outage, not a wait for something to happen
         self.d.redis.start()
         down = time.monotonic() - started
         say(

@@ -139,9 +139,9 @@ class Deployment:
             "AIRFLOW_CONN_KRAKEN_MONGO_DEFAULT": json.dumps(
                 {
                     "conn_type": "kraken_mongo",
-                    "host": self.wire.uri,
+                    # Fail fast when the server is away (pymongo waits 30 s by default); the task is retried.
+                    "host": f"{self.wire.uri}&serverSelectionTimeoutMS=5000",
                     "schema": "alphakraken",
-                    "extra": {"serverSelectionTimeoutMS": "5000"},
                 }
             ),
             "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(

@@ -72,9 +72,11 @@ class Service:
     log: Path
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    log_start: int = 0
 
     def start(self) -> Service:
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.log_start = self.log.stat().st_size if self.log.exists() else 0  # a restart appends
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 self.argv,
@@ -96,7 +98,12 @@ class Service:
         return self.process is not None and self.process.poll() is None
 
     def log_has(self, text: str) -> bool:
-        return self.log.exists() and text in self.log.read_text(errors="replace")
+        """Whether this start's output (not a previous start's) contains ``text``."""
+        if not self.log.exists():
+            return False
+        with self.log.open("rb") as log:
+            log.seek(self.log_start)
+            return text.encode() in log.read()
 
     def check_alive(self) -> bool:
         """True while running; raises with the log's tail once it has exited (so waits fail fast)."""
