@@ -9,7 +9,8 @@ that does not trust the uploader: ``kraken-s3 verify --deep`` downloads and hash
 objects, ``kraken-s3 restore`` brings them back into a scratch folder, compared byte for byte with the
 instrument's. Airflow's own output goes to a log file whose path is printed.
 
-Run it with ``scripts/demo`` (which installs the project first). Options: ``--keep`` keeps the work folder.
+Run it with ``scripts/demo`` (which installs the project first). Options: ``--keep`` keeps the work folder;
+``--scheduler`` runs the example DAGs under Airflow's real scheduler instead (scripts/demo_scheduler.py).
 """
 
 from __future__ import annotations
@@ -75,7 +76,17 @@ LOG_MESSAGE = re.compile(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="keep the work folder (its path is printed)")
+    parser.add_argument(
+        "--scheduler",
+        action="store_true",
+        help="run the example DAGs under Airflow's real scheduler instead (see scripts/demo_scheduler.py); "
+        "with --keep the services stay up until Ctrl-C",
+    )
     options = parser.parse_args()
+    if options.scheduler:
+        from demo_scheduler import run_scheduler_demo
+
+        return run_scheduler_demo(keep=options.keep)
     work = Path(tempfile.mkdtemp(prefix="kraken-demo-"))
     # Outside the work folder, so it outlives the demo for a look afterwards.
     airflow_log = Path(tempfile.mkstemp(prefix="kraken-demo-airflow-", suffix=".log")[1])

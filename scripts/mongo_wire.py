@@ -32,7 +32,10 @@ async def serve(database: Path, port: int, port_file: Path) -> None:
         partial = port_file.with_suffix(".partial")
         partial.write_text(f"{server.address.port}\n")
         os.replace(partial, port_file)
-        print(f"MongoDB wire emulator (mongoeco) on 127.0.0.1:{server.address.port}, data in {database}", flush=True)
+        print(
+            f"MongoDB wire emulator (mongoeco) on 127.0.0.1:{server.address.port}, data in {database}",
+            flush=True,
+        )
         await stop.wait()
 
 

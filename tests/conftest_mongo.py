@@ -1,10 +1,14 @@
-"""pytest plugin: an in-memory alphakraken MongoDB (mongomock) behind a real Airflow Connection.
+"""pytest plugin: alphakraken's MongoDB behind a real Airflow Connection: in memory (mongomock) by default,
+or a MongoDB wire server when ``KRAKEN_TEST_MONGO_URI`` names one.
 
 Enable with ``pytest_plugins = ["tests.conftest_mongo"]`` in ``tests/conftest.py`` (or ``-p
 tests.conftest_mongo``). The fixture goes through the same path as production code: an
-``AIRFLOW_CONN_KRAKEN_MONGO_DEFAULT`` connection with host ``mongomock://localhost`` and
-``KrakenMongoHook().connect()``. Because mongoengine reuses one client for identical settings, every hook
-built from that connection during the test (in an operator, a sensor, a helper) sees the same data.
+``AIRFLOW_CONN_KRAKEN_MONGO_DEFAULT`` connection and ``KrakenMongoHook().connect()``. With mongomock (host
+``mongomock://localhost``) mongoengine reuses one client for identical settings, so every hook built from
+that connection during the test (in an operator, a sensor, a helper) sees the same data. With
+``KRAKEN_TEST_MONGO_URI=mongodb://127.0.0.1:PORT/?directConnection=true`` (``scripts/mongo-server start``
+prints one) every test gets its own database on that server, dropped by name afterwards, and separate
+processes (``airflow dags test`` subprocesses) see the same data as the test.
 
 Fixtures:
 
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import mongoengine
+import pymongo
 import pytest
 
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
@@ -36,6 +41,14 @@ from airflow_provider_kraken_s3.records.models import KRAKEN_DB_ALIAS, BackupSta
 
 KRAKEN_MONGO_CONN_ENV = "AIRFLOW_CONN_KRAKEN_MONGO_DEFAULT"
 
+#: A MongoDB server (or the wire emulator of scripts/mongo-server) for the tests instead of mongomock.
+WIRE_URI = os.environ.get("KRAKEN_TEST_MONGO_URI", "").strip()
+
+#: For the few tests about mongomock itself (the embedded mode), which a server cannot exercise.
+mongomock_only = pytest.mark.skipif(
+    bool(WIRE_URI), reason="about the embedded mongomock store; KRAKEN_TEST_MONGO_URI points at a server"
+)
+
 
 def mongomock_connection_json(database: str, **extra: Any) -> str:
     """A ``kraken_mongo`` Airflow connection (JSON form, valid on 2.11 and 3.x) in embedded mode."""
@@ -43,6 +56,21 @@ def mongomock_connection_json(database: str, **extra: Any) -> str:
     if extra:
         conn["extra"] = extra
     return json.dumps(conn)
+
+
+def kraken_connection_json(database: str) -> str:
+    """The tests' ``kraken_mongo`` connection for ``database``: on the server of ``KRAKEN_TEST_MONGO_URI`` if
+    set, else in memory."""
+    if not WIRE_URI:
+        return mongomock_connection_json(database)
+    return json.dumps({"conn_type": "kraken_mongo", "host": WIRE_URI, "schema": database})
+
+
+def drop_test_database(database: str) -> None:
+    """Drop one test database by name (a server outlives the test; mongomock's memory does not need it)."""
+    if WIRE_URI:
+        with pymongo.MongoClient(WIRE_URI, serverSelectionTimeoutMS=10_000) as client:
+            client.drop_database(database)
 
 
 def disconnect_kraken_alias() -> None:
@@ -53,9 +81,12 @@ def disconnect_kraken_alias() -> None:
 
 @pytest.fixture
 def kraken_mongo(monkeypatch: pytest.MonkeyPatch) -> Iterator[KrakenMongoHook]:
-    """``kraken_mongo_default`` → a fresh in-memory database, connected under the ``kraken_s3`` alias."""
+    """``kraken_mongo_default`` → a fresh database of the test's own, connected under the ``kraken_s3`` alias.
+
+    Afterwards the test's database is dropped by name, and so is the one the alias points at if the test
+    re-pointed it to another (a server keeps what is not dropped)."""
     database = f"kraken_test_{uuid.uuid4().hex[:12]}"
-    monkeypatch.setenv(KRAKEN_MONGO_CONN_ENV, mongomock_connection_json(database))
+    monkeypatch.setenv(KRAKEN_MONGO_CONN_ENV, kraken_connection_json(database))
     hook = KrakenMongoHook()
     hook.connect()
     try:
@@ -67,11 +98,12 @@ def kraken_mongo(monkeypatch: pytest.MonkeyPatch) -> Iterator[KrakenMongoHook]:
         except mongoengine.connection.ConnectionFailure:
             pass  # the test disconnected the alias itself
         disconnect_kraken_alias()
+        drop_test_database(database)
 
 
 @pytest.fixture
 def kraken_db(kraken_mongo: KrakenMongoHook):
-    """pymongo ``Database`` of the test's in-memory alphakraken database."""
+    """pymongo ``Database`` of the test's alphakraken database."""
     return kraken_mongo.get_conn()
 
 

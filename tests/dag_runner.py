@@ -12,7 +12,10 @@ Pass ``mongo_seed`` (``{database: {collection: [documents]}}``, e.g. from :func:
 DAG run starts with those documents in its own mongomock; pass ``mongo_dump=<path>`` to get the run's
 final documents back (read them with :func:`load_mongo_dump`). This works without any change to the hook:
 the subprocess is started as ``python -m tests.dag_runner ...``, which makes every ``mongomock.MongoClient``
-in it share one in-memory server, loads the seed, then hands over to Airflow's own CLI ``main()``.
+in it share one in-memory server, loads the seed, then hands over to Airflow's own CLI ``main()``. With
+``KRAKEN_TEST_MONGO_URI`` set (a server both processes reach) the seed is written to the server before the
+run and the dump read from it afterwards, limited to the seed's databases (else the connection's): other
+tests share that server.
 """
 
 from __future__ import annotations
@@ -114,6 +117,17 @@ def run_dag(
     home = Path(airflow_home) if airflow_home is not None else default_airflow_home(python)
     migrate(home, python=python)
     args = ["dags", "test", dag_id, "-c", json.dumps(dict(conf or {}))]
+    wire_uri = os.environ.get("KRAKEN_TEST_MONGO_URI", "").strip()
+    if wire_uri:  # a server both processes reach: seed it here, run, read the test's own database back
+        if mongo_seed is not None:
+            _seed_server(wire_uri, mongo_seed)
+        done = _run_streaming(
+            [airflow_executable(python), *args], _airflow_env(home, Path(dags_folder), env), timeout, on_line
+        )
+        if mongo_dump is not None:
+            databases = list(mongo_seed or {}) or [_connection_database(env)]
+            Path(mongo_dump).write_text(_dumps(_dump_server(wire_uri, databases)))
+        return done
     if mongo_seed is None and mongo_dump is None:
         command = [airflow_executable(python), *args]
     else:
@@ -275,6 +289,40 @@ def _share_one_mongomock_server() -> Any:
 
     mongomock.MongoClient = SharedMongoClient  # type: ignore[misc]
     return SharedMongoClient()
+
+
+def _seed_server(uri: str, seed: Mapping[str, Mapping[str, list[dict[str, Any]]]]) -> None:
+    """Make the seeded collections hold exactly the seed, as a fresh mongomock would."""
+    import pymongo
+
+    with pymongo.MongoClient(uri) as client:
+        for database, collections in seed.items():
+            for collection, documents in collections.items():
+                client[database][collection].delete_many({})
+                if documents:
+                    client[database][collection].insert_many([dict(d) for d in documents])
+
+
+def _dump_server(uri: str, databases: list[str]) -> dict[str, dict[str, list[dict]]]:
+    """``{database: {collection: [documents]}}`` of the named databases only (a server is shared)."""
+    import pymongo
+
+    with pymongo.MongoClient(uri) as client:
+        return {
+            name: {
+                collection: list(client[name][collection].find())
+                for collection in client[name].list_collection_names()
+            }
+            for name in databases
+        }
+
+
+def _connection_database(env: Mapping[str, str] | None) -> str:
+    """The database of the ``kraken_mongo_default`` connection the DAG run is given."""
+    conn = (env or {}).get("AIRFLOW_CONN_KRAKEN_MONGO_DEFAULT") or os.environ[
+        "AIRFLOW_CONN_KRAKEN_MONGO_DEFAULT"
+    ]
+    return json.loads(conn)["schema"]
 
 
 def _dump_all(client: Any, path: Path) -> None:

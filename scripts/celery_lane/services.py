@@ -210,10 +210,6 @@ class WireServer:
         self.uri = self._run("start").splitlines()[-1]
         self.port = int(self.uri.split(":")[2].split("/")[0])
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
     def stop(self) -> None:
         self._run("stop")
 

@@ -15,7 +15,13 @@ from airflow_provider_kraken_s3.core.errors import InvalidInputError, MongoUnava
 from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook, KrakenMongoSettings
 from airflow_provider_kraken_s3.records import store
 from airflow_provider_kraken_s3.records.models import KRAKEN_DB_ALIAS, RawFile
-from tests.conftest_mongo import KRAKEN_MONGO_CONN_ENV, disconnect_kraken_alias, mongomock_connection_json
+from tests.conftest_mongo import (
+    KRAKEN_MONGO_CONN_ENV,
+    disconnect_kraken_alias,
+    kraken_connection_json,
+    mongomock_connection_json,
+    mongomock_only,
+)
 
 PASSWORD = "s3cr3t-P@ss"
 
@@ -235,6 +241,7 @@ def test_embedded_mode_kwargs(monkeypatch) -> None:
     assert kwargs["mongo_client_class"] is mongomock.MongoClient
 
 
+@mongomock_only
 def test_connect_registers_our_alias(kraken_mongo) -> None:
     assert kraken_mongo.connect() == KRAKEN_DB_ALIAS
     client = mongoengine.get_connection(alias=KRAKEN_DB_ALIAS)
@@ -255,7 +262,7 @@ def test_same_settings_reuse_client_and_data(kraken_mongo, make_raw_file) -> Non
 def test_changed_settings_reconnect(kraken_mongo, make_raw_file, monkeypatch) -> None:
     make_raw_file("first.raw")
     other_db = f"kraken_test_{uuid.uuid4().hex[:12]}"
-    monkeypatch.setenv(KRAKEN_MONGO_CONN_ENV, mongomock_connection_json(other_db))
+    monkeypatch.setenv(KRAKEN_MONGO_CONN_ENV, kraken_connection_json(other_db))
 
     KrakenMongoHook().connect()
 
@@ -307,7 +314,7 @@ def test_reconnect_survives_another_rawfile_document_class(kraken_mongo, make_ra
     assert _document_registry["RawFile"] is not RawFile
 
     other_db = f"kraken_test_{uuid.uuid4().hex[:12]}"
-    monkeypatch.setenv(KRAKEN_MONGO_CONN_ENV, mongomock_connection_json(other_db))
+    monkeypatch.setenv(KRAKEN_MONGO_CONN_ENV, kraken_connection_json(other_db))
     KrakenMongoHook().connect()
 
     assert RawFile._get_collection().database.name == other_db  # no stale cached collection

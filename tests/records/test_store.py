@@ -20,7 +20,12 @@ from airflow_provider_kraken_s3.core.errors import (
 from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook
 from airflow_provider_kraken_s3.records import lease, store
 from airflow_provider_kraken_s3.records.models import BackupStatus, RawFile
-from tests.conftest_mongo import KRAKEN_MONGO_CONN_ENV, disconnect_kraken_alias, mongomock_connection_json
+from tests.conftest_mongo import (
+    KRAKEN_MONGO_CONN_ENV,
+    disconnect_kraken_alias,
+    mongomock_connection_json,
+    mongomock_only,
+)
 
 RAW_ID = "20240101_astral1_P1234_sample.d"
 FILE_INFO = {
@@ -363,6 +368,7 @@ def test_not_connected_is_a_clear_error() -> None:
         store.get_raw_file(RAW_ID)
 
 
+@mongomock_only
 def test_a_missing_raw_file_in_the_embedded_store_says_why_it_may_be_missing(kraken_mongo, task_log) -> None:
     """Under a real scheduler the embedded store is empty in each task's process: say so, not only "the id"."""
     with pytest.raises(RawFileNotFoundError, match=r"embedded MongoDB .*per process.*MongoDB server"):
