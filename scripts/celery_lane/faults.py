@@ -129,18 +129,32 @@ class FaultRun:
         self.d.wait(
             "an upload of the last runs running", lambda: self._states(run_ids) & {"running"}, 300, 0.5
         )
+        before = self._tries()
         started = time.monotonic()
         self.d.wire.stop()
 
-        def failed_for_it() -> bool:
-            tasks = [self.d.task(run_id) for run_id in self.run_.run_ids.values()]
-            return any(t.get("state") == "up_for_retry" for t in tasks) or time.monotonic() - started > 60
+        def failed_since() -> list[str]:
+            """Runs whose task failed (and waits for its retry) since the server went away."""
+            now = self._tries()
+            return [
+                run_id
+                for run_id, (state, tries) in now.items()
+                if state == "up_for_retry" and before[run_id] != (state, tries)
+            ]
 
-        self.d.wait("a task failed while the wire server is down", failed_for_it, 90, 1)
+        self.d.wait("a task failing while the wire server is away", failed_since, 120, 1)
         self.d.wire.start()
         down = time.monotonic() - started
-        say(f"fault 3: wire server down {down:.0f} s while uploads ran, then restarted on the same port")
-        self.facts["wire_down_s"] = round(down)
+        failed = failed_since()
+        say(
+            f"fault 3: wire server away {down:.0f} s while uploads ran, until {len(failed)} task(s) failed for it; "
+            "started again on the same port"
+        )
+        self.facts.update(wire_down_s=round(down), wire_failed_tasks=len(failed))
+
+    def _tries(self) -> dict[str, tuple[str, int]]:
+        tasks = {run_id: self.d.task(run_id) for run_id in self.run_.run_ids.values()}
+        return {run_id: (str(t.get("state")), int(t.get("try_number") or 0)) for run_id, t in tasks.items()}
 
     def _states(self, run_ids: list[str]) -> set[str]:
         return {str(self.d.task(run_id).get("state")) for run_id in run_ids}
