@@ -10,21 +10,21 @@ provider's ``resuming multipart upload`` and ``upload summary`` lines), and chec
 from __future__ import annotations
 
 import math
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
 import seed
+from services import say
 
 #: Seconds the broker stays away after the scheduler queued a task to it.
 BROKER_HOLD = 10
-MAX_CONCURRENCY = 4  # the operator's default: parts in flight at once per file
+MAX_CONCURRENCY = 4
+#: The provider's ``key=value`` log lines (in the JSON task logs' "event").
+KV = re.compile(r"(\w+)=(\S+)")  # the operator's default: parts in flight at once per file
 
 if TYPE_CHECKING:
     from runs import Lane, Run
-
-
-def say(text: str) -> None:
-    print(text, flush=True)
 
 
 class FaultRun:
@@ -168,8 +168,6 @@ class FaultRun:
         task = self.d.task(run_id)
         attempt = int(task.get("try_number") or 1)
         events = self.d.task_log(run_id, attempt)
-        from lane import log_fields
-
         tries = [self.d.task_log(run_id, n) for n in range(2, attempt + 1)]
         self.facts["lease_waits"] = sum(any("is being done by attempt" in e for e in t) for t in tries)
         resumed = log_fields(events, "resuming multipart upload")
@@ -201,3 +199,8 @@ class FaultRun:
             self.fail(
                 f"resume: {reused} parts reused, {sent} sent, {in_s3} in S3 at resume, {at_kill} at the kill"
             )
+
+
+def log_fields(events: list[str], prefix: str) -> list[dict[str, str]]:
+    """``key=value`` fields of every log message starting with ``prefix``."""
+    return [dict(KV.findall(event)) for event in events if event.startswith(prefix)]

@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -38,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services import REPO, AirflowApi, Redis, Service, WireServer, free_port, wait_for
+from services import REPO, AirflowApi, Redis, Service, WireServer, free_port, say, wait_for
 
 DAG_ID = "s3_uploader"
 TASK_ID = "upload_to_s3"
@@ -47,14 +46,7 @@ POOL_SLOTS = 4  # two uploads per worker; alphakraken runs ~2 per uploader
 WORKER_CONCURRENCY = 2
 LEASE_TTL = 30  # seconds; production keeps the 10-minute default
 HEARTBEAT_TIMEOUT = 30  # seconds without a task heartbeat before the scheduler fails the task (default 300)
-RUN_TIMEOUT = 900.0
 ACCESS_KEY, SECRET_KEY = "lane-access", "lane-secret-key-not-a-real-one"
-#: The provider's `key=value` log lines (in the JSON task logs' "event").
-KV = re.compile(r"(\w+)=(\S+)")
-
-
-def say(text: str) -> None:
-    print(text, flush=True)
 
 
 @dataclass
@@ -154,6 +146,18 @@ class Deployment:
             ),
         }
 
+    def s3_client(self) -> Any:
+        """boto3 S3 client of the lane's moto_server, for the checks."""
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.s3_url,
+            region_name="us-east-1",
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+        )
+
     def _airflow(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Service:
         airflow = str(Path(sys.executable).parent / "airflow")
         return Service(name, [airflow, *argv], self.logs / f"{name}.log", env or {}).start()
@@ -226,11 +230,6 @@ class Deployment:
             except ValueError:
                 events.append(line)
         return events
-
-
-def log_fields(events: list[str], prefix: str) -> list[dict[str, str]]:
-    """``key=value`` fields of every log message starting with ``prefix``."""
-    return [dict(KV.findall(event)) for event in events if event.startswith(prefix)]
 
 
 def main() -> int:

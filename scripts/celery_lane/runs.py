@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import boto3
 import seed
 from checks import check_backups
+from services import say
 
 if TYPE_CHECKING:
     from lane import Deployment
@@ -21,10 +21,6 @@ FINISHED = {"success", "failed"}
 DELIVERY = re.compile(
     r"Executing workload in Celery: .*?log_path='(?P<path>[^']*run_id=(?P<run_id>[^/]+)/[^']*attempt=\d+\.log)'"
 )
-
-
-def say(text: str) -> None:
-    print(text, flush=True)
 
 
 @dataclass
@@ -52,13 +48,7 @@ class Lane:
             f"{len(seed.RAW_FILES)} raw files, {total / seed.MIB:.0f} MiB, written in {time.monotonic() - started:.0f} s"
         )
         self.d.start()
-        self.s3 = boto3.client(
-            "s3",
-            endpoint_url=self.d.s3_url,
-            region_name="us-east-1",
-            aws_access_key_id="lane-access",
-            aws_secret_access_key="lane-secret-key-not-a-real-one",
-        )
+        self.s3 = self.d.s3_client()
         from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook
 
         KrakenMongoHook().connect()

@@ -27,6 +27,11 @@ import psutil
 REPO = Path(__file__).resolve().parents[2]
 
 
+def say(text: str) -> None:
+    """One line of the lane's own output (flushed: CI prints it as it comes)."""
+    print(text, flush=True)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
