@@ -1,9 +1,9 @@
 """The fault run: a worker killed mid-upload, the broker restarted, the MongoDB wire server restarted.
 
 Each fault is injected at a moment observed, not guessed: the kill when the RawFile records the large
-file's multipart upload and S3 lists some (not all) of its parts; the broker restart while freshly
-triggered runs are being queued; the wire server's outage while uploads run, until a task has failed for
-it (Airflow then retries it). What the retry of the killed task did is read from its task log (the
+file's multipart upload and S3 lists some (not all) of its parts; the broker away while fresh runs are
+queued, until the scheduler has tried to publish one; the wire server away while uploads run, until a task
+has failed for it (Airflow then retries it). What the retry of the killed task did is read from its task log (the
 provider's ``resuming multipart upload`` and ``upload summary`` lines), and checked against what S3 held.
 """
 
@@ -19,9 +19,9 @@ from services import say
 
 #: Seconds the broker stays away after the scheduler queued a task to it.
 BROKER_HOLD = 10
-MAX_CONCURRENCY = 4
+MAX_CONCURRENCY = 4  # the operator's default: parts in flight at once per file
 #: The provider's ``key=value`` log lines (in the JSON task logs' "event").
-KV = re.compile(r"(\w+)=(\S+)")  # the operator's default: parts in flight at once per file
+KV = re.compile(r"(\w+)=(\S+)")
 
 if TYPE_CHECKING:
     from runs import Lane, Run
