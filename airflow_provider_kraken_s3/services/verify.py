@@ -141,28 +141,16 @@ def verify_once(
     *,
     mongo_conn_id: str,
     raw_file_id: str | None,
-    fail_on_failed: bool = False,
-    bucket: Any = None,
-    keys: Any = None,
-    expected_etags: Any = None,
-    expected_sizes: Any = None,
+    **target: Any,
 ) -> Outcome:
     """One whole verification round, blocking: read the record (RawFile mode), ask S3, decide.
 
     The one read path of the poking sensor and of the deferred trigger (which runs it in a thread off the
-    triggerer's event loop), so both modes decide every case alike.
+    triggerer's event loop), so both modes decide every case alike. ``target``: the rest of
+    :func:`check_round`'s arguments (``fail_on_failed``, or the explicit bucket, keys and ETags).
     """
     record = fetch_record(connect, mongo_conn_id, raw_file_id) if raw_file_id is not None else None
-    return check_round(
-        access,
-        record,
-        raw_file_id=raw_file_id,
-        fail_on_failed=fail_on_failed,
-        bucket=bucket,
-        keys=keys,
-        expected_etags=expected_etags,
-        expected_sizes=expected_sizes,
-    )
+    return check_round(access, record, raw_file_id=raw_file_id, **target)
 
 
 def validate_mode(
