@@ -2,20 +2,36 @@
 
 The invariant, in the words the code follows:
 
-    **Proof** is what S3 computed from the bytes it received (the object's ETag), equal to what we computed
-    from the bytes we read and sent, and those bytes match the inventory (its MD5, or its precomputed
-    ``"<etag>__<MiB>"``, which alphakraken computes in the same instrument read as the MD5).
+    **Proof** is what S3 computed from the bytes it received, equal to what we computed from the bytes we
+    read and sent, and those bytes match the inventory (its MD5, or its precomputed ``"<etag>__<MiB>"``, which
+    alphakraken computes in the same instrument read as the MD5).
+
+What S3 computed is one of two things (:func:`compare` weighs both):
+
+- **its ETag**, where that is MD5-derived: without encryption and under SSE-S3, as S3's own response headers
+  say (:attr:`RemoteObject.encryption`), never judged by the ETag's shape alone;
+- **its full-object checksum** (CRC64NVME, :mod:`.checksum`), which S3 validated against the value we
+  declared and which survives every encryption mode. Under SSE-KMS and SSE-C the ETag is opaque and ignored:
+  only the checksum can prove. An object S3 keeps no checksum for (Ceph RGW 16, objects written without one)
+  is proven by its ETag as before, and an encrypted one without a checksum cannot be proven at all.
+
+Either link proves; a link that was *shown* to differ (another size, a single-part ETag that is not the MD5,
+another full-object checksum of the same algorithm) forbids the proof whatever the other says — evidence is
+never outweighed.
 
 Object metadata (``kraken-md5``, ``kraken-part-size``), an mtime or a record we wrote are *hints*: a hint may
 say which part size to hash with, never that the bytes are right. So an object is proven without reading
 the local file only when
 
-- its ETag equals the inventory's precomputed ETag and its size the inventory's size, or
-- it is a single-part object (its ETag *is* the MD5 of its bytes) whose ETag equals the inventory MD5.
+- its MD5-derived ETag equals the inventory's precomputed ETag and its size the inventory's size, or
+- it is a single-part object (its ETag *is* the MD5 of its bytes) whose ETag equals the inventory MD5, or
+- its full-object checksum equals one we computed from bytes proven to be the inventory's (the expectation's
+  ``checksum``: the upload's own read, or the manifest's record of it for the sensor).
 
-Otherwise the local file has to be hashed (at the object's part size, from a hint) and both digests compared,
-or the object is uploaded. The operator (:func:`decide`), the post-hash step (:func:`after_hashing`) and the
-sensor (:func:`judge`) share :func:`prove`, so they can never disagree about the same object.
+Otherwise the local file has to be hashed (at the object's part size, from a hint, and with the checksum
+where S3 holds one) and the digests compared, or the object is uploaded. The operator (:func:`decide`), the
+post-hash step (:func:`after_hashing`), the sensor (:func:`judge`) and the upload's own final check share
+:func:`compare`, so they can never disagree about the same object.
 
 Pure module: no Airflow, no boto3, no I/O.
 """
@@ -28,7 +44,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from airflow_provider_kraken_s3.core.checksum import Checksum, Encryption
+from airflow_provider_kraken_s3.core.checksum import ALGORITHM, Checksum, Encryption
 from airflow_provider_kraken_s3.core.etag import etag_part_count, normalize_etag
 
 #: User metadata we write on multipart objects whose whole-file MD5 was verified before completion.
@@ -44,12 +60,18 @@ _MD5_ETAG = re.compile(r"[0-9a-f]{32}(-[1-9][0-9]{0,4})?")
 
 @dataclass(frozen=True)
 class Expectation:
-    """What the inventory says one file is: its size, its MD5 and, if precomputed, its ETag and part size."""
+    """What the inventory says one file is: its size, its MD5 and, if precomputed, its ETag and part size.
+
+    ``checksum`` is the file's full-object checksum where one is known *for the inventory's bytes*: computed
+    in the read that proved them against the inventory (the upload, the hash-first step), or recorded in the
+    manifest by the attempt that did. alphakraken's inventory has none of its own.
+    """
 
     size: int
     md5: str | None  # None only for a plain upload without an inventory (the hook used directly)
     etag: str | None = None
     part_size: int | None = None
+    checksum: Checksum | None = None
 
 
 @dataclass(frozen=True)
@@ -94,16 +116,121 @@ class RemoteObject:
         return count is not None and part_size > 0 and count == -(-self.size // part_size)
 
 
+def comparable(stored: Checksum | None, ours: Checksum | None) -> bool:
+    """Whether S3's checksum and ours can be compared: both full-object, of the same algorithm."""
+    return (
+        stored is not None
+        and ours is not None
+        and stored.full_object
+        and ours.full_object
+        and stored.algorithm == ours.algorithm
+    )
+
+
+def computable(stored: Checksum | None) -> bool:
+    """Whether one local read can compute what S3 holds: a full-object checksum of our algorithm."""
+    return stored is not None and stored.full_object and stored.algorithm == ALGORITHM
+
+
+def describe_encryption(encryption: Encryption) -> str:
+    """The encryption in a person's words, for the reasons this module gives."""
+    return {
+        Encryption.SSE_KMS: "SSE-KMS",
+        Encryption.SSE_KMS_DSSE: "DSSE-KMS",
+        Encryption.SSE_C: "SSE-C (a customer-provided key)",
+    }.get(encryption, encryption.value)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What S3's answer shows about one object against what we know of the file.
+
+    ``proven``: why the object holds the file's bytes (a link that matched), or None. ``differs``: what was
+    shown to differ (it forbids the proof), or None. Neither: nothing S3 holds can be compared with what is
+    known; ``unprovable`` then says why, where that is not just "hash the local file".
+    """
+
+    proven: str | None = None
+    differs: str | None = None
+    unprovable: str | None = None
+    #: the link that proved it: "etag" or "checksum"
+    by: str | None = None
+
+
+def compare(remote: RemoteObject, expected: Expectation) -> Evidence:
+    """Weigh every link between ``remote`` and ``expected``: the size, the MD5-derived ETag (only where S3's
+    headers say it is one), and the full-object checksum. See the module docstring for the rule."""
+    if remote.size != expected.size:
+        return Evidence(differs=f"it has {remote.size} bytes, the inventory {expected.size}")
+    proofs: list[tuple[str, str]] = []
+    differences: list[str] = []
+    if remote.etag_is_md5_based:
+        etag = normalize_etag(remote.etag)
+        if expected.etag is not None and etag == normalize_etag(expected.etag):
+            proofs.append(("etag", "S3's ETag and size equal the inventory's"))
+        elif not remote.is_multipart and expected.md5 is not None:
+            if etag == expected.md5:
+                proofs.append(
+                    (
+                        "etag",
+                        "S3's ETag of this single-part object (the MD5 of its bytes) equals the inventory MD5",
+                    )
+                )
+            else:
+                differences.append(
+                    f"its ETag {remote.etag} (the MD5 of its bytes) differs from the inventory MD5 {expected.md5}"
+                )
+    if comparable(remote.checksum, expected.checksum):
+        stored, ours = remote.checksum, expected.checksum
+        assert stored is not None and ours is not None  # comparable() says so
+        if stored.value == ours.value:
+            proofs.append(
+                (
+                    "checksum",
+                    f"S3's full-object {stored.algorithm} (validated by S3 against the one declared) and size "
+                    "equal those of the inventory's bytes",
+                )
+            )
+        else:
+            differences.append(
+                f"its full-object {stored.algorithm} {stored.value} differs from the file's {ours.value}"
+            )
+    if differences:
+        return Evidence(differs="; ".join(differences))
+    if proofs:
+        by, why = proofs[0]
+        return Evidence(proven=why, by=by)
+    return Evidence(unprovable=_unprovable(remote, expected))
+
+
+def _unprovable(remote: RemoteObject, expected: Expectation) -> str | None:
+    """Why an object whose ETag proves nothing cannot be compared either (None: its ETag may still be compared
+    after hashing the local file, or its checksum after computing ours)."""
+    if remote.etag_is_md5_based:
+        return None
+    if remote.encryption.etag_is_md5:
+        why = f"its ETag {remote.etag} is not MD5-based (SSE-KMS or a store with other ETags)"
+    else:
+        why = (
+            f"it is encrypted with {describe_encryption(remote.encryption)}, under which S3's ETag "
+            f"({normalize_etag(remote.etag)}) is not an MD5 of the bytes"
+        )
+    if remote.checksum is None:
+        return (
+            f"{why}, and S3 returned no checksum for it (the store keeps none, or the object was written without "
+            "one), so it can neither be proven equal nor compared with the local file"
+        )
+    if computable(remote.checksum):
+        return None  # one local read computes the checksum it holds
+    return (
+        f"{why}, and its checksum ({remote.checksum}) is not a full-object {ALGORITHM}, which is the one the "
+        "local file can be compared with, so it can neither be proven equal nor compared"
+    )
+
+
 def prove(remote: RemoteObject, expected: Expectation) -> str | None:
     """Why ``remote`` is proven to hold the inventory's bytes without reading them, or None if it is not."""
-    if remote.size != expected.size or not remote.etag_is_md5_based:
-        return None
-    etag = normalize_etag(remote.etag)
-    if expected.etag is not None and etag == normalize_etag(expected.etag):
-        return "S3's ETag and size equal the inventory's"
-    if not remote.is_multipart and etag == expected.md5:
-        return "S3's ETag of this single-part object (the MD5 of its bytes) equals the inventory MD5"
-    return None
+    return compare(remote, expected).proven
 
 
 def metadata_notes(remote: RemoteObject, expected: Expectation) -> list[str]:
@@ -138,6 +265,9 @@ class Decision:
     notes: tuple[str, ...] = ()
     #: HASH_FIRST: False when the part sizes are guesses (common sizes), so a mismatch shows no difference.
     part_size_known: bool = True
+    #: HASH_FIRST: also compute the file's full-object checksum in the same read; S3 holds one to compare
+    #: (under SSE-KMS/SSE-C the only thing that can be compared).
+    checksum: bool = False
 
     @property
     def part_size(self) -> int | None:
@@ -187,20 +317,54 @@ def decide(
     if remote is None:
         return Decision(Action.UPLOAD, "not in S3 yet")
     notes = tuple(metadata_notes(remote, expected))
-    proof = prove(remote, expected)
-    if proof is not None:
-        return Decision(Action.SKIP, f"already in S3: {proof}", notes=notes)
+    evidence = compare(remote, expected)
+    if evidence.proven is not None:
+        return Decision(Action.SKIP, f"already in S3: {evidence.proven}", notes=notes)
+    whole_file = max(-(-expected.size // _MIB), _MIN_PART_MIB) * _MIB
+    by_checksum = computable(remote.checksum) and expected.checksum is None
     if not remote.etag_is_md5_based:
+        if evidence.differs is not None:  # another size, or another checksum we already know
+            return _replace_or_refuse(remote, expected, versioned, notes, evidence.differs)
+        if by_checksum:  # only the checksum can be compared: one local read computes ours
+            return Decision(
+                Action.HASH_FIRST,
+                f"an object of the same size exists whose ETag proves nothing ({_etag_words(remote)}); hashing "
+                f"the local file to compare S3's full-object {ALGORITHM} with the file's",
+                part_sizes=(whole_file,),
+                notes=notes,
+                checksum=True,
+            )
         return Decision(
             Action.REFUSE,
-            f"an object with ETag {remote.etag} exists; that ETag is not MD5-based (SSE-KMS or a store with "
-            "other ETags), so it can neither be proven equal nor safely replaced. Check the object and the "
-            "bucket's encryption (use SSE-S3), then move it away and re-run.",
+            f"an object exists where this file belongs and {evidence.unprovable}. It is not replaced blind. "
+            + _refusal_advice(remote),
             notes=notes,
+        )
+    if evidence.differs is not None and remote.size == expected.size and expected.checksum is not None:
+        # The checksum of the inventory's bytes is known and S3's differs: shown, nothing to hash.
+        return _replace_or_refuse(remote, expected, versioned, notes, evidence.differs)
+    if remote.size == expected.size and by_checksum and (remote.is_multipart or expected.md5 is None):
+        # S3 holds a full-object checksum: one read of the file (MD5 and checksum) decides, whatever the
+        # part size; the part-size hint, if any, is hashed too, for the manifest's part size.
+        hint = _usable_hint(remote, part_size_hint)
+        count = etag_part_count(remote.etag)
+        if hint is not None:
+            sizes: tuple[int, ...] = (hint,)
+        elif count is None or count == 1:
+            sizes = (whole_file,)
+        else:  # the ETag too, at the common part sizes that give its part count: it names the part size
+            sizes = candidate_part_sizes(remote.size, count) or (whole_file,)
+        return Decision(
+            Action.HASH_FIRST,
+            f"an object of the same size exists with ETag {remote.etag}; hashing the local file to compare S3's "
+            f"full-object {ALGORITHM} with the file's",
+            part_sizes=sizes,
+            notes=notes,
+            part_size_known=hint is not None or count is None or count == 1,
+            checksum=True,
         )
     if remote.size == expected.size and not remote.is_multipart and expected.md5 is None:
         # Nothing known about the local file: its MD5 (one read) is what the object's ETag must equal.
-        whole_file = max(-(-expected.size // _MIB), _MIN_PART_MIB) * _MIB
         return Decision(
             Action.HASH_FIRST,
             f"an object of the same size exists with ETag {remote.etag}; hashing the local file to compare",
@@ -208,14 +372,7 @@ def decide(
             notes=notes,
         )
     if remote.size == expected.size and remote.is_multipart:
-        hint = next(
-            (
-                h
-                for h in (part_size_hint, remote.part_size_hint)
-                if h is not None and remote.could_have_part_size(h)
-            ),
-            None,
-        )
+        hint = _usable_hint(remote, part_size_hint)
         if hint is not None and hint == expected.part_size:
             # Same part size as the inventory's ETag, other ETag: the difference is already shown.
             difference = (
@@ -259,6 +416,37 @@ def decide(
     )
 
 
+def _usable_hint(remote: RemoteObject, part_size_hint: int | None) -> int | None:
+    """The object's part size from S3's answer or our metadata, where its ETag's part count allows it."""
+    return next(
+        (
+            h
+            for h in (part_size_hint, remote.part_size_hint)
+            if h is not None and remote.could_have_part_size(h)
+        ),
+        None,
+    )
+
+
+def _etag_words(remote: RemoteObject) -> str:
+    if remote.encryption.etag_is_md5:
+        return f"ETag {remote.etag}, not MD5-based"
+    return f"{describe_encryption(remote.encryption)}"
+
+
+def _refusal_advice(remote: RemoteObject) -> str:
+    if remote.encryption.etag_is_md5:
+        return (
+            "Check the object and the bucket's encryption (use SSE-S3, or a store that keeps full-object "
+            f"{ALGORITHM} checksums), then move it away and re-run."
+        )
+    return (
+        f"Objects this provider uploads under {describe_encryption(remote.encryption)} carry a full-object "
+        f"{ALGORITHM} that proves them; this one does not. Check it (or its store: it must keep additional "
+        "checksums, or the bucket must use SSE-S3), then move it away and re-run."
+    )
+
+
 def after_hashing(
     remote: RemoteObject,
     expected: Expectation,
@@ -266,11 +454,14 @@ def after_hashing(
     local_etag: str,
     local_md5: str,
     versioned: bool,
+    local_checksum: Checksum | None = None,
 ) -> Decision:
-    """The decision once the local file was hashed at the object's part size (after ``HASH_FIRST``).
+    """The decision once the local file was hashed at the object's part size (after ``HASH_FIRST``), and its
+    full-object checksum computed where the decision asked for it.
 
     The local MD5 must be the inventory's first: otherwise the local copy is not the acquired file and
-    proves nothing (and must never replace anything).
+    proves nothing (and must never replace anything). Then a comparable checksum decides (whatever the part
+    size, and the only thing that can under SSE-KMS/SSE-C); else the ETags at the object's part size.
     """
     if expected.md5 is not None and local_md5 != expected.md5:
         return Decision(
@@ -278,6 +469,22 @@ def after_hashing(
             f"the local file has MD5 {local_md5}, the inventory says {expected.md5}: the local copy is not the "
             "acquired file. Nothing was uploaded; restore it from the instrument.",
         )
+    if comparable(remote.checksum, local_checksum):
+        local = Expectation(size=expected.size, md5=local_md5, checksum=local_checksum)
+        evidence = compare(remote, local)
+        if evidence.proven is not None:
+            return Decision(
+                Action.SKIP,
+                f"already in S3: {evidence.proven} (the file's, computed in the read that proved its MD5)",
+                checksum=True,
+            )
+        if evidence.differs is not None:
+            return _replace_or_refuse(
+                remote, expected, versioned, (), evidence.differs.replace("file's", "local file's")
+            )
+    if not remote.etag_is_md5_based:
+        unprovable = _unprovable(remote, expected) or "nothing it holds can be compared with the local file"
+        return Decision(Action.REFUSE, f"an object exists where this file belongs and {unprovable}.")
     if normalize_etag(local_etag) == normalize_etag(remote.etag):
         return Decision(
             Action.SKIP,
@@ -298,6 +505,11 @@ def _difference(remote: RemoteObject, expected: Expectation, part_size_hint: int
     """Words for what was *shown* to differ; "cannot be compared" when nothing was."""
     if remote.size != expected.size:
         return f"it has {remote.size} bytes, the inventory {expected.size}"
+    evidence = compare(remote, expected)
+    if evidence.differs is not None:
+        return evidence.differs
+    if not remote.etag_is_md5_based:
+        return evidence.unprovable or f"it cannot be compared with the local file ({_etag_words(remote)})"
     if not remote.is_multipart:
         return f"its ETag {remote.etag} (the MD5 of its bytes) differs from the inventory MD5 {expected.md5}"
     if expected.etag is not None and part_size_hint is None and remote.part_size_hint is None:
@@ -340,9 +552,20 @@ def judge(remote: RemoteObject | None, expected: Expectation) -> tuple[Verdict, 
     """Is a recorded object still proven in S3? The same rule as the upload's skip (:func:`prove`)."""
     if remote is None:
         return Verdict.MISSING, "object missing"
-    proof = prove(remote, expected)
-    if proof is not None:
-        return Verdict.PROVEN, proof
+    evidence = compare(remote, expected)
+    if evidence.proven is not None:
+        return Verdict.PROVEN, evidence.proven
+    if not remote.encryption.etag_is_md5 or comparable(remote.checksum, expected.checksum):
+        # The ETag is not what decides here: say what the checksum showed, or why nothing could be compared.
+        if evidence.differs is not None:
+            return Verdict.DIFFERS, f"{evidence.differs} ({remote.size} bytes, {_etag_words(remote)})"
+        recorded = (
+            "no checksum was recorded for it"
+            if expected.checksum is None
+            else f"the recorded {expected.checksum} cannot be compared with S3's {remote.checksum or 'none'}"
+        )
+        why = evidence.unprovable or f"its ETag proves nothing ({_etag_words(remote)}) and {recorded}"
+        return Verdict.DIFFERS, f"cannot be proven: {why}"
     found = f"ETag {normalize_etag(remote.etag)}, {remote.size} bytes"
     wanted = f"ETag {normalize_etag(expected.etag or expected.md5 or 'unknown')}, {expected.size} bytes"
     return Verdict.DIFFERS, f"expected {wanted}, found {found}"

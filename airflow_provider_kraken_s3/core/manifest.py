@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from airflow_provider_kraken_s3.core.checksum import Checksum
+from airflow_provider_kraken_s3.core.checksum import Checksum, Encryption
 from airflow_provider_kraken_s3.core.errors import InvalidInputError
 from airflow_provider_kraken_s3.core.etag import (
     PrecomputedEtag,
@@ -85,6 +85,9 @@ class ManifestObject:
     #: S3's full-object checksum of the object (validated by S3 against ours), where the store keeps one:
     #: the proof that survives SSE-KMS and SSE-C, and lets an audit prove the object without downloading it
     checksum: Checksum | None = None
+    #: the encryption S3 declared for the object; under SSE-KMS/SSE-C its ETag proves nothing, so a reader
+    #: must HEAD it for the checksum (a listing shows neither encryption nor checksum)
+    encryption: Encryption = Encryption.NONE
 
     def as_document(self) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -102,6 +105,8 @@ class ManifestObject:
             document["checksum_algorithm"] = self.checksum.algorithm
             document["checksum"] = self.checksum.value
             document["checksum_full_object"] = self.checksum.full_object
+        if self.encryption is not Encryption.NONE:
+            document["encryption"] = self.encryption.value
         return document
 
     @classmethod
@@ -123,6 +128,7 @@ class ManifestObject:
                 )
                 if document.get("checksum")
                 else None,
+                encryption=Encryption(document.get("encryption") or Encryption.NONE.value),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise InvalidInputError(f"manifest entry {dict(document)!r} cannot be read ({error})") from error

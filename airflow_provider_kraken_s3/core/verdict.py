@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from airflow_provider_kraken_s3.core.checksum import Checksum, Encryption
 from airflow_provider_kraken_s3.core.decision import (
     Expectation,
     RemoteObject,
     Verdict,
+    comparable,
     judge,
     metadata_notes,
 )
@@ -58,12 +60,24 @@ class ExpectedObject:
     md5: str | None = None
     path: str | None = None  # the file_info path, when the object comes from a RawFile
     version_id: str | None = None  # the version the record vouches for, where the bucket keeps versions
+    #: the full-object checksum the record holds for it (S3's, validated against ours), where there is one
+    checksum: Checksum | None = None
+    #: the encryption S3 declared when the object was proven: under SSE-KMS/SSE-C only a HEAD (the stored
+    #: checksum) can verify it, never a listing's ETag
+    encryption: Encryption = Encryption.NONE
+
+    @property
+    def listing_can_prove(self) -> bool:
+        """Whether a listing's ETag may stand for this object (its ETag is MD5-derived)."""
+        return self.encryption.etag_is_md5
 
 
 class ProblemKind(str, enum.Enum):
     MISSING = "missing"
     ETAG = "etag"
     SIZE = "size"
+    #: the checksum decided (SSE-KMS/SSE-C, or a recorded checksum S3 contradicts): ``detail`` says how
+    CHECKSUM = "checksum"
     RECORD = "record"  # the record itself cannot be verified (no ETag, no bucket, bad inventory)
 
 
@@ -84,6 +98,8 @@ class Problem:
             return f"{self.key}: ETag expected {self.expected}, found {self.found}"
         if self.kind is ProblemKind.SIZE:
             return f"{self.key}: size expected {self.expected} bytes, found {self.found} bytes"
+        if self.kind is ProblemKind.CHECKSUM:
+            return f"{self.key}: {self.detail}"
         return self.detail or f"{self.key}: cannot be verified"
 
 
@@ -228,6 +244,8 @@ def expected_from_record(record: RawFileRecord) -> ExpectedBackup:
                 md5=item.md5,
                 path=item.path,
                 version_id=item.version_id,
+                checksum=item.checksum,
+                encryption=item.encryption,
             )
         )
     return ExpectedBackup(bucket=recorded.bucket, objects=tuple(objects), problems=tuple(problems))
@@ -299,15 +317,31 @@ def verify_objects(
             size=item.size if item.size is not None else remote.size,
             md5=(item.md5 or "").strip().lower() or None,
             etag=expected_etag,
+            checksum=item.checksum,
         )
-        verdict, _ = judge(remote, expectation)
+        verdict, detail = judge(remote, expectation)
         notes.extend(f"{item.key}: {note}" for note in metadata_notes(remote, expectation))
         if verdict is Verdict.PROVEN:
             verified.append(
                 ExpectedObject(
-                    key=item.key, etag=expected_etag, size=remote.size, md5=item.md5, path=item.path
+                    key=item.key,
+                    etag=expected_etag,
+                    size=remote.size,
+                    md5=item.md5,
+                    path=item.path,
+                    checksum=item.checksum,
                 )
             )
+            continue
+        if not remote.encryption.etag_is_md5 or comparable(remote.checksum, item.checksum):
+            # The checksum decided (the ETag proves nothing here, or S3's checksum contradicts the record's).
+            found_checksum = str(remote.checksum) if remote.checksum else None
+            expected_checksum = str(item.checksum) if item.checksum else None
+            problems.append(
+                Problem(ProblemKind.CHECKSUM, item.key, expected_checksum, found_checksum, detail)
+            )
+            if remote.size != expectation.size:
+                problems.append(Problem(ProblemKind.SIZE, item.key, str(expectation.size), str(remote.size)))
             continue
         if not etags_equal(remote.etag, expected_etag):
             problems.append(Problem(ProblemKind.ETAG, item.key, expected_etag, normalize_etag(remote.etag)))

@@ -92,11 +92,19 @@ def objects_to_check(
 def fetch_remote(
     access: S3Access, bucket: str, objects: Sequence[ExpectedObject]
 ) -> dict[str, RemoteObject | None]:
-    """What S3 holds for each expected key: one listing for a set (a ``.d`` folder), a HEAD for one object."""
+    """What S3 holds for each expected key: one listing for a set (a ``.d`` folder), a HEAD for one object.
+
+    An object recorded under SSE-KMS/SSE-C is always HEADed: a listing shows neither the encryption nor the
+    checksum, and its ETag proves nothing there."""
     folder = listing_folder(item.key for item in objects)
     if folder:
         listed = list_prefix(access, bucket, folder)
-        return {item.key: listed.get(item.key) for item in objects}
+        return {
+            item.key: listed.get(item.key)
+            if item.listing_can_prove or listed.get(item.key) is None
+            else remote.head(access, bucket, item.key)
+            for item in objects
+        }
     return {item.key: remote.head(access, bucket, item.key) for item in objects}
 
 

@@ -1,6 +1,9 @@
 """Streaming, hashing views of file ranges: what lets one read pass both send and verify a part.
 
 No Airflow and no boto3 here: botocore only needs a file-like body (``read``/``seek``/``tell``/``len``).
+Each byte is MD5-hashed and CRC64NVME-checksummed (``awscrt``, far faster than MD5) at its first read; the
+object's full-object CRC64NVME follows from the part CRCs (:func:`..core.checksum.full_object_crc64nvme`),
+so no whole-file pass is needed for it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from awscrt import checksums
+
+from airflow_provider_kraken_s3.core.checksum import ALGORITHM, Checksum, encode_crc64
 from airflow_provider_kraken_s3.core.errors import BackupInterrupted, LocalFileChangedError, LocalReadError
 from airflow_provider_kraken_s3.core.parts import MIB, Part, PartPlan
 
@@ -33,7 +39,8 @@ class UploadStopped(RuntimeError):
 
 
 class PartBody:
-    """A seekable, read-only view of one part of a file that MD5-hashes the bytes as they are first read.
+    """A seekable, read-only view of one part of a file that MD5-hashes (and CRC64NVME-checksums) the bytes
+    as they are first read.
 
     botocore may read a body more than once (a retry seeks back to the start); every byte is hashed exactly
     once, at its first read, so the digest is the MD5 of what was read and what S3 must have received. If
@@ -57,6 +64,7 @@ class PartBody:
         self._on_new_bytes = on_new_bytes
         self._should_stop = should_stop
         self._md5 = hashlib.md5()
+        self._crc = 0
         self._hashed = 0
         self._position = 0
         self._block: bytes = b""
@@ -83,6 +91,15 @@ class PartBody:
     def digest(self) -> bytes:
         self.hexdigest()
         return self._md5.digest()
+
+    def crc64nvme(self) -> int:
+        """The CRC64NVME of the part's bytes as first read (what S3 must compute from what it received)."""
+        self.hexdigest()
+        return self._crc
+
+    def checksum(self) -> Checksum:
+        """The part's CRC64NVME as S3 writes it (``ChecksumCRC64NVME``, base64)."""
+        return Checksum(ALGORITHM, encode_crc64(self.crc64nvme()))
 
     def tell(self) -> int:
         return self._position
@@ -168,6 +185,7 @@ class PartBody:
         self._block, self._block_start = block, block_start
         if block_start == self._hashed:
             self._md5.update(block)
+            self._crc = checksums.crc64nvme(block, previous_crc64nvme=self._crc)
             self._hashed += length
             if self._on_new_bytes is not None:
                 self._on_new_bytes(self._part.offset + block_start, block)

@@ -1,0 +1,272 @@
+"""What S3 does that moto does not, emulated on the wire by :class:`tests.faults.FaultProxy` faults (issue 17).
+
+- :class:`SseKms` — answers as S3 does for an SSE-KMS bucket (or SSE-C, ``encryption="SSE-C"``): every ETag in
+  every response (PutObject, UploadPart, CompleteMultipartUpload, HeadObject, GetObject, ListObjectsV2,
+  ListParts) becomes an **opaque** value of the same shape (32 hex digits, ``-N`` kept for multipart objects)
+  that is not the MD5 of anything sent, and the object answers carry the encryption headers. The opaque ETag
+  is stable per stored ETag (HEAD, GET and listings agree, as on S3), and the proxy translates it back where
+  the client hands it to the server (the part ETags of a completion, ``If-Match``), so moto keeps working.
+- :class:`ValidateChecksums` — refuses, as S3 does, a request whose declared ``x-amz-checksum-crc64nvme``
+  does not match the bytes that arrived (``400 BadDigest``): a PutObject or UploadPart body, and at
+  completion the full-object value of a ``FULL_OBJECT`` upload against the parts received (and
+  ``x-amz-mp-object-size`` against their total). moto stores whatever it is told; with this fault armed
+  after a :class:`~tests.faults.FlipByte`, corruption in transit meets S3's validation.
+
+Both use only :mod:`tests.faults`' public API (a :class:`~tests.faults.Fault` subclass added with
+:meth:`~tests.faults.FaultProxy.add`). Usage::
+
+    kms = proxy.add(SseKms())
+    checks = proxy.add(ValidateChecksums())
+    ...
+    assert checks.refused == [...]
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import threading
+from dataclasses import dataclass, field
+
+from awscrt import checksums
+
+from tests.faults import Fault, ProxiedRequest, ProxiedResponse, RequestRecord, Respond
+
+#: The key S3 names in ``x-amz-server-side-encryption-aws-kms-key-id`` (any well-formed ARN will do).
+KMS_KEY_ID = "arn:aws:kms:us-east-1:111122223333:key/6f1c8e2a-4b7d-4c39-9a0e-2d5f7b3c1e84"
+
+#: Operations whose answers describe one object (and so carry its encryption headers).
+OBJECT_OPERATIONS = frozenset(
+    {"PutObject", "UploadPart", "CreateMultipartUpload", "CompleteMultipartUpload", "HeadObject", "GetObject"}
+)
+#: Operations whose response body lists ETags.
+ETAGS_IN_BODY = frozenset({"CompleteMultipartUpload", "ListObjectsV2", "ListParts", "CopyObject"})
+
+_ETAG_TEXT = re.compile(rb"(?P<hex>[0-9a-fA-F]{32})(?P<suffix>-[0-9]+)?")
+_ETAG_ELEMENT = re.compile(rb"<ETag>(?P<value>.*?)</ETag>", re.DOTALL)
+_PART_NUMBER = re.compile(rb"<PartNumber>\s*([0-9]+)\s*</PartNumber>")
+
+
+def opaque_etag(etag: str) -> str:
+    """The opaque ETag standing for a stored ETag ``etag`` (unquoted): same shape, not an MD5 of the bytes,
+    the same every time (S3's KMS ETags are stable for an object version)."""
+    hex_part, _, suffix = etag.strip('"').lower().partition("-")
+    opaque = hashlib.md5(b"sse-kms emulation " + hex_part.encode()).hexdigest()
+    return f"{opaque}-{suffix}" if suffix else opaque
+
+
+def crc64nvme_b64(data: bytes | bytearray) -> str:
+    """CRC64NVME of ``data`` as S3 writes it (8 bytes big-endian, base64)."""
+    return base64.b64encode(checksums.crc64nvme(bytes(data)).to_bytes(8, "big")).decode()
+
+
+@dataclass
+class SseKms(Fault):
+    """Answer as an SSE-KMS (or SSE-C) bucket does: opaque ETags everywhere, and the encryption headers.
+
+    :param encryption: ``"aws:kms"`` (the KMS headers) or ``"SSE-C"`` (the customer-key headers).
+    """
+
+    operation: str = "*"
+    times: int | None = None
+    encryption: str = "aws:kms"
+    key_id: str = KMS_KEY_ID
+    #: opaque → stored ETag, for every opaque value handed out
+    _real: dict[str, str] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def armed_for(self, record: RequestRecord) -> bool:
+        return True
+
+    # ------------------------------------------------------------------ requests: opaque → stored
+
+    def on_request(self, request: ProxiedRequest) -> None:
+        request.headers = [
+            (name, self._unmap_text(value) if name.lower() in ("if-match", "if-none-match") else value)
+            for name, value in request.headers
+        ]
+        if request.method == "POST" and "uploadId=" in request.target and request.body is not None:
+            body = _ETAG_ELEMENT.sub(
+                lambda m: b"<ETag>" + self._unmap(m["value"]) + b"</ETag>", bytes(request.body)
+            )
+            request.body[:] = body  # same length: an opaque ETag has the shape of the one it stands for
+
+    def _unmap(self, value: bytes) -> bytes:
+        def real(match: re.Match[bytes]) -> bytes:
+            with self._lock:
+                stored = self._real.get(match[0].decode().lower())
+            return stored.encode() if stored else match[0]
+
+        return _ETAG_TEXT.sub(real, value)
+
+    def _unmap_text(self, value: str) -> str:
+        return self._unmap(value.encode()).decode()
+
+    # ------------------------------------------------------------------ responses: stored → opaque
+
+    def opaque(self, etag: str) -> str:
+        stored = etag.strip('"').lower()
+        value = opaque_etag(stored)
+        with self._lock:
+            self._real[value] = stored
+        return value
+
+    def on_response(self, record: RequestRecord, response: ProxiedResponse) -> None:
+        if not 200 <= response.status < 300:
+            return
+        for name, value in list(response.headers):
+            if name.lower() == "etag":
+                response.set_header("ETag", f'"{self.opaque(value)}"')
+        if record.operation in ETAGS_IN_BODY and response.body:
+            response.body = _ETAG_ELEMENT.sub(self._opaque_element, response.body)
+        if record.operation in OBJECT_OPERATIONS:
+            for name, value in self._headers():
+                response.set_header(name, value)
+
+    def _opaque_element(self, match: re.Match[bytes]) -> bytes:
+        def opaque(etag: re.Match[bytes]) -> bytes:
+            return self.opaque(etag[0].decode()).encode()
+
+        return b"<ETag>" + _ETAG_TEXT.sub(opaque, match["value"]) + b"</ETag>"
+
+    def _headers(self) -> list[tuple[str, str]]:
+        if self.encryption == "SSE-C":
+            key_md5 = base64.b64encode(hashlib.md5(b"customer key").digest()).decode()
+            return [
+                ("x-amz-server-side-encryption-customer-algorithm", "AES256"),
+                ("x-amz-server-side-encryption-customer-key-MD5", key_md5),
+            ]
+        return [
+            ("x-amz-server-side-encryption", self.encryption),
+            ("x-amz-server-side-encryption-aws-kms-key-id", self.key_id),
+        ]
+
+
+@dataclass
+class ValidateChecksums(Fault):
+    """Refuse, as S3 does, a declared CRC64NVME that the bytes received do not have (``400 BadDigest``).
+
+    PutObject and UploadPart: the body's CRC64NVME against ``x-amz-checksum-crc64nvme``. The CRC of every
+    part received is kept (per upload id and part number), so a CompleteMultipartUpload declaring a
+    full-object value is checked against the parts it names, combined in order, and ``x-amz-mp-object-size``
+    against their total length. ``refused`` lists the records of the requests refused.
+    """
+
+    operation: str = "*"
+    times: int | None = None
+    refused: list[RequestRecord] = field(default_factory=list)
+    #: (upload id, part number) → (CRC64NVME base64, length) of each part that arrived (the last one wins)
+    parts: dict[tuple[str, int], tuple[str, int]] = field(default_factory=dict)
+    _pending: threading.local = field(default_factory=threading.local, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def armed_for(self, record: RequestRecord) -> bool:
+        return record.operation in ("PutObject", "UploadPart", "CompleteMultipartUpload")
+
+    def on_request(self, request: ProxiedRequest) -> None:
+        # The body is judged in reply(), after every fault's on_request: a FlipByte added after this fault
+        # has done its damage by then, as it would have on the way to S3.
+        self._pending.request = request
+
+    def reply(self, record: RequestRecord) -> ProxiedResponse | None:
+        request: ProxiedRequest = self._pending.request
+        self._pending.request = None
+        if "x-amz-trailer" in record.headers:
+            raise ValueError("a streamed (trailer) checksum reached the proxy; these tests run over HTTP")
+        declared = record.headers.get("x-amz-checksum-crc64nvme")
+        body = request.body or bytearray()
+        if record.operation in ("PutObject", "UploadPart"):
+            got = crc64nvme_b64(body)
+            if declared and declared != got:
+                return self._refuse(
+                    record,
+                    f"The CRC64NVME you specified ({declared}) did not match the calculated checksum ({got}).",
+                )
+            if record.operation == "UploadPart" and record.upload_id and record.part_number:
+                with self._lock:
+                    self.parts[(record.upload_id, record.part_number)] = (got, len(body))
+            return None
+        if not declared or not record.upload_id:
+            return None
+        numbers = [int(n) for n in _PART_NUMBER.findall(bytes(body))]
+        with self._lock:
+            received = [self.parts.get((record.upload_id, n)) for n in numbers]
+        if any(part is None for part in received):
+            return None  # a part this proxy never saw (sent before it was armed): S3 would know, we do not
+        total = _combine([part for part in received if part is not None])
+        if total != declared:
+            return self._refuse(
+                record,
+                f"The full object CRC64NVME you specified ({declared}) did not match the calculated checksum ({total}).",
+            )
+        size = record.headers.get("x-amz-mp-object-size")
+        length = sum(part[1] for part in received if part is not None)
+        if size is not None and int(size) != length:
+            return self._refuse(
+                record,
+                f"The MpuObjectSize you specified ({size}) did not match the object's size ({length}).",
+            )
+        return None
+
+    def _refuse(self, record: RequestRecord, message: str) -> ProxiedResponse:
+        with self._lock:
+            self.refused.append(record)
+        return Respond(record.operation, status=400, code="BadDigest", message=message).reply(record)
+
+
+def _combine(parts: list[tuple[str, int]]) -> str:
+    """The full-object CRC64NVME of consecutive parts, each (base64 CRC, length), as S3 combines them.
+
+    Independent of the provider's arithmetic (``core.checksum``): GF(2) matrix powers, as zlib's
+    ``crc32_combine`` was first written, for the reflected CRC-64/NVME polynomial.
+    """
+    total: int | None = None
+    for crc_b64, length in parts:
+        crc = int.from_bytes(base64.b64decode(crc_b64), "big")
+        total = crc if total is None else _combine_two(total, crc, length)
+    return base64.b64encode((total or 0).to_bytes(8, "big")).decode()
+
+
+_POLY = 0x9A6C9329AC4BC9B5
+
+
+def _times(matrix: list[int], vector: int) -> int:
+    result, row = 0, 0
+    while vector:
+        if vector & 1:
+            result ^= matrix[row]
+        vector >>= 1
+        row += 1
+    return result
+
+
+def _square(matrix: list[int]) -> list[int]:
+    return [_times(matrix, matrix[n]) for n in range(64)]
+
+
+def _combine_two(first: int, second: int, length: int) -> int:
+    if length == 0:
+        return first
+    odd = [_POLY] + [1 << n for n in range(63)]  # the operator for one zero bit
+    even = _square(odd)  # two zero bits
+    odd = _square(even)  # four zero bits
+    while True:  # apply length zero bytes to first, one bit of length at a time
+        even = _square(odd)
+        if length & 1:
+            first = _times(even, first)
+        length >>= 1
+        if not length:
+            break
+        odd = _square(even)
+        if length & 1:
+            first = _times(odd, first)
+        length >>= 1
+        if not length:
+            break
+    return first ^ second
+
+
+def declared_checksum(record: RequestRecord) -> str | None:
+    """The CRC64NVME a request declared (header), if any."""
+    return record.headers.get("x-amz-checksum-crc64nvme")
