@@ -90,6 +90,8 @@ LABELS = {
 # Targets (see the README's performance section).
 ETAG_SPEEDUP_MIN = 1.7
 ETAG_MD5_SPEEDUP_MIN = 0.95
+#: The hashers timed against ``md5sum`` (the last adds the full-object CRC64NVME to the same read pass).
+HASHERS = ("md5sum", "etag", "etag_md5", "etag_md5_crc")
 WALL_RATIO_MAX = 1.05
 RSS_GROWTH_MAX = 100 * MIB
 DISK_READ_RATIO_MAX = 1.02
@@ -452,21 +454,29 @@ def children_cpu_seconds() -> float:
 
 def hash_round(path: Path, part_size: int) -> dict[str, Any]:
     """One timing of each hasher, back to back, plus the CPU other processes used meanwhile."""
-    from airflow_provider_kraken_s3.transfer.hashing import compute_s3_etag, compute_s3_etag_and_md5
+    from airflow_provider_kraken_s3.transfer.hashing import (
+        compute_s3_digests,
+        compute_s3_etag,
+        compute_s3_etag_and_md5,
+    )
 
     busy0, own0 = machine_busy_seconds(), time.process_time() + children_cpu_seconds()
     started = time.perf_counter()
     tool_md5, md5sum_s = timed(lambda: md5sum(path))
     etag, etag_s = timed(lambda: compute_s3_etag(path, part_size))
     (both_etag, both_md5), etag_md5_s = timed(lambda: compute_s3_etag_and_md5(path, part_size))
+    digests, etag_md5_crc_s = timed(lambda: compute_s3_digests(path, part_size))
     wall = time.perf_counter() - started
     own = time.process_time() + children_cpu_seconds() - own0
-    if both_md5 != tool_md5 or both_etag != etag:
-        raise RuntimeError("hashers disagree: md5sum vs compute_s3_etag_and_md5, or the two ETags")
+    if both_md5 != tool_md5 or both_etag != etag or (digests.etag, digests.md5) != (etag, tool_md5):
+        raise RuntimeError(
+            "hashers disagree: md5sum vs compute_s3_etag_and_md5/compute_s3_digests, or the ETags"
+        )
     return {
         "md5sum": md5sum_s,
         "etag": etag_s,
         "etag_md5": etag_md5_s,
+        "etag_md5_crc": etag_md5_crc_s,
         "wall_s": wall,
         "others_cpu_s": max(0.0, machine_busy_seconds() - busy0 - own),
         "md5_hex": tool_md5,
@@ -486,7 +496,7 @@ def bench_hashing(path: Path, part_size: int, policy: NoisePolicy) -> dict[str, 
     if any(r["md5_hex"] != md5_hex for r in rounds):
         raise RuntimeError("md5sum and hashlib disagree")
     usable = undisturbed(rounds)
-    medians = {name: statistics.median(r[name] for r in usable) for name in ("md5sum", "etag", "etag_md5")}
+    medians = {name: statistics.median(r[name] for r in usable) for name in HASHERS}
     return {
         "md5": md5_hex,
         "etag": rounds[0]["etag_hex"],
@@ -666,6 +676,13 @@ def evaluate_targets(
         Target(
             "ETag+MD5 speed vs md5sum", mb_s["etag_md5"] / mb_s["md5sum"], ETAG_MD5_SPEEDUP_MIN, True, "×"
         ),
+        Target(
+            "ETag+MD5+CRC64NVME speed vs md5sum",
+            mb_s["etag_md5_crc"] / mb_s["md5sum"],
+            ETAG_MD5_SPEEDUP_MIN,
+            True,
+            "×",
+        ),
     ]
     boto3 = upload[BOTO3]
     cpu_budget = boto3["cpu_s"] + hashing["md5_pass_cpu_s"]
@@ -729,6 +746,7 @@ def hashing_table(hashing: dict[str, Any]) -> str:
         "md5sum": "`md5sum`",
         "etag": "`compute_s3_etag`",
         "etag_md5": "`compute_s3_etag_and_md5`",
+        "etag_md5_crc": "`compute_s3_digests` (+ CRC64NVME)",
     }
     rows = [
         [names[name], f"{hashing['median_s'][name]:.2f}", f"{rate:.0f}", f"{rate / md5sum_rate:.2f}"]
