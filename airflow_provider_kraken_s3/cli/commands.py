@@ -18,7 +18,7 @@ from airflow_provider_kraken_s3.cli.output import ExitCode, Output
 from airflow_provider_kraken_s3.core.errors import PermanentBackupError
 from airflow_provider_kraken_s3.core.etag import format_precomputed_etag
 from airflow_provider_kraken_s3.core.parts import MIB
-from airflow_provider_kraken_s3.core.verdict import Action, conclude, verify_objects
+from airflow_provider_kraken_s3.core.verdict import SensorStep, conclude, verify_objects
 from airflow_provider_kraken_s3.transfer.access import S3Access
 from airflow_provider_kraken_s3.transfer.hashing import compute_s3_etag_and_md5
 
@@ -144,7 +144,7 @@ def verify(args: argparse.Namespace, out: Output) -> ExitCode:
         )
     else:
         outcome = target
-    verified = outcome.action is Action.SUCCESS
+    verified = outcome.action is SensorStep.SUCCESS
     objects_seen = (outcome.xcom or {}).get("objects", [])
     out.record(
         {"raw_file_id": record.id, "verified": verified, "message": outcome.message, "objects": objects_seen}

@@ -8,7 +8,7 @@ present under a set's folder without being in the inventory, or not checkable. T
    the record's manifest, :func:`~.manifest.recorded_backup`), and a set (a ``.d`` folder, a
    ``.wiff`` set) is asked for with one listing of its folder (:func:`~.layout.backup_key`);
 2. :func:`compare` — each expected object is judged by :func:`~.verdict.verify_objects`, i.e. by
-   :func:`~.decision.judge` and :func:`~.decision.prove`, the rule the upload and the sensor use; a listed
+   :func:`~.verdict.judge_object` and :func:`~.decision.prove`, the rule the upload and the sensor use; a listed
    object the inventory does not name is *extra*;
 3. :class:`AuditSummary` counts findings; :func:`render_json_lines` and :func:`render_table` print them.
 

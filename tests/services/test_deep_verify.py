@@ -11,7 +11,7 @@ import pytest
 from airflow_provider_kraken_s3.core.errors import InvalidInputError, PermanentBackupError
 from airflow_provider_kraken_s3.core.fixity import FixityOutcome
 from airflow_provider_kraken_s3.core.parts import MIB
-from airflow_provider_kraken_s3.core.verdict import Action, RawFileRecord, assess_raw_file, verify_objects
+from airflow_provider_kraken_s3.core.verdict import RawFileRecord, SensorStep, assess_raw_file, verify_objects
 from airflow_provider_kraken_s3.records import fixity as records
 from airflow_provider_kraken_s3.records import store
 from airflow_provider_kraken_s3.records.models import BackupStatus
@@ -28,13 +28,13 @@ def deep(access, raw_file_id: str, **kwargs):
     return deep_verify_raw_file(access, raw_file_id, range_size=RANGE, max_concurrency=3, **kwargs)
 
 
-def head_check(access, raw_file_id: str) -> Action:
+def head_check(access, raw_file_id: str) -> SensorStep:
     """What the sensor concludes from HEAD alone (ETag and size), with the same core functions."""
     assessed = assess_raw_file(RawFileRecord.of(store.get_raw_file(raw_file_id)))
-    if assessed.action is not Action.VERIFY:
+    if assessed.action is not SensorStep.VERIFY:
         return assessed.action
     found = {o.key: remote.head(access, assessed.expected.bucket, o.key) for o in assessed.expected.objects}
-    return Action.SUCCESS if verify_objects(assessed.expected.objects, found).ok else Action.FAIL
+    return SensorStep.SUCCESS if verify_objects(assessed.expected.objects, found).ok else SensorStep.FAIL
 
 
 def fields(raw_file_id: str) -> dict:
@@ -74,7 +74,7 @@ def test_corrupted_bytes_are_caught_by_deep_verify_and_not_by_head(access, proxy
     data = random_bytes(12 * MIB, seed=3)
     s3_backup("rot.raw", {"rot.raw": data})
     proxy.add(flip_response_byte("GetObject", offset=7 * MIB + 3, times=None))  # rotted behind S3's ETag
-    assert head_check(access, "rot.raw") is Action.SUCCESS  # HEAD: ETag and size still as recorded
+    assert head_check(access, "rot.raw") is SensorStep.SUCCESS  # HEAD: ETag and size still as recorded
     report = deep(access, "rot.raw")
     assert report.outcome is FixityOutcome.DIFFERS and report.recorded
     rotten = bytearray(data)
@@ -86,7 +86,7 @@ def test_corrupted_bytes_are_caught_by_deep_verify_and_not_by_head(access, proxy
     assert stored["backup_status"] == BackupStatus.FAILED  # the sensor and the remover no longer trust it
     assert stored["s3_verify_outcome"] == "differs" and stored["s3_verified_at"] is not None
     assert "deep verification" in stored["s3_backup_details"] and "s3://" in stored["s3_backup_details"]
-    assert head_check(access, "rot.raw") is Action.WAIT
+    assert head_check(access, "rot.raw") is SensorStep.WAIT
 
 
 def test_archived_objects_need_restore_and_nothing_fails(access, proxy, s3_backup) -> None:
