@@ -171,7 +171,7 @@ def _inventory_bytes(raw_file_id: str) -> int:
 
 def _deep_verify(args: argparse.Namespace, out: Output) -> ExitCode:
     """Download and hash every object (nothing written to disk); the outcome is recorded on the RawFile."""
-    from airflow_provider_kraken_s3.core.fixity import FixityOutcome
+    from airflow_provider_kraken_s3.core.deep_verify import DeepVerifyOutcome
     from airflow_provider_kraken_s3.services.deep_verify import deep_verify_raw_file
 
     access, _ = _hooks(args)
@@ -189,11 +189,11 @@ def _deep_verify(args: argparse.Namespace, out: Output) -> ExitCode:
         ],
     )
     return {
-        FixityOutcome.OK: ExitCode.OK,
-        FixityOutcome.DIFFERS: ExitCode.PROBLEM,
-        FixityOutcome.MISSING: ExitCode.PROBLEM,
-        FixityOutcome.UNVERIFIED: ExitCode.UNAVAILABLE,
-        FixityOutcome.NEEDS_RESTORE: ExitCode.NEEDS_RESTORE,
+        DeepVerifyOutcome.OK: ExitCode.OK,
+        DeepVerifyOutcome.DIFFERS: ExitCode.PROBLEM,
+        DeepVerifyOutcome.MISSING: ExitCode.PROBLEM,
+        DeepVerifyOutcome.UNVERIFIED: ExitCode.UNAVAILABLE,
+        DeepVerifyOutcome.NEEDS_RESTORE: ExitCode.NEEDS_RESTORE,
     }[report.outcome]
 
 

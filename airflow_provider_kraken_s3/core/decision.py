@@ -216,7 +216,7 @@ def decide(
             difference = (
                 f"its ETag {remote.etag} differs from the inventory's {expected.etag} at the same part size"
             )
-            return _replace_or_refuse(remote, expected, versioned, notes, difference)
+            return _replace_or_refuse(remote, versioned, notes, difference)
         if hint is not None:
             return Decision(
                 UploadAction.HASH_FIRST,
@@ -249,9 +249,7 @@ def decide(
                 notes=notes,
                 part_size_known=False,
             )
-    return _replace_or_refuse(
-        remote, expected, versioned, notes, _difference(remote, expected, part_size_hint)
-    )
+    return _replace_or_refuse(remote, versioned, notes, _difference(remote, expected, part_size_hint))
 
 
 def after_hashing(
@@ -280,13 +278,13 @@ def after_hashing(
             "bytes have the inventory MD5",
         )
     difference = f"its ETag {remote.etag} differs from the local file's {local_etag} at the same part size"
-    return _replace_or_refuse(remote, expected, versioned, (), difference)
+    return _replace_or_refuse(remote, versioned, (), difference)
 
 
 def cannot_compare(remote: RemoteObject, expected: Expectation, *, versioned: bool) -> Decision:
     """The decision when hashing at every candidate part size found no match: nothing was shown to differ,
     nothing is proven, so the object is replaced only where the bucket keeps it, and refused otherwise."""
-    return _replace_or_refuse(remote, expected, versioned, (), _difference(remote, expected, None))
+    return _replace_or_refuse(remote, versioned, (), _difference(remote, expected, None))
 
 
 def _difference(remote: RemoteObject, expected: Expectation, part_size_hint: int | None) -> str:
@@ -304,7 +302,7 @@ def _difference(remote: RemoteObject, expected: Expectation, part_size_hint: int
 
 
 def _replace_or_refuse(
-    remote: RemoteObject, expected: Expectation, versioned: bool, notes: tuple[str, ...], difference: str
+    remote: RemoteObject, versioned: bool, notes: tuple[str, ...], difference: str
 ) -> Decision:
     if not versioned:
         return Decision(

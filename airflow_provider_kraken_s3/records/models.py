@@ -80,7 +80,7 @@ class RawFile(Document):
     # attempt is conditional on still owning it, so a stale attempt can never overwrite a newer outcome.
     s3_lease_owner = StringField()
     s3_lease_expires_at = DateTimeField()  # UTC
-    # Deep verification (download and hash, :mod:`..records.fixity`): when it last reached an outcome, and
+    # Deep verification (download and hash, :mod:`..records.deep_verify`): when it last reached an outcome, and
     # which (``ok``, ``differs``, ``missing``, ``needs_restore``). Sampling verifies the oldest first.
     s3_verified_at = DateTimeField()  # UTC
     s3_verify_outcome = StringField()

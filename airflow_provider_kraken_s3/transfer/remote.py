@@ -75,8 +75,6 @@ def part_size_from_s3(access: S3Access, bucket: str, key: str, remote: RemoteObj
     return size if fits else None
 
 
-#: Part sizes (MiB) common in the wild: boto3 and the AWS CLI 8, s3cmd 15, rclone 5, MinIO clients 16, and
-#: 50/64/100/500 as often configured (500 is our default).
 def list_parts(access: S3Access, bucket: str, key: str, upload_id: str) -> dict[int, RemotePart] | None:
     """Parts already in S3 for ``upload_id`` (number → part), or None if the upload no longer exists.
 
