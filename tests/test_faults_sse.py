@@ -24,7 +24,7 @@ from tests.faults import FaultProxy, flip_byte
 from tests.faults_sse import KMS_KEY_ID, SseKms, ValidateChecksums, _combine, crc64nvme_b64, opaque_etag
 
 if TYPE_CHECKING:
-    from airflow_provider_kraken_s3.embedded import MotoServer
+    from kraken_standins.s3 import MotoServer
 
 PART = 256 * 1024  # moto_server allows 256-byte parts in the tests
 

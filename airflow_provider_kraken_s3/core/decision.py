@@ -30,7 +30,7 @@ the local file only when
 
 Otherwise the local file has to be hashed (at the object's part size, from a hint, and with the checksum
 where S3 holds one) and the digests compared, or the object is uploaded. The operator (:func:`decide`), the
-post-hash step (:func:`after_hashing`), the sensor (:func:`judge`) and the upload's own final check share
+post-hash step (:func:`after_hashing`), the sensor's per-object check (:func:`~.verdict.judge_object`) and the upload's own final check share
 :func:`compare`, so they can never disagree about the same object.
 
 Pure module: no Airflow, no boto3, no I/O.
@@ -244,7 +244,7 @@ def metadata_notes(remote: RemoteObject, expected: Expectation) -> list[str]:
     return []
 
 
-class Action(str, enum.Enum):
+class UploadAction(str, enum.Enum):
     """What the engine does with one file."""
 
     SKIP = "skip"  # proven in S3 already: nothing is read or sent
@@ -256,7 +256,7 @@ class Action(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Decision:
-    action: Action
+    action: UploadAction
     reason: str
     #: HASH_FIRST: the part sizes to hash the local file with (one read pass for all of them).
     part_sizes: tuple[int, ...] = ()
@@ -315,11 +315,11 @@ def decide(
         ``kraken-part-size`` is used when this is None. Only used to choose how to hash the local file.
     """
     if remote is None:
-        return Decision(Action.UPLOAD, "not in S3 yet")
+        return Decision(UploadAction.UPLOAD, "not in S3 yet")
     notes = tuple(metadata_notes(remote, expected))
     evidence = compare(remote, expected)
     if evidence.proven is not None:
-        return Decision(Action.SKIP, f"already in S3: {evidence.proven}", notes=notes)
+        return Decision(UploadAction.SKIP, f"already in S3: {evidence.proven}", notes=notes)
     whole_file = max(-(-expected.size // _MIB), _MIN_PART_MIB) * _MIB
     by_checksum = computable(remote.checksum) and expected.checksum is None
     if not remote.etag_is_md5_based:
@@ -327,7 +327,7 @@ def decide(
             return _replace_or_refuse(remote, expected, versioned, notes, evidence.differs)
         if by_checksum:  # only the checksum can be compared: one local read computes ours
             return Decision(
-                Action.HASH_FIRST,
+                UploadAction.HASH_FIRST,
                 f"an object of the same size exists whose ETag proves nothing ({_etag_words(remote)}); hashing "
                 f"the local file to compare S3's full-object {ALGORITHM} with the file's",
                 part_sizes=(whole_file,),
@@ -335,7 +335,7 @@ def decide(
                 checksum=True,
             )
         return Decision(
-            Action.REFUSE,
+            UploadAction.REFUSE,
             f"an object exists where this file belongs and {evidence.unprovable}. It is not replaced blind. "
             + _refusal_advice(remote),
             notes=notes,
@@ -355,7 +355,7 @@ def decide(
         else:  # the ETag too, at the common part sizes that give its part count: it names the part size
             sizes = candidate_part_sizes(remote.size, count) or (whole_file,)
         return Decision(
-            Action.HASH_FIRST,
+            UploadAction.HASH_FIRST,
             f"an object of the same size exists with ETag {remote.etag}; hashing the local file to compare S3's "
             f"full-object {ALGORITHM} with the file's",
             part_sizes=sizes,
@@ -366,7 +366,7 @@ def decide(
     if remote.size == expected.size and not remote.is_multipart and expected.md5 is None:
         # Nothing known about the local file: its MD5 (one read) is what the object's ETag must equal.
         return Decision(
-            Action.HASH_FIRST,
+            UploadAction.HASH_FIRST,
             f"an object of the same size exists with ETag {remote.etag}; hashing the local file to compare",
             part_sizes=(whole_file,),
             notes=notes,
@@ -381,7 +381,7 @@ def decide(
             return _replace_or_refuse(remote, expected, versioned, notes, difference)
         if hint is not None:
             return Decision(
-                Action.HASH_FIRST,
+                UploadAction.HASH_FIRST,
                 f"an object of the same size exists with ETag {remote.etag}; hashing the local file at its "
                 f"part size ({hint} bytes) to compare",
                 part_sizes=(hint,),
@@ -389,7 +389,7 @@ def decide(
             )
         if etag_part_count(remote.etag) == 1:
             return Decision(
-                Action.HASH_FIRST,
+                UploadAction.HASH_FIRST,
                 f"a one-part multipart object of the same size exists with ETag {remote.etag}; hashing the local "
                 "file to compare",
                 part_sizes=(max(-(-expected.size // _MIB), _MIN_PART_MIB) * _MIB,),
@@ -403,7 +403,7 @@ def decide(
         )
         if candidates:
             return Decision(
-                Action.HASH_FIRST,
+                UploadAction.HASH_FIRST,
                 f"an object of the same size exists with ETag {remote.etag} and an unknown part size; hashing "
                 f"the local file at the common part sizes that give its part count ({', '.join(f'{c // _MIB} MiB' for c in candidates)}) "
                 "in one read pass to compare",
@@ -465,7 +465,7 @@ def after_hashing(
     """
     if expected.md5 is not None and local_md5 != expected.md5:
         return Decision(
-            Action.REFUSE,
+            UploadAction.REFUSE,
             f"the local file has MD5 {local_md5}, the inventory says {expected.md5}: the local copy is not the "
             "acquired file. Nothing was uploaded; restore it from the instrument.",
         )
@@ -474,7 +474,7 @@ def after_hashing(
         evidence = compare(remote, local)
         if evidence.proven is not None:
             return Decision(
-                Action.SKIP,
+                UploadAction.SKIP,
                 f"already in S3: {evidence.proven} (the file's, computed in the read that proved its MD5)",
                 checksum=True,
             )
@@ -484,10 +484,10 @@ def after_hashing(
             )
     if not remote.etag_is_md5_based:
         unprovable = _unprovable(remote, expected) or "nothing it holds can be compared with the local file"
-        return Decision(Action.REFUSE, f"an object exists where this file belongs and {unprovable}.")
+        return Decision(UploadAction.REFUSE, f"an object exists where this file belongs and {unprovable}.")
     if normalize_etag(local_etag) == normalize_etag(remote.etag):
         return Decision(
-            Action.SKIP,
+            UploadAction.SKIP,
             "already in S3: S3's ETag equals the ETag of the local bytes at the object's part size, and those "
             "bytes have the inventory MD5",
         )
@@ -525,14 +525,14 @@ def _replace_or_refuse(
 ) -> Decision:
     if not versioned:
         return Decision(
-            Action.REFUSE,
+            UploadAction.REFUSE,
             f"an object exists where this file belongs and {difference}; the bucket does not keep old versions, "
             "so replacing it would destroy it. Enable versioning on the bucket (or move the object away), then "
             "re-run.",
             notes=notes,
         )
     return Decision(
-        Action.REPLACE,
+        UploadAction.REPLACE,
         f"an object exists and {difference}; it is replaced only by a verified upload (the bucket keeps the old "
         "version)",
         replaced_etag=normalize_etag(remote.etag),
@@ -540,32 +540,21 @@ def _replace_or_refuse(
     )
 
 
-class Verdict(str, enum.Enum):
-    """The sensor's view of one recorded object."""
-
-    PROVEN = "proven"
-    MISSING = "missing"
-    DIFFERS = "differs"
-
-
-def judge(remote: RemoteObject | None, expected: Expectation) -> tuple[Verdict, str]:
-    """Is a recorded object still proven in S3? The same rule as the upload's skip (:func:`prove`)."""
-    if remote is None:
-        return Verdict.MISSING, "object missing"
+def explain_unproven(remote: RemoteObject, expected: Expectation) -> str:
+    """Words for a recorded object that :func:`compare` does not prove: what differs, or why nothing could be
+    compared (the sensor's and the audit's detail)."""
     evidence = compare(remote, expected)
-    if evidence.proven is not None:
-        return Verdict.PROVEN, evidence.proven
     if not remote.encryption.etag_is_md5 or comparable(remote.checksum, expected.checksum):
         # The ETag is not what decides here: say what the checksum showed, or why nothing could be compared.
         if evidence.differs is not None:
-            return Verdict.DIFFERS, f"{evidence.differs} ({remote.size} bytes, {_etag_words(remote)})"
+            return f"{evidence.differs} ({remote.size} bytes, {_etag_words(remote)})"
         recorded = (
             "no checksum was recorded for it"
             if expected.checksum is None
             else f"the recorded {expected.checksum} cannot be compared with S3's {remote.checksum or 'none'}"
         )
         why = evidence.unprovable or f"its ETag proves nothing ({_etag_words(remote)}) and {recorded}"
-        return Verdict.DIFFERS, f"cannot be proven: {why}"
+        return f"cannot be proven: {why}"
     found = f"ETag {normalize_etag(remote.etag)}, {remote.size} bytes"
     wanted = f"ETag {normalize_etag(expected.etag or expected.md5 or 'unknown')}, {expected.size} bytes"
-    return Verdict.DIFFERS, f"expected {wanted}, found {found}"
+    return f"expected {wanted}, found {found}"

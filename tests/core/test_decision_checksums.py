@@ -17,20 +17,24 @@ from hypothesis import strategies as st
 
 from airflow_provider_kraken_s3.core.checksum import ALGORITHM, Checksum, Encryption, encode_crc64
 from airflow_provider_kraken_s3.core.decision import (
-    Action,
     Expectation,
     RemoteObject,
-    Verdict,
+    UploadAction,
     after_hashing,
     compare,
     decide,
-    judge,
     prove,
 )
 from airflow_provider_kraken_s3.core.etag import etag_from_part_digests, normalize_etag
 from airflow_provider_kraken_s3.core.manifest import ManifestObject, Proof
 from airflow_provider_kraken_s3.core.parts import MIB
-from airflow_provider_kraken_s3.core.verdict import ExpectedObject, ProblemKind, verify_objects
+from airflow_provider_kraken_s3.core.verdict import (
+    ExpectedObject,
+    ObjectVerdict,
+    ProblemKind,
+    judge_object,
+    verify_objects,
+)
 
 SIZE = 12 * MIB + 7
 MD5 = hashlib.md5(b"the file").hexdigest()
@@ -121,7 +125,7 @@ def test_size_differs_before_anything_else() -> None:
 @versioned_or_not
 def test_decide_skips_an_encrypted_object_whose_checksum_is_the_files(versioned: bool) -> None:
     result = decide(_kms(), KNOWN, versioned=versioned)
-    assert result.action is Action.SKIP and "CRC64NVME" in result.reason
+    assert result.action is UploadAction.SKIP and "CRC64NVME" in result.reason
 
 
 @versioned_or_not
@@ -133,7 +137,7 @@ def test_decide_refuses_an_encrypted_object_on_a_store_without_checksums(
     remote = replace(_kms(checksum=None), encryption=encryption)
     for expected in (INVENTORY, KNOWN, Expectation(SIZE, None)):
         result = decide(remote, expected, versioned=versioned, part_size_hint=5 * MIB)
-        assert result.action is Action.REFUSE
+        assert result.action is UploadAction.REFUSE
         assert "S3 returned no checksum for it" in result.reason
         assert "is not an MD5 of the bytes" in result.reason
         assert ("SSE-KMS" if encryption is not Encryption.SSE_C else "SSE-C") in result.reason
@@ -142,14 +146,14 @@ def test_decide_refuses_an_encrypted_object_on_a_store_without_checksums(
 @versioned_or_not
 def test_decide_refuses_an_encrypted_object_with_a_checksum_it_cannot_compute(versioned: bool) -> None:
     result = decide(_kms(checksum=COMPOSITE_CRC32), INVENTORY, versioned=versioned)
-    assert result.action is Action.REFUSE and "not a full-object CRC64NVME" in result.reason
+    assert result.action is UploadAction.REFUSE and "not a full-object CRC64NVME" in result.reason
 
 
 @versioned_or_not
 def test_decide_hashes_first_to_compare_the_checksum_of_an_encrypted_object(versioned: bool) -> None:
     """Skip-if-present under KMS with an inventory that has no checksum: one local read computes it."""
     result = decide(_kms(), INVENTORY, versioned=versioned)
-    assert result.action is Action.HASH_FIRST and result.checksum
+    assert result.action is UploadAction.HASH_FIRST and result.checksum
     assert result.part_sizes == (13 * MIB,)  # one whole-file read: the ETag plays no part
     assert "CRC64NVME" in result.reason
 
@@ -157,10 +161,10 @@ def test_decide_hashes_first_to_compare_the_checksum_of_an_encrypted_object(vers
 @versioned_or_not
 def test_an_encrypted_object_whose_checksum_differs_follows_the_usual_policy(versioned: bool) -> None:
     result = decide(_kms(checksum=OTHER_CRC), KNOWN, versioned=versioned)
-    assert result.action is (Action.REPLACE if versioned else Action.REFUSE)
+    assert result.action is (UploadAction.REPLACE if versioned else UploadAction.REFUSE)
     assert "full-object CRC64NVME" in result.reason and "differs" in result.reason
     sized = decide(_kms(size=SIZE - 1), INVENTORY, versioned=versioned)  # another size is shown too
-    assert sized.action is (Action.REPLACE if versioned else Action.REFUSE)
+    assert sized.action is (UploadAction.REPLACE if versioned else UploadAction.REFUSE)
 
 
 @versioned_or_not
@@ -169,7 +173,7 @@ def test_a_plain_multipart_object_with_a_checksum_is_compared_in_one_read(versio
     common part sizes are hashed in the same read only to name the ETag's part size."""
     remote = RemoteObject(etag=OTHER_ETAG, size=SIZE, checksum=CRC, encryption=Encryption.SSE_S3)
     result = decide(remote, replace(INVENTORY, etag=None, part_size=None), versioned=versioned)
-    assert result.action is Action.HASH_FIRST and result.checksum
+    assert result.action is UploadAction.HASH_FIRST and result.checksum
     assert result.part_sizes == (5 * MIB,) and not result.part_size_known
 
 
@@ -177,7 +181,7 @@ def test_a_plain_multipart_object_with_a_checksum_is_compared_in_one_read(versio
 def test_a_plain_object_whose_checksum_contradicts_ours_is_a_shown_difference(versioned: bool) -> None:
     remote = RemoteObject(etag=OTHER_ETAG, size=SIZE, checksum=OTHER_CRC)
     result = decide(remote, KNOWN, versioned=versioned)
-    assert result.action is (Action.REPLACE if versioned else Action.REFUSE)
+    assert result.action is (UploadAction.REPLACE if versioned else UploadAction.REFUSE)
     assert "CRC64NVME" in result.reason
 
 
@@ -189,7 +193,7 @@ def test_after_hashing_the_files_checksum_decides(versioned: bool) -> None:
     same = after_hashing(
         _kms(), INVENTORY, local_etag=ETAG, local_md5=MD5, versioned=versioned, local_checksum=CRC
     )
-    assert same.action is Action.SKIP and "computed in the read that proved its MD5" in same.reason
+    assert same.action is UploadAction.SKIP and "computed in the read that proved its MD5" in same.reason
     other = after_hashing(
         _kms(checksum=OTHER_CRC),
         INVENTORY,
@@ -198,7 +202,7 @@ def test_after_hashing_the_files_checksum_decides(versioned: bool) -> None:
         versioned=versioned,
         local_checksum=CRC,
     )
-    assert other.action is (Action.REPLACE if versioned else Action.REFUSE)
+    assert other.action is (UploadAction.REPLACE if versioned else UploadAction.REFUSE)
     assert "differs from the local file's" in other.reason
 
 
@@ -207,12 +211,12 @@ def test_after_hashing_checks_the_inventory_md5_before_the_checksum() -> None:
     result = after_hashing(
         _kms(), INVENTORY, local_etag=ETAG, local_md5=OTHER_MD5, versioned=True, local_checksum=CRC
     )
-    assert result.action is Action.REFUSE and "not the acquired file" in result.reason
+    assert result.action is UploadAction.REFUSE and "not the acquired file" in result.reason
 
 
 def test_after_hashing_an_encrypted_object_without_our_checksum_is_refused() -> None:
     result = after_hashing(_kms(), INVENTORY, local_etag=KMS_MULTIPART_ETAG, local_md5=MD5, versioned=True)
-    assert result.action is Action.REFUSE
+    assert result.action is UploadAction.REFUSE
 
 
 def test_after_hashing_a_plain_object_by_checksum_whatever_the_part_size() -> None:
@@ -220,21 +224,21 @@ def test_after_hashing_a_plain_object_by_checksum_whatever_the_part_size() -> No
     result = after_hashing(
         remote, INVENTORY, local_etag=ETAG, local_md5=MD5, versioned=False, local_checksum=CRC
     )
-    assert result.action is Action.SKIP
+    assert result.action is UploadAction.SKIP
 
 
 # ------------------------------------------------------------------ judge and the sensor's verdict
 
 
 def test_judge_by_the_recorded_checksum() -> None:
-    assert judge(_kms(), KNOWN) == (Verdict.PROVEN, prove(_kms(), KNOWN))
-    verdict, detail = judge(_kms(checksum=OTHER_CRC), KNOWN)
-    assert verdict is Verdict.DIFFERS and "CRC64NVME" in detail and "SSE-KMS" in detail
-    verdict, detail = judge(_kms(), INVENTORY)  # a record without a checksum
-    assert verdict is Verdict.DIFFERS and detail.startswith("cannot be proven:")
+    assert judge_object(_kms(), KNOWN) == (ObjectVerdict.PROVEN, prove(_kms(), KNOWN))
+    verdict, detail = judge_object(_kms(checksum=OTHER_CRC), KNOWN)
+    assert verdict is ObjectVerdict.DIFFERS and "CRC64NVME" in detail and "SSE-KMS" in detail
+    verdict, detail = judge_object(_kms(), INVENTORY)  # a record without a checksum
+    assert verdict is ObjectVerdict.DIFFERS and detail.startswith("cannot be proven:")
     assert "no checksum was recorded" in detail
-    verdict, detail = judge(_kms(checksum=None), KNOWN)
-    assert verdict is Verdict.DIFFERS and "S3 returned no checksum" in detail
+    verdict, detail = judge_object(_kms(checksum=None), KNOWN)
+    assert verdict is ObjectVerdict.DIFFERS and "S3 returned no checksum" in detail
 
 
 def test_the_sensor_verifies_an_encrypted_object_by_the_manifests_checksum() -> None:
@@ -315,16 +319,16 @@ def test_skip_if_and_only_if_proven_and_never_blind(
 ) -> None:
     result = decide(remote, expected, versioned=versioned, part_size_hint=hint)
     evidence = compare(remote, expected)
-    assert (result.action is Action.SKIP) == (evidence.proven is not None)
+    assert (result.action is UploadAction.SKIP) == (evidence.proven is not None)
     assert not (evidence.proven and evidence.differs)
     if not versioned:
-        assert result.action is not Action.REPLACE
-    if result.action is Action.HASH_FIRST:
+        assert result.action is not UploadAction.REPLACE
+    if result.action is UploadAction.HASH_FIRST:
         assert remote.size == expected.size and result.part_sizes
-    if result.action is Action.SKIP and not remote.encryption.etag_is_md5:
+    if result.action is UploadAction.SKIP and not remote.encryption.etag_is_md5:
         assert evidence.by == "checksum"
     if (
-        result.action is Action.REPLACE
+        result.action is UploadAction.REPLACE
     ):  # only what was shown to differ, or (plain ETags) could not be compared
         assert remote.encryption.etag_is_md5 or evidence.differs
 
@@ -339,7 +343,7 @@ def test_under_sse_kms_and_sse_c_the_etag_never_matters(
     first = decide(remote, expected, versioned=versioned)
     second = decide(replace(remote, etag=other), expected, versioned=versioned)
     assert (first.action, first.checksum) == (second.action, second.checksum)
-    assert judge(remote, expected)[0] is judge(replace(remote, etag=other), expected)[0]
+    assert judge_object(remote, expected)[0] is judge_object(replace(remote, etag=other), expected)[0]
 
 
 @FAST
@@ -347,8 +351,8 @@ def test_under_sse_kms_and_sse_c_the_etag_never_matters(
 def test_judge_agrees_with_decide(remote: RemoteObject, expected: Expectation) -> None:
     if expected.etag is None and expected.md5 is None and expected.checksum is None:
         return
-    skipped = decide(remote, expected, versioned=True).action is Action.SKIP
-    assert (judge(remote, expected)[0] is Verdict.PROVEN) == skipped
+    skipped = decide(remote, expected, versioned=True).action is UploadAction.SKIP
+    assert (judge_object(remote, expected)[0] is ObjectVerdict.PROVEN) == skipped
 
 
 @FAST
@@ -377,8 +381,8 @@ def test_after_hashing_never_skips_without_a_link(
         local_checksum=local_checksum,
     )
     if not versioned:
-        assert result.action is not Action.REPLACE
-    if result.action is Action.SKIP:
+        assert result.action is not UploadAction.REPLACE
+    if result.action is UploadAction.SKIP:
         assert expected.md5 in (None, local_md5)
         by_checksum = local_checksum is not None and remote.checksum == local_checksum
         by_etag = remote.etag_is_md5_based and normalize_etag(local_etag) == normalize_etag(remote.etag)
