@@ -10,7 +10,9 @@
   does not match the bytes that arrived (``400 BadDigest``): a PutObject or UploadPart body, and at
   completion the full-object value of a ``FULL_OBJECT`` upload against the parts received (and
   ``x-amz-mp-object-size`` against their total). moto stores whatever it is told; with this fault armed
-  after a :class:`~tests.faults.FlipByte`, corruption in transit meets S3's validation.
+  after a :class:`~tests.faults.FlipByte`, corruption in transit meets S3's validation. It also answers
+  ListParts as S3 does and moto does not: each part with the CRC64NVME it was sent with, and the upload's
+  ``ChecksumAlgorithm``/``ChecksumType`` as its creation declared them.
 
 Both use only :mod:`tests.faults`' public API (a :class:`~tests.faults.Fault` subclass added with
 :meth:`~tests.faults.FaultProxy.add`). Usage::
@@ -151,6 +153,9 @@ class ValidateChecksums(Fault):
     part received is kept (per upload id and part number), so a CompleteMultipartUpload declaring a
     full-object value is checked against the parts it names, combined in order, and ``x-amz-mp-object-size``
     against their total length. ``refused`` lists the records of the requests refused.
+
+    ListParts answers carry what S3 shows and moto leaves out: each part's declared CRC64NVME, and the
+    checksum algorithm and type the upload was created with.
     """
 
     operation: str = "*"
@@ -158,11 +163,49 @@ class ValidateChecksums(Fault):
     refused: list[RequestRecord] = field(default_factory=list)
     #: (upload id, part number) → (CRC64NVME base64, length) of each part that arrived (the last one wins)
     parts: dict[tuple[str, int], tuple[str, int]] = field(default_factory=dict)
+    #: (upload id, part number) → the CRC64NVME the part was sent with (what S3 lists for it)
+    declared_parts: dict[tuple[str, int], str] = field(default_factory=dict)
+    #: upload id → (ChecksumAlgorithm, ChecksumType) its creation declared
+    uploads: dict[str, tuple[str, str]] = field(default_factory=dict)
     _pending: threading.local = field(default_factory=threading.local, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def armed_for(self, record: RequestRecord) -> bool:
-        return record.operation in ("PutObject", "UploadPart", "CompleteMultipartUpload")
+        return record.operation in (
+            "PutObject",
+            "UploadPart",
+            "CompleteMultipartUpload",
+            "CreateMultipartUpload",
+            "ListParts",
+        )
+
+    def on_response(self, record: RequestRecord, response: ProxiedResponse) -> None:
+        if response.status != 200:
+            return
+        if record.operation == "CreateMultipartUpload" and "x-amz-checksum-algorithm" in record.headers:
+            found = re.search(rb"<UploadId>(.*?)</UploadId>", response.body)
+            if found:
+                kind = record.headers.get("x-amz-checksum-type", "COMPOSITE")
+                with self._lock:
+                    self.uploads[found[1].decode()] = (record.headers["x-amz-checksum-algorithm"], kind)
+        elif record.operation == "ListParts" and record.upload_id:
+            response.body = self._list_parts_as_s3(record.upload_id, response.body)
+
+    def _list_parts_as_s3(self, upload_id: str, body: bytes) -> bytes:
+        with self._lock:
+            created = self.uploads.get(upload_id)
+            declared = {n: v for (u, n), v in self.declared_parts.items() if u == upload_id}
+
+        def with_checksum(match: re.Match[bytes]) -> bytes:
+            value = declared.get(int(match[1]))
+            extra = f"<ChecksumCRC64NVME>{value}</ChecksumCRC64NVME>".encode() if value else b""
+            return match[0] + extra
+
+        body = _PART_NUMBER.sub(with_checksum, body)
+        if created is not None:
+            top = f"<ChecksumAlgorithm>{created[0]}</ChecksumAlgorithm><ChecksumType>{created[1]}</ChecksumType>"
+            body = body.replace(b"</UploadId>", b"</UploadId>" + top.encode(), 1)
+        return body
 
     def on_request(self, request: ProxiedRequest) -> None:
         # The body is judged in reply(), after every fault's on_request: a FlipByte added after this fault
@@ -170,8 +213,10 @@ class ValidateChecksums(Fault):
         self._pending.request = request
 
     def reply(self, record: RequestRecord) -> ProxiedResponse | None:
-        request: ProxiedRequest = self._pending.request
+        request: ProxiedRequest | None = getattr(self._pending, "request", None)
         self._pending.request = None
+        if request is None or record.operation not in ("PutObject", "UploadPart", "CompleteMultipartUpload"):
+            return None
         if "x-amz-trailer" in record.headers:
             raise ValueError("a streamed (trailer) checksum reached the proxy; these tests run over HTTP")
         declared = record.headers.get("x-amz-checksum-crc64nvme")
@@ -186,6 +231,10 @@ class ValidateChecksums(Fault):
             if record.operation == "UploadPart" and record.upload_id and record.part_number:
                 with self._lock:
                     self.parts[(record.upload_id, record.part_number)] = (got, len(body))
+                    if declared:
+                        self.declared_parts[(record.upload_id, record.part_number)] = declared
+                    else:
+                        self.declared_parts.pop((record.upload_id, record.part_number), None)
             return None
         if not declared or not record.upload_id:
             return None

@@ -190,6 +190,10 @@ def test_full_object_completion_is_checked_against_the_parts(proxy: FaultProxy, 
         )
 
     upload_id, parts = upload("wrong.raw")
+    # ListParts as S3 answers it (moto lists no checksums): the parts' CRCs and the upload's checksum type.
+    listed = client.list_parts(Bucket=bucket, Key="wrong.raw", UploadId=upload_id)
+    assert (listed["ChecksumAlgorithm"], listed["ChecksumType"]) == ("CRC64NVME", "FULL_OBJECT")
+    assert [p["ChecksumCRC64NVME"] for p in listed["Parts"]] == [p["ChecksumCRC64NVME"] for p in parts]
     with pytest.raises(ClientError, match="BadDigest"):
         complete("wrong.raw", upload_id, parts, crc64nvme_b64(data[:-1]), len(data))
     with pytest.raises(ClientError, match="MpuObjectSize"):

@@ -203,6 +203,38 @@ def compare(remote: RemoteObject, expected: Expectation) -> Evidence:
     return Evidence(unprovable=_unprovable(remote, expected))
 
 
+def prove_stored(remote: RemoteObject, *, size: int, etag: str, checksum: Checksum | None) -> Evidence:
+    """The upload's own check of what S3 says it stored (a part, or the object once completed) against what
+    was read and sent: ``size`` bytes whose ETag is ``etag`` (their MD5, or the ETag of the part MD5s) and,
+    where it was declared, whose full-object ``checksum`` S3 validated.
+
+    Unlike :func:`compare` the part layout is ours, so an MD5-derived ETag that is not ``etag`` is a shown
+    difference (corruption in transit, or a concurrent writer). Under SSE-KMS/SSE-C the ETag is ignored and
+    only the checksum proves; without one the evidence says the object cannot be proven, and why.
+    """
+    if remote.size != size:
+        return Evidence(differs=f"S3 reports {remote.size} bytes, {size} were sent")
+    sent = Expectation(size=size, md5=None, etag=etag, checksum=checksum)
+    if remote.etag_is_md5_based and normalize_etag(remote.etag) != normalize_etag(etag):
+        return Evidence(
+            differs=f"S3 reports ETag {normalize_etag(remote.etag)}, the bytes sent give {normalize_etag(etag)}"
+        )
+    evidence = compare(remote, sent)
+    if evidence.by == "etag":
+        return Evidence(proven="S3's ETag equals the ETag of the bytes sent", by="etag")
+    if evidence.by == "checksum":
+        return Evidence(proven=f"S3's {ALGORITHM} equals the {ALGORITHM} of the bytes sent", by="checksum")
+    if evidence.differs is not None:
+        return evidence
+    if not remote.etag_is_md5_based:
+        stored = "no checksum" if remote.checksum is None else f"only {remote.checksum}"
+        why = _unprovable(remote, sent) or (
+            f"{_etag_words(remote)}, and S3 returned {stored} to compare with the {ALGORITHM} of the bytes sent"
+        )
+        return Evidence(unprovable=why)
+    return evidence
+
+
 def _unprovable(remote: RemoteObject, expected: Expectation) -> str | None:
     """Why an object whose ETag proves nothing cannot be compared either (None: its ETag may still be compared
     after hashing the local file, or its checksum after computing ours)."""

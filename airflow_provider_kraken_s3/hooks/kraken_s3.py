@@ -107,7 +107,7 @@ class KrakenS3Hook(S3Hook):
             conn_id=self.aws_conn_id,
             endpoint=self.conn_config.endpoint_url,
             region=self.conn_config.region_name,
-            crc32_parts=getattr(self.config, "request_checksum_calculation", None) != "when_required",
+            declare_checksums=getattr(self.config, "request_checksum_calculation", None) != "when_required",
             without_streamed_checksums=self._client_without_streamed_checksums,
             log=cast("logging.Logger", self.log),
         )

@@ -78,14 +78,17 @@ def sends_streamed_checksums(client: Any) -> bool:
 class S3Access:
     """A boto3 S3 client plus what error messages need to name: the connection, endpoint and region.
 
-    :param crc32_parts: declare CRC32 part checksums on new multipart uploads (off when the connection sets
-        ``request_checksum_calculation: when_required`` for stores without them).
+    :param declare_checksums: declare the full-object CRC64NVME on new uploads (single PUT and multipart, see
+        :meth:`declares_checksums`); off when the connection sets ``request_checksum_calculation:
+        when_required`` for stores without additional checksums.
     :param without_streamed_checksums: builds a client for the same connection with
         ``request_checksum_calculation="when_required"``. When an upload call is refused with
         ``411 MissingContentLength`` (the store cannot read botocore's ``aws-chunked`` CRC32 trailer, e.g. Ceph
         RGW 16 over HTTPS), the endpoint is remembered for the process, that client is built and the call is
-        retried with it once; every later call to that endpoint uses it. Our per-part MD5s (Content-MD5 and
-        the returned ETags) still prove every part.
+        retried with it once, **without the checksum we declared** (``ChecksumAlgorithm`` would make botocore
+        stream one again); every later call to that endpoint uses it, and from then on no request to it
+        declares a checksum (:meth:`declares_checksums`). Such a store keeps none: our per-part MD5s
+        (Content-MD5 and the returned ETags) still prove every part.
     :param log: where the one warning about that fallback goes.
     """
 
@@ -93,10 +96,16 @@ class S3Access:
     conn_id: str | None = None
     endpoint: str | None = None
     region: str | None = None
-    crc32_parts: bool = True
+    declare_checksums: bool = True
     without_streamed_checksums: Callable[[], Any] | None = None
     log: logging.Logger | None = None
     _fallback: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def declares_checksums(self) -> bool:
+        """Whether a new request may declare our CRC64NVME: the connection allows streamed request checksums
+        and this process has not seen the endpoint refuse them (411). Asked before every request, so an
+        upload that met the refusal declares nothing from then on (nor does any later upload there)."""
+        return self.declare_checksums and not refuses_streamed_checksums(self.endpoint)
 
     def describe(self, bucket: str) -> str:
         endpoint = self.endpoint or "AWS default endpoint"
@@ -113,7 +122,9 @@ class S3Access:
             except ClientError as error:
                 if not self._refused_streamed_checksums(operation, error, client):
                     raise
-                return getattr(self._switch_to_fallback(operation), operation)(**_rewound(params))
+                return getattr(self._switch_to_fallback(operation), operation)(
+                    **_without_checksums(_rewound(params))
+                )
         except ClientError as error:
             if classify_s3_error(error_status(error), error_code(error)) in none_on:
                 return None
@@ -211,6 +222,12 @@ def _rewound(params: dict[str, Any]) -> dict[str, Any]:
     if body is not None and hasattr(body, "seek"):
         body.seek(0)
     return params
+
+
+def _without_checksums(params: dict[str, Any]) -> dict[str, Any]:
+    """The request without any checksum we declared: an explicit ``ChecksumAlgorithm`` makes botocore stream
+    one even from a ``when_required`` client, which the store has just refused."""
+    return {name: value for name, value in params.items() if not name.startswith("Checksum")}
 
 
 def error_code(error: ClientError) -> str:

@@ -121,7 +121,7 @@ class MultipartSender:
 
     def _create(self) -> str:
         job = self.job
-        checksum: dict[str, Any] = {"ChecksumAlgorithm": "CRC32"} if job.access.crc32_parts else {}
+        checksum: dict[str, Any] = {"ChecksumAlgorithm": "CRC32"} if job.access.declare_checksums else {}
         response = job.access.call(
             "create_multipart_upload",
             f"starting the upload of {job.target}",

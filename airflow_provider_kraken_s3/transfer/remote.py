@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_kraken_s3.core.checksum import checksum_of, encryption_of
+from airflow_provider_kraken_s3.core.checksum import ALGORITHM, Checksum, checksum_of, encryption_of
 from airflow_provider_kraken_s3.core.decision import RemoteObject
 from airflow_provider_kraken_s3.core.errors import S3ErrorKind
 from airflow_provider_kraken_s3.core.etag import etag_part_count, normalize_etag
@@ -14,11 +14,30 @@ from airflow_provider_kraken_s3.transfer.access import S3Access
 
 @dataclass(frozen=True)
 class RemotePart:
-    """One part already uploaded to a multipart upload."""
+    """One part already uploaded to a multipart upload: its ETag (an MD5 only where the bucket's encryption
+    allows), its size, and the CRC64NVME S3 validated when it arrived, where ListParts shows one (AWS does;
+    moto and Ceph 16 do not)."""
 
     etag: str
     size: int
-    crc32: str | None
+    crc32: str | None = None
+    checksum: Checksum | None = None
+
+
+class ListedParts(dict[int, RemotePart]):
+    """The parts of an upload by number, with the checksum the upload was created with, where S3 says
+    (``ChecksumAlgorithm``/``ChecksumType`` of ListParts; None where the store does not)."""
+
+    algorithm: str | None = None
+    checksum_type: str | None = None
+
+    @property
+    def other_checksum(self) -> bool:
+        """Whether S3 says the upload was created with another checksum than our full-object CRC64NVME (an
+        upload of an older version of this provider, or of another tool): it cannot complete as ours."""
+        return (self.algorithm is not None and self.algorithm != ALGORITHM) or (
+            self.checksum_type is not None and self.checksum_type != "FULL_OBJECT"
+        )
 
 
 def head_response(
@@ -85,13 +104,13 @@ def part_size_from_s3(access: S3Access, bucket: str, key: str, remote: RemoteObj
     return size if fits else None
 
 
-def list_parts(access: S3Access, bucket: str, key: str, upload_id: str) -> dict[int, RemotePart] | None:
+def list_parts(access: S3Access, bucket: str, key: str, upload_id: str) -> ListedParts | None:
     """Parts already in S3 for ``upload_id`` (number → part), or None if the upload no longer exists.
 
     ListParts with the stored id: ``s3:ListBucketMultipartUploads`` is never needed. Some stores answer
     ``NoSuchKey`` instead of ``NoSuchUpload`` for an aborted upload; both mean "gone".
     """
-    parts: dict[int, RemotePart] = {}
+    parts = ListedParts()
     params = {"Bucket": bucket, "Key": key, "UploadId": upload_id}
     while True:
         response = access.call(
@@ -102,9 +121,15 @@ def list_parts(access: S3Access, bucket: str, key: str, upload_id: str) -> dict[
         )
         if response is None:
             return None
+        parts.algorithm = parts.algorithm or response.get("ChecksumAlgorithm") or None
+        parts.checksum_type = parts.checksum_type or response.get("ChecksumType") or None
         for item in response.get("Parts", []):
+            value = item.get("ChecksumCRC64NVME")
             parts[int(item["PartNumber"])] = RemotePart(
-                normalize_etag(item["ETag"]), int(item["Size"]), item.get("ChecksumCRC32")
+                normalize_etag(item["ETag"]),
+                int(item["Size"]),
+                item.get("ChecksumCRC32"),
+                Checksum(ALGORITHM, str(value)) if value else None,
             )
         if not response.get("IsTruncated"):
             return parts

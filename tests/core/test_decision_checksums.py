@@ -24,6 +24,7 @@ from airflow_provider_kraken_s3.core.decision import (
     compare,
     decide,
     prove,
+    prove_stored,
 )
 from airflow_provider_kraken_s3.core.etag import etag_from_part_digests, normalize_etag
 from airflow_provider_kraken_s3.core.manifest import ManifestObject, Proof
@@ -278,6 +279,38 @@ def test_manifest_entries_without_encryption_stay_as_they_were() -> None:
     item = ManifestObject(path="a", key="a", size=1, md5=MD5, etag=MD5)
     assert "encryption" not in item.as_document()
     assert ManifestObject.from_document(item.as_document()).encryption is Encryption.NONE
+
+
+# ------------------------------------------------------------------ the upload's own check (parts and objects)
+
+
+def test_prove_stored_by_etag_or_checksum() -> None:
+    plain = RemoteObject(etag=ETAG, size=SIZE, encryption=Encryption.SSE_S3)
+    assert prove_stored(plain, size=SIZE, etag=ETAG, checksum=None).by == "etag"
+    both = replace(plain, checksum=CRC)
+    assert prove_stored(both, size=SIZE, etag=ETAG, checksum=CRC).proven
+    assert prove_stored(_kms(), size=SIZE, etag=ETAG, checksum=CRC).by == "checksum"
+
+
+def test_prove_stored_shows_every_difference() -> None:
+    """Our part layout: another MD5-derived ETag is corruption, and so is another checksum or size."""
+    plain = RemoteObject(etag=OTHER_ETAG, size=SIZE, checksum=CRC)
+    assert "the bytes sent give" in (prove_stored(plain, size=SIZE, etag=ETAG, checksum=CRC).differs or "")
+    assert prove_stored(_kms(checksum=OTHER_CRC), size=SIZE, etag=ETAG, checksum=CRC).differs
+    assert prove_stored(_kms(size=SIZE + 1), size=SIZE, etag=ETAG, checksum=CRC).differs
+
+
+@encrypted
+def test_prove_stored_under_encryption_needs_the_checksum(encryption: Encryption) -> None:
+    """A store that keeps no checksum (or a request that could not declare one) under SSE-KMS/SSE-C: the
+    upload cannot be proven, and the words say so rather than blaming corruption."""
+    stored = replace(_kms(checksum=None), encryption=encryption)
+    for ours in (CRC, None):
+        evidence = prove_stored(stored, size=SIZE, etag=ETAG, checksum=ours)
+        assert evidence.proven is None and evidence.differs is None
+        assert "S3 returned no checksum" in (evidence.unprovable or "")
+    undeclared = prove_stored(replace(_kms(), encryption=encryption), size=SIZE, etag=ETAG, checksum=None)
+    assert undeclared.proven is None and undeclared.unprovable
 
 
 # ------------------------------------------------------------------ properties, with checksums and encryption
