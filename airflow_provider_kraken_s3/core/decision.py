@@ -260,6 +260,14 @@ def _unprovable(remote: RemoteObject, expected: Expectation) -> str | None:
     )
 
 
+def stored_checksum(remote: RemoteObject, known: Checksum | None = None) -> Checksum | None:
+    """The checksum a manifest records for a proven object: S3's full-object one (what later readers compare
+    with), or the one already recorded when S3's answer showed none (a listing)."""
+    if remote.checksum is not None and remote.checksum.full_object:
+        return remote.checksum
+    return known
+
+
 def prove(remote: RemoteObject, expected: Expectation) -> str | None:
     """Why ``remote`` is proven to hold the inventory's bytes without reading them, or None if it is not."""
     return compare(remote, expected).proven

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from airflow_provider_kraken_s3.core.decision import Expectation, prove
+from airflow_provider_kraken_s3.core.decision import Expectation, prove, stored_checksum
 from airflow_provider_kraken_s3.core.errors import InvalidInputError
 from airflow_provider_kraken_s3.core.layout import listing_folder
 from airflow_provider_kraken_s3.core.manifest import (
@@ -67,8 +67,16 @@ def recheck(
     listed = list_prefix(access, recorded.bucket, folder) if folder else None
     entries = []
     for item in recorded.objects:
-        found = listed.get(item.key) if listed is not None else remote.head(access, recorded.bucket, item.key)
-        wanted = Expectation(size=item.size, md5=item.md5, etag=item.etag, part_size=item.part_size)
+        # An object recorded under SSE-KMS/SSE-C is proven by its checksum, which only HEAD shows.
+        by_listing = listed is not None and item.encryption.etag_is_md5
+        found = (
+            listed.get(item.key)
+            if listed is not None and by_listing
+            else remote.head(access, recorded.bucket, item.key)
+        )
+        wanted = Expectation(
+            size=item.size, md5=item.md5, etag=item.etag, part_size=item.part_size, checksum=item.checksum
+        )
         if found is None or prove(found, wanted) is None:
             what = "missing" if found is None else f"ETag {found.etag}, {found.size} bytes"
             return Recheck(None, f"s3://{recorded.bucket}/{item.key} is {what}")
@@ -81,7 +89,9 @@ def recheck(
                 etag=found.etag,
                 part_size=item.part_size or proven_part_size(found.etag, item.size, None, part_size),
                 version_id=found.version_id,
-                proof=Proof.LISTING if listed is not None else Proof.HEAD,
+                proof=Proof.LISTING if by_listing else Proof.HEAD,
+                checksum=stored_checksum(found, item.checksum),
+                encryption=found.encryption if not by_listing else item.encryption,
             )
         )
     if recorded.source is Source.MANIFEST:
