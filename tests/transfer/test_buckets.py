@@ -80,10 +80,10 @@ def test_versioning_we_may_not_read_counts_as_unversioned(proxy, access, s3_clie
 
 def test_a_missing_bucket_and_a_denied_one_are_told_apart(proxy, access, bucket) -> None:
     check_bucket(access, bucket)
-    with pytest.raises(BucketNotFoundError, match="does not exist. Create it"):
+    with pytest.raises(BucketNotFoundError, match=r"does not exist\. Create it"):
         check_bucket(access, f"kraken-missing-{uuid.uuid4().hex[:8]}")
     proxy.add(respond("HeadBucket", 403, "AccessDenied"))
-    with pytest.raises(BucketAccessDeniedError, match="access denied to .* for connection 'test'"):
+    with pytest.raises(BucketAccessDeniedError, match=r"access denied to .* for connection 'test'"):
         check_bucket(access, bucket)
     assert [r.status for r in proxy.records("HeadBucket")] == [200, 404, 403]
 
@@ -142,6 +142,6 @@ def test_a_setting_the_store_refuses_is_one_warning_not_a_failure(
 def test_a_transient_error_while_configuring_says_what_the_bucket_lacks(proxy, access, new_bucket) -> None:
     proxy.add(RespondTo("Other", 503, "SlowDown", subresource="lifecycle", method="PUT", times=None))
     with pytest.raises(
-        S3TransientError, match="only partly configured: it lacks the lifecycle rule .*a public access block"
+        S3TransientError, match=r"only partly configured: it lacks the lifecycle rule .*a public access block"
     ):
         create_backup_bucket(access, new_bucket, tags={PROJECT_TAG: "P1234"}, log=LOG)
