@@ -310,7 +310,7 @@ class MultipartSender:
                         Body=body,
                         ContentLength=part.length,
                     )
-            except KrakenBackupError:
+            except Exception:  # not only ours: awscrt (botocore's signer) wraps the body's failure in its own
                 if stop.is_set() or isinstance(body.failure, UploadStopped):
                     raise UploadStopped("stopped") from None
                 body.raise_failure()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 
-from airflow_provider_kraken_s3.core.errors import BackupInterrupted, IntegrityError, KrakenBackupError
+from airflow_provider_kraken_s3.core.errors import BackupInterrupted, IntegrityError
 from airflow_provider_kraken_s3.core.etag import normalize_etag
 from airflow_provider_kraken_s3.transfer.remote import version_of
 from airflow_provider_kraken_s3.transfer.shipment import Sent, Shipment
@@ -42,9 +42,10 @@ def put_single(shipment: Shipment) -> Sent:
             f"S3 refused {target}: the bytes read from {shipment.path} do not have the expected MD5 "
             f"{expected}. Nothing was stored; the local file differs from the inventory."
         ) from error
-    except (KrakenBackupError, UploadStopped):
+    except Exception:
         # The cancel is heard inside the body: botocore wraps that in a network error when it reads while
-        # sending, but lets it through as it is when it reads to compute a checksum first.
+        # sending, lets it through as it is when it reads to compute a checksum first, and awscrt (botocore's
+        # signer, when installed) turns it into an AwsCrtError when it reads to sign.
         if isinstance(body.failure, UploadStopped):
             raise BackupInterrupted(
                 f"upload of {target} stopped before it completed: the attempt was interrupted"
