@@ -137,9 +137,16 @@ def test_an_interruption_keeps_the_upload_and_does_not_wait_for_a_stuck_part(
     proxy.add(hold("UploadPart", release, part_number=2, timeout=30))
     cancel = threading.Event()
     ids: list = []
-    threading.Thread(
-        target=lambda: (proxy.wait_for("UploadPart", part_number=2), cancel.set()), daemon=True
-    ).start()
+
+    def cancel_once_only_part_2_is_in_flight() -> None:
+        # Parts 1 and 3 answered: only the held part 2 is left, its body sent, waiting for S3's answer. (A part
+        # still reading when the cancel comes hears it itself, and that counts as a failed part: waited for.)
+        proxy.wait_for("UploadPart", part_number=2)
+        while [r.status for r in proxy.records("UploadPart") if r.part_number != 2] != [200, 200]:
+            time.sleep(0.02)
+        cancel.set()
+
+    threading.Thread(target=cancel_once_only_part_2_is_in_flight, daemon=True).start()
     started = time.monotonic()
     try:
         with pytest.raises(BackupInterrupted, match="interrupted"):
