@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_kraken_s3.core.decision import (
-    Action,
     Decision,
     Expectation,
     RemoteObject,
+    UploadAction,
     after_hashing,
     cannot_compare,
     decide,
@@ -144,11 +144,11 @@ class VerifiedUpload:
         decision, versioned = self._decide(found, expected)
         for note in decision.notes:
             self.log.warning("%s: %s", self.target, note)
-        if decision.action is Action.HASH_FIRST:
+        if decision.action is UploadAction.HASH_FIRST:
             decision, plan = self._hash_first(found, expected, decision, plan, versioned)  # type: ignore[arg-type]
-        if decision.action is Action.REFUSE:
+        if decision.action is UploadAction.REFUSE:
             raise ObjectConflictError(f"{self.target}: {decision.reason}")
-        if decision.action is Action.SKIP:
+        if decision.action is UploadAction.SKIP:
             return self._finish(
                 found.etag,  # type: ignore[union-attr]
                 plan,
@@ -158,7 +158,7 @@ class VerifiedUpload:
                 bytes_read=plan.file_size if decision.part_sizes else 0,
                 version_id=found.version_id,  # type: ignore[union-attr]
             )
-        if decision.action is Action.REPLACE:
+        if decision.action is UploadAction.REPLACE:
             self.log.warning("REPLACING %s: %s", self.target, decision.reason)
             if not plan.is_multipart:
                 self._prove_before_put(plan, expected)
@@ -193,7 +193,7 @@ class VerifiedUpload:
         """The decision, and whether the bucket keeps versions (asked of S3 only when it matters)."""
         if found is not None and self.distrusted:
             decision = Decision(
-                Action.REPLACE,
+                UploadAction.REPLACE,
                 f"{self.distrusted}; its ETag proves nothing, the verified local bytes replace it",
                 replaced_etag=normalize_etag(found.etag),
             )
@@ -224,11 +224,11 @@ class VerifiedUpload:
             after = after_hashing(
                 found, expected, local_etag=local_etag, local_md5=local_md5, versioned=versioned
             )
-            if after.action is Action.REFUSE and expected.md5 not in (None, local_md5):
+            if after.action is UploadAction.REFUSE and expected.md5 not in (None, local_md5):
                 raise IntegrityError(f"{self.path}: {after.reason}")
-            if after.action is Action.SKIP:
+            if after.action is UploadAction.SKIP:
                 proven = plan_parts(plan.file_size, size, fixed=True)
-                return Decision(Action.SKIP, after.reason, part_sizes=(size,)), proven
+                return Decision(UploadAction.SKIP, after.reason, part_sizes=(size,)), proven
         if decision.part_size_known:  # hashed at the object's own part size: a difference was shown
             return after, plan
         return cannot_compare(found, expected, versioned=versioned), plan  # no guess matched
@@ -314,7 +314,7 @@ class VerifiedUpload:
             plan,
             started,
             skipped=False,
-            reason="replaced" if decision.action is Action.REPLACE else "uploaded",
+            reason="replaced" if decision.action is UploadAction.REPLACE else "uploaded",
             bytes_read=plan.file_size,
             bytes_sent=sent.bytes_sent,
             parts_sent=len(sent.parts_sent),
