@@ -268,6 +268,13 @@ def stored_checksum(remote: RemoteObject, known: Checksum | None = None) -> Chec
     return known
 
 
+def validated_checksum(remote: RemoteObject, ours: Checksum | None) -> Checksum | None:
+    """S3's full-object checksum where it equals ours (what a manifest records after an upload), else None."""
+    if comparable(remote.checksum, ours) and remote.checksum == ours:
+        return remote.checksum
+    return None
+
+
 def prove(remote: RemoteObject, expected: Expectation) -> str | None:
     """Why ``remote`` is proven to hold the inventory's bytes without reading them, or None if it is not."""
     return compare(remote, expected).proven
@@ -513,11 +520,16 @@ def after_hashing(
         local = Expectation(size=expected.size, md5=local_md5, checksum=local_checksum)
         evidence = compare(remote, local)
         if evidence.proven is not None:
-            return Decision(
-                UploadAction.SKIP,
-                f"already in S3: {evidence.proven} (the file's, computed in the read that proved its MD5)",
-                checksum=True,
-            )
+            if remote.etag_is_md5_based and normalize_etag(local_etag) == normalize_etag(remote.etag):
+                reason = (
+                    "already in S3: S3's ETag equals the ETag of the local bytes at the object's part size, and "
+                    f"its full-object {ALGORITHM} theirs; those bytes have the inventory MD5"
+                )
+            else:
+                reason = (
+                    f"already in S3: {evidence.proven} (the file's, computed in the read that proved its MD5)"
+                )
+            return Decision(UploadAction.SKIP, reason, checksum=True)
         if evidence.differs is not None:
             return _replace_or_refuse(
                 remote, expected, versioned, (), evidence.differs.replace("file's", "local file's")

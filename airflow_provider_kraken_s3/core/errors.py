@@ -39,6 +39,11 @@ class IntegrityError(PermanentBackupError):
     """Bytes in S3 or on disk differ from what was read, sent or inventoried."""
 
 
+class UnprovableObjectError(IntegrityError):
+    """S3 holds the bytes, but nothing it answers can prove them: an SSE-KMS/SSE-C object (its ETag is not an
+    MD5) on a store that keeps no checksum. Never a backup; the upload is aborted, the words say why."""
+
+
 class LocalFileChangedError(PermanentBackupError):
     """The local file disappeared or changed while (or since) it was read."""
 

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_kraken_s3.core.decision import Expectation, RemoteObject, prove
+from airflow_provider_kraken_s3.core.decision import Expectation, RemoteObject, prove, stored_checksum
 from airflow_provider_kraken_s3.core.errors import (
     BackupInterrupted,
     BucketNotFoundError,
@@ -273,6 +273,7 @@ class RawFileBackup:
                 path=item.path, key=item.key, size=item.size, md5=item.md5, etag=found.etag,
                 part_size=proven_part_size(found.etag, item.size, item.precomputed, self.settings.part_size),
                 version_id=found.version_id, proof=Proof.LISTING if listed is not None else Proof.HEAD,
+                checksum=stored_checksum(found), encryption=found.encryption,
             )  # fmt: skip
             if len(objects) == 1:
                 self.log.info("already in S3: s3://%s/%s (%s)", self.bucket, item.key, proof)
@@ -492,4 +493,6 @@ def _uploaded(item: BackupObject, result: UploadResult) -> ManifestObject:
         part_size=result.part_size,
         version_id=result.version_id,
         proof=Proof.HASHED if result.skipped else Proof.UPLOADED,
+        checksum=result.checksum,
+        encryption=result.encryption,
     )

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from airflow_provider_kraken_s3.core.checksum import Checksum, Encryption
 from airflow_provider_kraken_s3.core.parts import Part, PartPlan
 from airflow_provider_kraken_s3.transfer.access import S3Access
 from airflow_provider_kraken_s3.transfer.progress import ProgressReporter
@@ -35,6 +36,8 @@ class Shipment:
         that ETag follows from ``expected_md5``).
     :param upload_id: a multipart upload of this key, part size and expectation to resume.
     :param budget: a semaphore bounding the requests in flight across all files of a set.
+    :param checksum: the file's CRC64NVME when a read before sending computed it (the hash-first step, the
+        check before a replacing PUT): a single PUT declares it as it is, and S3 checks the bytes against it.
     """
 
     access: S3Access
@@ -53,6 +56,7 @@ class Shipment:
     on_upload_id: UploadIdCallback | None = None
     max_concurrency: int = 4
     budget: threading.Semaphore | None = None
+    checksum: Checksum | None = None
 
     @property
     def target(self) -> str:
@@ -74,14 +78,26 @@ class Shipment:
 
 @dataclass(frozen=True)
 class Sent:
-    """What a sender proved: the object's ETag, the whole-file MD5 if it was computed, the parts sent now and
-    the number reused from an earlier attempt, and the version S3 created (where the bucket keeps versions)."""
+    """What a sender proved: the object's ETag (S3's answer), the whole-file MD5 if it was computed, the parts
+    sent now and the number reused from an earlier attempt, and the version S3 created (where the bucket
+    keeps versions).
+
+    ``local_etag`` and ``local_checksum`` are what the bytes read give (the ETag of the part MD5s, the
+    full-object CRC64NVME of the part CRCs); ``checksum`` is S3's full-object checksum where its answer showed
+    one equal to ours. ``proven`` is False when S3's answer alone could not prove the object (a completion
+    without a checksum under SSE-KMS, say): the upload then reads it with HEAD and decides from that.
+    """
 
     etag: str
     md5: str | None
     parts_sent: tuple[Part, ...]
     parts_reused: int = 0
     version_id: str | None = None
+    local_etag: str = ""
+    local_checksum: Checksum | None = None
+    checksum: Checksum | None = None
+    encryption: Encryption = Encryption.NONE
+    proven: bool = True
 
     @property
     def bytes_sent(self) -> int:

@@ -1,15 +1,20 @@
-"""The one-part half of a verified upload: a single PUT, proven by the ETag S3 returns.
+"""The one-part half of a verified upload: a single PUT, proven by the ETag or the checksum S3 returns.
 
-The file streams from disk in blocks and is MD5-hashed as it is read. ``Content-MD5`` (the inventory's MD5)
-lets S3 refuse bytes that differ before it stores anything; stores that do not check it are caught after:
-the returned ETag must equal the MD5 of the bytes read, and that MD5 must equal the inventory's. A single
-PUT's ETag is its MD5, so the object needs no metadata to be proven later.
+The file streams from disk in blocks and is MD5-hashed and CRC64NVME-checksummed as it is read. ``Content-MD5``
+(the inventory's MD5) lets S3 refuse bytes that differ before it stores anything, and so does the declared
+CRC64NVME (``ChecksumAlgorithm``: botocore computes it from the bytes it sends; or the value itself when a read
+before sending already computed it). Stores that check neither are caught after: S3's answer must prove the
+bytes read (:func:`~..core.decision.prove_stored`: its ETag is their MD5 where the encryption allows, its
+checksum theirs), and their MD5 must equal the inventory's. A single PUT's ETag is its MD5 (SSE-S3), so the
+object needs no metadata to be proven later; under SSE-KMS/SSE-C its checksum proves it.
 """
 
 from __future__ import annotations
 
 import base64
 
+from airflow_provider_kraken_s3.core.checksum import ALGORITHM, checksum_of, encryption_of
+from airflow_provider_kraken_s3.core.decision import RemoteObject, prove_stored, validated_checksum
 from airflow_provider_kraken_s3.core.errors import BackupInterrupted, IntegrityError
 from airflow_provider_kraken_s3.core.etag import normalize_etag
 from airflow_provider_kraken_s3.transfer.remote import version_of
@@ -26,6 +31,10 @@ def put_single(shipment: Shipment) -> Sent:
     extra = shipment.object_arguments()
     if expected:
         extra["ContentMD5"] = base64.b64encode(bytes.fromhex(expected)).decode()
+    if shipment.access.declares_checksums():  # never once the store refused streamed checksums (411)
+        extra["ChecksumAlgorithm"] = ALGORITHM  # botocore computes it from the bytes it sends…
+        if shipment.checksum is not None:  # …unless a read before sending did: then S3 checks the bytes
+            extra["ChecksumCRC64NVME"] = shipment.checksum.value
     try:
         with shipment.transfer_slot():
             response = shipment.access.call(
@@ -38,9 +47,15 @@ def put_single(shipment: Shipment) -> Sent:
                 **extra,
             )
     except IntegrityError as error:
+        if expected is None:
+            raise IntegrityError(
+                f"S3 refused {target}: the bytes it received do not have the {ALGORITHM} declared for the bytes "
+                f"read from {shipment.path}: corrupted in transit. Nothing was stored; re-run the backup."
+            ) from error
         raise IntegrityError(
             f"S3 refused {target}: the bytes read from {shipment.path} do not have the expected MD5 "
-            f"{expected}. Nothing was stored; the local file differs from the inventory."
+            f"{expected} (or the bytes it received not their {ALGORITHM}: corrupted in transit). Nothing was "
+            "stored; the local file differs from the inventory, or the network corrupted it."
         ) from error
     except Exception:
         # The cancel is heard inside the body: botocore wraps that in a network error when it reads while
@@ -55,13 +70,25 @@ def put_single(shipment: Shipment) -> Sent:
     finally:
         body.close()
     check_unchanged(shipment.path, shipment.stat)
-    md5 = body.hexdigest()
+    md5, ours = body.hexdigest(), body.checksum()
     shipment.reporter.add(plan.file_size)
     returned = normalize_etag(response["ETag"])  # type: ignore[index]
-    if returned != md5:
+    stored = RemoteObject(
+        returned,
+        plan.file_size,
+        checksum=checksum_of(response),  # type: ignore[arg-type]
+        encryption=encryption_of(response),  # type: ignore[arg-type]
+    )
+    evidence = prove_stored(stored, size=plan.file_size, etag=md5, checksum=ours)
+    if stored.etag_is_md5_based and returned != md5:
         raise IntegrityError(
             f"S3 stored {target} with ETag {returned}, but the bytes read from {shipment.path} have MD5 "
             f"{md5}: the data was corrupted in transit. The object is not a backup; re-run the backup."
+        )
+    if evidence.differs is not None:
+        raise IntegrityError(
+            f"S3 stored {target}, but {evidence.differs}: the bytes read from {shipment.path} ({ours}) were "
+            "corrupted in transit. The object is not a backup; re-run the backup."
         )
     if expected and md5 != expected:
         raise IntegrityError(
@@ -69,4 +96,14 @@ def put_single(shipment: Shipment) -> Sent:
             f"from the inventory, and {target} now holds those bytes (not recorded as a backup; a "
             "versioned bucket keeps the previous version). Restore the file from the instrument and re-run."
         )
-    return Sent(etag=md5, md5=md5, parts_sent=(part,), version_id=version_of(response))  # type: ignore[arg-type]
+    return Sent(
+        etag=returned,
+        md5=md5,
+        parts_sent=(part,),
+        version_id=version_of(response),  # type: ignore[arg-type]
+        local_etag=md5,
+        local_checksum=ours,
+        checksum=validated_checksum(stored, ours),
+        encryption=stored.encryption,
+        proven=evidence.proven is not None,
+    )

@@ -8,6 +8,11 @@ the object's ETag equals the ETag of those part MD5s; and those bytes match the 
 precomputed ETag (then the part MD5s alone prove it, in one read pass) or, for ``[size, md5]`` entries, its
 MD5 (then a whole-file MD5 follows the parts, in the same read pass). A multipart upload is completed only
 after that proof, so only then may an object carry ``kraken-md5``; a single PUT's ETag already is its MD5.
+
+Every new object also declares its full-object CRC64NVME, computed in the same read (S3 checks it on arrival
+and keeps it): where S3's ETag is not an MD5 (SSE-KMS, SSE-C, read from its answers' headers) that checksum,
+equal to ours, is the proof; an object S3 answered for without either link is read back with HEAD, and one
+that still cannot be proven is refused as such (:class:`~..core.errors.UnprovableObjectError`).
 """
 
 from __future__ import annotations
@@ -18,10 +23,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from airflow_provider_kraken_s3.core.checksum import Checksum, Encryption
 from airflow_provider_kraken_s3.core.decision import (
     Decision,
     Expectation,
@@ -29,24 +35,29 @@ from airflow_provider_kraken_s3.core.decision import (
     UploadAction,
     after_hashing,
     cannot_compare,
+    comparable,
     decide,
     one_part_etag,
     prove,
+    prove_stored,
+    stored_checksum,
+    validated_checksum,
 )
 from airflow_provider_kraken_s3.core.errors import (
     IntegrityError,
     KrakenBackupError,
     LocalFileChangedError,
     ObjectConflictError,
+    UnprovableObjectError,
 )
 from airflow_provider_kraken_s3.core.etag import etag_part_count, normalize_etag
 from airflow_provider_kraken_s3.core.parts import MIB, PartPlan, plan_parts
 from airflow_provider_kraken_s3.transfer import buckets, remote
 from airflow_provider_kraken_s3.transfer.access import S3Access
-from airflow_provider_kraken_s3.transfer.hashing import compute_s3_etag_and_md5, compute_s3_etags
+from airflow_provider_kraken_s3.transfer.hashing import compute_s3_digests, hash_file
 from airflow_provider_kraken_s3.transfer.multipart import MultipartSender
 from airflow_provider_kraken_s3.transfer.progress import ProgressReporter, kv
-from airflow_provider_kraken_s3.transfer.shipment import Shipment, UploadIdCallback
+from airflow_provider_kraken_s3.transfer.shipment import Sent, Shipment, UploadIdCallback
 from airflow_provider_kraken_s3.transfer.single_put import put_single
 from airflow_provider_kraken_s3.transfer.streams import local_read_error, stat_or_fail
 
@@ -73,6 +84,11 @@ class UploadResult:
     replaced_etag: str | None = None
     #: the version S3 created (or HEAD showed, when skipped), where the bucket keeps versions
     version_id: str | None = None
+    #: S3's full-object checksum of the object (validated against ours, or shown by HEAD for a skipped one),
+    #: None where the store keeps none
+    checksum: Checksum | None = None
+    #: the encryption S3 declared for the object (under SSE-KMS/SSE-C only the checksum proves it)
+    encryption: Encryption = Encryption.NONE
 
 
 _QUIET = logging.getLogger(f"{__name__}.quiet")
@@ -144,8 +160,9 @@ class VerifiedUpload:
         decision, versioned = self._decide(found, expected)
         for note in decision.notes:
             self.log.warning("%s: %s", self.target, note)
+        known: Checksum | None = None  # the file's CRC64NVME, when a read before sending computed it
         if decision.action is UploadAction.HASH_FIRST:
-            decision, plan = self._hash_first(found, expected, decision, plan, versioned)  # type: ignore[arg-type]
+            decision, plan, known = self._hash_first(found, expected, decision, plan, versioned)  # type: ignore[arg-type]
         if decision.action is UploadAction.REFUSE:
             raise ObjectConflictError(f"{self.target}: {decision.reason}")
         if decision.action is UploadAction.SKIP:
@@ -157,12 +174,14 @@ class VerifiedUpload:
                 reason=decision.reason,
                 bytes_read=plan.file_size if decision.part_sizes else 0,
                 version_id=found.version_id,  # type: ignore[union-attr]
+                checksum=stored_checksum(found),  # type: ignore[arg-type]
+                encryption=found.encryption,  # type: ignore[union-attr]
             )
         if decision.action is UploadAction.REPLACE:
             self.log.warning("REPLACING %s: %s", self.target, decision.reason)
             if not plan.is_multipart:
-                self._prove_before_put(plan, expected)
-        return self._send(self._shipment(stat, plan, expected), started, decision)
+                known = self._prove_before_put(plan, expected) or known
+        return self._send(self._shipment(stat, plan, expected, known), started, decision)
 
     # ------------------------------------------------------------------ deciding
 
@@ -210,28 +229,39 @@ class VerifiedUpload:
 
     def _hash_first(
         self, found: RemoteObject, expected: Expectation, decision: Decision, plan: PartPlan, versioned: bool
-    ) -> tuple[Decision, PartPlan]:
-        """Hash the local file at the object's candidate part sizes (one read) and decide again from both."""
+    ) -> tuple[Decision, PartPlan, Checksum | None]:
+        """Hash the local file at the object's candidate part sizes (and its CRC64NVME where S3 holds one to
+        compare, all in one read) and decide again from both; the file's checksum too, when computed."""
         self.log.info("%s: %s", self.target, decision.reason)
         sizes = [size for size in decision.part_sizes if self._fits(plan.file_size, size)]
         if not sizes:  # hints S3 cannot have used: nothing to compare with
-            return cannot_compare(found, expected, versioned=versioned), plan
+            return cannot_compare(found, expected, versioned=versioned), plan, None
         with self._reading():
-            local_etags, local_md5 = compute_s3_etags(self.path, sizes, cancel=self.cancel)
+            hashed = hash_file(self.path, sizes, cancel=self.cancel, checksum=decision.checksum)
+        local_etags, local_md5, local_checksum = hashed.etags, hashed.md5, hashed.checksum
         if etag_part_count(found.etag) == 1:  # one part: the ETag follows from the whole-file MD5
             local_etags = {size: one_part_etag(local_md5) for size in local_etags}
-        for size, local_etag in local_etags.items():
+        # The part size whose ETag is S3's first: where the checksum proves, it still names the part size.
+        ordered = sorted(local_etags.items(), key=lambda item: item[1] != normalize_etag(found.etag))
+        for size, local_etag in ordered:
             after = after_hashing(
-                found, expected, local_etag=local_etag, local_md5=local_md5, versioned=versioned
+                found,
+                expected,
+                local_etag=local_etag,
+                local_md5=local_md5,
+                versioned=versioned,
+                local_checksum=local_checksum,
             )
             if after.action is UploadAction.REFUSE and expected.md5 not in (None, local_md5):
                 raise IntegrityError(f"{self.path}: {after.reason}")
             if after.action is UploadAction.SKIP:
                 proven = plan_parts(plan.file_size, size, fixed=True)
-                return Decision(UploadAction.SKIP, after.reason, part_sizes=(size,)), proven
+                return Decision(UploadAction.SKIP, after.reason, part_sizes=(size,)), proven, local_checksum
+            if comparable(found.checksum, local_checksum) or not found.etag_is_md5_based:
+                return after, plan, local_checksum  # the checksum decided, whatever the part size
         if decision.part_size_known:  # hashed at the object's own part size: a difference was shown
-            return after, plan
-        return cannot_compare(found, expected, versioned=versioned), plan  # no guess matched
+            return after, plan, local_checksum
+        return cannot_compare(found, expected, versioned=versioned), plan, local_checksum  # no guess matched
 
     @contextmanager
     def _reading(self) -> Iterator[None]:
@@ -251,23 +281,27 @@ class VerifiedUpload:
             return False
         return True
 
-    def _prove_before_put(self, plan: PartPlan, expected: Expectation) -> None:
+    def _prove_before_put(self, plan: PartPlan, expected: Expectation) -> Checksum | None:
         """A single PUT replaces the object the moment it lands, and not every store checks Content-MD5:
-        before replacing anything with one, prove the local file is the inventory's."""
+        before replacing anything with one, prove the local file is the inventory's. The same read gives the
+        file's CRC64NVME, which the PUT then declares as it is (S3 checks the bytes against it)."""
         want = expected.md5 or expected.etag
         if want is None:
-            return
+            return None
         with self._reading():
-            _, local_md5 = compute_s3_etag_and_md5(self.path, plan.part_size, cancel=self.cancel)
-        if local_md5 != want:
+            digests = compute_s3_digests(self.path, plan.part_size, cancel=self.cancel)
+        if digests.md5 != want:
             raise IntegrityError(
-                f"{self.path} has MD5 {local_md5}, but {want} was expected: the local copy is not the "
+                f"{self.path} has MD5 {digests.md5}, but {want} was expected: the local copy is not the "
                 f"acquired file, so it must not replace {self.target}. Restore it from the instrument."
             )
+        return digests.checksum
 
     # ------------------------------------------------------------------ sending
 
-    def _shipment(self, stat: os.stat_result, plan: PartPlan, expected: Expectation) -> Shipment:
+    def _shipment(
+        self, stat: os.stat_result, plan: PartPlan, expected: Expectation, checksum: Checksum | None
+    ) -> Shipment:
         """Everything a sender needs, fixed from here on."""
         reporter = ProgressReporter(
             self.log if plan.is_multipart else _QUIET, self.key, plan.file_size, callback=self.progress
@@ -289,6 +323,7 @@ class VerifiedUpload:
             on_upload_id=self.on_upload_id,
             max_concurrency=self.max_concurrency,
             budget=self.budget,
+            checksum=checksum,
         )
 
     def _send(self, shipment: Shipment, started: float, decision: Decision) -> UploadResult:
@@ -307,8 +342,8 @@ class VerifiedUpload:
             ),
         )
         sent = MultipartSender(shipment).run() if plan.is_multipart else put_single(shipment)
-        if self.check_after:
-            self._check_final(sent.etag, plan.file_size)
+        if self.check_after or not sent.proven:  # S3's answer alone did not prove it: HEAD decides
+            sent = self._check_final(sent, plan.file_size)
         return self._finish(
             sent.etag,
             plan,
@@ -322,16 +357,38 @@ class VerifiedUpload:
             md5=sent.md5,
             replaced_etag=decision.replaced_etag,
             version_id=sent.version_id,
+            checksum=sent.checksum,
+            encryption=sent.encryption,
         )
 
-    def _check_final(self, etag: str, size: int) -> None:
+    def _check_final(self, sent: Sent, size: int) -> Sent:
+        """HEAD the object once it is written: S3 must prove the bytes sent (their ETag where it is an MD5,
+        their CRC64NVME); what it shows is what the record keeps (ETag, checksum, encryption)."""
         final = remote.head(self.access, self.bucket, self.key)
-        if final is None or normalize_etag(final.etag) != etag or final.size != size:
+        evidence = (
+            None
+            if final is None
+            else prove_stored(final, size=size, etag=sent.local_etag, checksum=sent.local_checksum)
+        )
+        if final is None or evidence is None or evidence.differs is not None:
             found = "no object" if final is None else f"ETag {final.etag}, {final.size} bytes"
+            why = f": {evidence.differs}" if evidence is not None and evidence.differs else ""
             raise IntegrityError(
-                f"{self.target} reports {found} after the upload, expected ETag {etag} and {size} bytes; the "
-                "object is corrupt or was replaced concurrently. Re-run the backup."
+                f"{self.target} reports {found} after the upload, expected ETag {sent.local_etag} and {size} "
+                f"bytes{why}; the object is corrupt or was replaced concurrently. Re-run the backup."
             )
+        if evidence.proven is None:
+            raise UnprovableObjectError(
+                f"{self.target} was written, but it cannot be proven: {evidence.unprovable}. It is not a backup "
+                "(not recorded); back this file up to a bucket with SSE-S3, or to a store that keeps checksums."
+            )
+        return replace(
+            sent,
+            etag=normalize_etag(final.etag),
+            checksum=validated_checksum(final, sent.local_checksum) or sent.checksum,
+            encryption=final.encryption,
+            proven=True,
+        )
 
     def _finish(self, etag: str, plan: PartPlan, started: float, *, skipped: bool, reason: str, **facts: Any):
         result = UploadResult(
