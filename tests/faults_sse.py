@@ -316,6 +316,23 @@ def _combine_two(first: int, second: int, length: int) -> int:
     return first ^ second
 
 
+@dataclass
+class KeepNoChecksums(Fault):
+    """Answer as a store that keeps no additional checksums (Ceph RGW 16): every ``x-amz-checksum-*`` header
+    is dropped from the responses, whatever moto computed or was told."""
+
+    operation: str = "*"
+    times: int | None = None
+
+    def armed_for(self, record: RequestRecord) -> bool:
+        return True
+
+    def on_response(self, record: RequestRecord, response: ProxiedResponse) -> None:
+        response.headers = [(k, v) for k, v in response.headers if not k.lower().startswith("x-amz-checksum")]
+        if record.operation in ("CompleteMultipartUpload", "ListParts"):
+            response.body = re.sub(rb"<Checksum[A-Za-z0-9]*>.*?</Checksum[A-Za-z0-9]*>", b"", response.body)
+
+
 def declared_checksum(record: RequestRecord) -> str | None:
     """The CRC64NVME a request declared (header), if any."""
     return record.headers.get("x-amz-checksum-crc64nvme")
