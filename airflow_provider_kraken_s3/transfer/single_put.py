@@ -54,8 +54,8 @@ def put_single(shipment: Shipment) -> Sent:
             ) from error
         raise IntegrityError(
             f"S3 refused {target}: the bytes read from {shipment.path} do not have the expected MD5 "
-            f"{expected} (or the bytes it received not their {ALGORITHM}: corrupted in transit). Nothing was "
-            "stored; the local file differs from the inventory, or the network corrupted it."
+            f"{expected}. Nothing was stored; the local file differs from the inventory (or, where S3 also "
+            f"checked the {ALGORITHM} declared, the network corrupted the bytes)."
         ) from error
     except Exception:
         # The cancel is heard inside the body: botocore wraps that in a network error when it reads while

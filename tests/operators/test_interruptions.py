@@ -74,7 +74,7 @@ def test_a_kill_while_proving_a_file_before_a_single_put_stops_at_the_next_block
     old = put_object(s3_client, BUCKET, "p.raw", b"an older, other object")
     op = operator("p.raw", part_size=32 * MIB)  # one part: a single PUT replaces the object at once
     read: list[int] = []
-    real_hash = upload.compute_s3_etag_and_md5
+    real_hash = upload.compute_s3_digests
 
     def hash_and_kill_after_the_first_block(*args, **kwargs):
         def seen(count: int) -> None:
@@ -83,7 +83,7 @@ def test_a_kill_while_proving_a_file_before_a_single_put_stops_at_the_next_block
 
         return real_hash(*args, on_bytes=seen, **kwargs)
 
-    monkeypatch.setattr(upload, "compute_s3_etag_and_md5", hash_and_kill_after_the_first_block)
+    monkeypatch.setattr(upload, "compute_s3_digests", hash_and_kill_after_the_first_block)
     with pytest.raises(BackupInterrupted):
         op.execute(context={})
     assert read and sum(read) <= hashing.READ_BLOCK < size
