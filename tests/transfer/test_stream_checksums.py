@@ -17,67 +17,10 @@ from airflow_provider_kraken_s3.transfer.attributes import object_attributes
 from airflow_provider_kraken_s3.transfer.download import ObjectDownload, download_object, head_object
 from airflow_provider_kraken_s3.transfer.hashing import Digests
 from airflow_provider_kraken_s3.transfer.stream_checksums import CrcLayout, StreamChecksums
+from tests.checksum_objects import crc32, crc64, upload_composite_crc32, upload_full_object
 from tests.conftest import random_bytes
 
 PART = 5 * MIB
-
-
-def crc64(data: bytes) -> str:
-    return base64.b64encode(crt.crc64nvme(data).to_bytes(8, "big")).decode()
-
-
-def crc32(data: bytes) -> str:
-    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
-
-
-def upload_full_object(client, bucket: str, key: str, data: bytes, part_size: int = PART) -> None:
-    """As our uploads do: a single PUT, or a FULL_OBJECT CRC64NVME multipart upload."""
-    if len(data) <= part_size:
-        client.put_object(Bucket=bucket, Key=key, Body=data, ChecksumAlgorithm="CRC64NVME")
-        return
-    upload = client.create_multipart_upload(
-        Bucket=bucket, Key=key, ChecksumAlgorithm="CRC64NVME", ChecksumType="FULL_OBJECT"
-    )["UploadId"]
-    parts = []
-    for number, offset in enumerate(range(0, len(data), part_size), start=1):
-        answer = client.upload_part(
-            Bucket=bucket,
-            Key=key,
-            UploadId=upload,
-            PartNumber=number,
-            Body=data[offset : offset + part_size],
-            ChecksumAlgorithm="CRC64NVME",
-        )
-        parts.append(
-            {"PartNumber": number, "ETag": answer["ETag"], "ChecksumCRC64NVME": answer["ChecksumCRC64NVME"]}
-        )
-    client.complete_multipart_upload(
-        Bucket=bucket,
-        Key=key,
-        UploadId=upload,
-        MultipartUpload={"Parts": parts},
-        ChecksumType="FULL_OBJECT",
-        ChecksumCRC64NVME=crc64(data),
-    )
-
-
-def upload_composite_crc32(client, bucket: str, key: str, data: bytes, part_size: int = PART) -> None:
-    """As ``aws s3 cp`` and boto3's ``upload_file`` do: a COMPOSITE CRC32 multipart upload."""
-    upload = client.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="CRC32")["UploadId"]
-    parts = []
-    for number, offset in enumerate(range(0, len(data), part_size), start=1):
-        answer = client.upload_part(
-            Bucket=bucket,
-            Key=key,
-            UploadId=upload,
-            PartNumber=number,
-            Body=data[offset : offset + part_size],
-            ChecksumAlgorithm="CRC32",
-        )
-        parts.append({"PartNumber": number, "ETag": answer["ETag"], "ChecksumCRC32": answer["ChecksumCRC32"]})
-    client.complete_multipart_upload(
-        Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}
-    )
 
 
 # ------------------------------------------------------------------ pure
