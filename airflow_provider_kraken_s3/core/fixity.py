@@ -251,9 +251,12 @@ def _checksum_proofs(item: BackupObject, got: Downloaded) -> tuple[tuple[str, ..
         words.append(f"S3's stored {stored.algorithm} ({kind}) is theirs")
         proven = True
     elif stored is not None:
-        words.append(
-            f"S3's stored {stored} could not be recomputed (its part layout is unknown): unproven by checksum"
+        why = (
+            "its part layout is unknown"
+            if stored.algorithm in ("CRC32", "CRC32C")
+            else "deep verify computes CRC64NVME, CRC32 and CRC32C only"
         )
+        words.append(f"S3's stored {stored} could not be recomputed ({why}): unproven by checksum")
     return (("checksum",) if proven else ()), words
 
 
