@@ -41,7 +41,7 @@ from airflow_provider_kraken_s3.core.verdict import (
 )
 
 
-class FindingKind(str, enum.Enum):
+class AuditFindingKind(str, enum.Enum):
     """What the audit found for one object (or one record)."""
 
     OK = "ok"  # proven: ETag and size as recorded
@@ -69,20 +69,20 @@ FIELDS = (
 
 #: Words for the table's STATUS column: problems in capitals, so they stand out among the ok rows.
 _LABELS = {
-    FindingKind.OK: "ok",
-    FindingKind.MISSING: "MISSING",
-    FindingKind.DIFFERENT: "DIFFERENT",
-    FindingKind.EXTRA: "EXTRA",
-    FindingKind.RECORD: "RECORD PROBLEM",
-    FindingKind.UNCHECKED: "NOT CHECKED",
+    AuditFindingKind.OK: "ok",
+    AuditFindingKind.MISSING: "MISSING",
+    AuditFindingKind.DIFFERENT: "DIFFERENT",
+    AuditFindingKind.EXTRA: "EXTRA",
+    AuditFindingKind.RECORD: "RECORD PROBLEM",
+    AuditFindingKind.UNCHECKED: "NOT CHECKED",
 }
 
 
 @dataclass(frozen=True)
-class Finding:
+class AuditFinding:
     """One line of the audit: an object (``key``) of a raw file's backup, or the record as a whole."""
 
-    kind: FindingKind
+    kind: AuditFindingKind
     raw_file_id: str
     bucket: str | None = None
     key: str | None = None
@@ -98,7 +98,7 @@ class Finding:
 
     @property
     def ok(self) -> bool:
-        return self.kind is FindingKind.OK
+        return self.kind is AuditFindingKind.OK
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form: every field of :data:`FIELDS`, ``null`` where unknown."""
@@ -122,7 +122,7 @@ class RecordAudit:
     """The findings of one record, in key order (expected objects first, then extras)."""
 
     raw_file_id: str
-    findings: tuple[Finding, ...]
+    findings: tuple[AuditFinding, ...]
 
     @property
     def ok(self) -> bool:
@@ -146,9 +146,11 @@ def plan_audit(record: RawFileRecord) -> AuditTarget | RecordAudit:
         )
     problems = expected.problems if expected is not None else ()
     findings = [
-        Finding(FindingKind.RECORD, record.id, bucket=record.s3_bucket, key=problem.key, detail=str(problem))
+        AuditFinding(
+            AuditFindingKind.RECORD, record.id, bucket=record.s3_bucket, key=problem.key, detail=str(problem)
+        )
         for problem in problems
-    ] or [Finding(FindingKind.RECORD, record.id, bucket=record.s3_bucket, detail=outcome.message)]
+    ] or [AuditFinding(AuditFindingKind.RECORD, record.id, bucket=record.s3_bucket, detail=outcome.message)]
     return RecordAudit(record.id, tuple(findings))
 
 
@@ -197,8 +199,8 @@ def compare(target: AuditTarget, found: Mapping[str, RemoteObject | None]) -> Re
             if remote is None:
                 continue
             findings.append(
-                Finding(
-                    FindingKind.EXTRA,
+                AuditFinding(
+                    AuditFindingKind.EXTRA,
                     target.raw_file_id,
                     bucket=target.bucket,
                     key=key,
@@ -216,7 +218,7 @@ def _object_finding(
     remote: RemoteObject | None,
     problems: Sequence[Problem],
     notes: Sequence[str],
-) -> Finding:
+) -> AuditFinding:
     kinds = {problem.kind for problem in problems}
     current = remote.version_id if remote is not None else None
     replaced = item.version_id is not None and current is not None and current != item.version_id
@@ -227,14 +229,14 @@ def _object_finding(
             "(same ETag and size); deep verify and restore still read the recorded version",
         ]
     if not problems and not replaced:
-        kind = FindingKind.OK
+        kind = AuditFindingKind.OK
     elif ProblemKind.RECORD in kinds:
-        kind = FindingKind.RECORD
+        kind = AuditFindingKind.RECORD
     elif ProblemKind.MISSING in kinds:
-        kind = FindingKind.MISSING
+        kind = AuditFindingKind.MISSING
     else:
-        kind = FindingKind.DIFFERENT
-    return Finding(
+        kind = AuditFindingKind.DIFFERENT
+    return AuditFinding(
         kind,
         target.raw_file_id,
         bucket=target.bucket,
@@ -245,7 +247,7 @@ def _object_finding(
         expected_size=item.size,
         found_size=remote.size if remote is not None else None,
         detail="; ".join([*(str(problem) for problem in problems), *notes]),
-        proof=ProofKind.ETAG.value if remote is not None and kind is not FindingKind.RECORD else None,
+        proof=ProofKind.ETAG.value if remote is not None and kind is not AuditFindingKind.RECORD else None,
     )
 
 
@@ -276,23 +278,23 @@ def needs_a_closer_look(item: ExpectedObject, listed: RemoteObject | None) -> bo
 
 def _stored_finding(
     target: AuditTarget, item: ExpectedObject, remote: RemoteObject, stored: StoredProof, notes: Sequence[str]
-) -> Finding:
+) -> AuditFinding:
     current = remote.version_id
     replaced = item.version_id is not None and current is not None and current != item.version_id
     details = [stored.reason, *notes]
     if stored.proven is None:
-        kind = FindingKind.UNCHECKED
+        kind = AuditFindingKind.UNCHECKED
     elif not stored.proven:
-        kind = FindingKind.DIFFERENT
+        kind = AuditFindingKind.DIFFERENT
     elif replaced:
-        kind = FindingKind.DIFFERENT
+        kind = AuditFindingKind.DIFFERENT
         details.append(
             f"the key's current version {current} is not the recorded {item.version_id}: it was overwritten "
             "(same checksum and size); deep verify and restore still read the recorded version"
         )
     else:
-        kind = FindingKind.OK
-    return Finding(
+        kind = AuditFindingKind.OK
+    return AuditFinding(
         kind,
         target.raw_file_id,
         bucket=target.bucket,
@@ -312,8 +314,8 @@ def not_checked(target: AuditTarget, reason: str) -> RecordAudit:
     return RecordAudit(
         target.raw_file_id,
         (
-            Finding(
-                FindingKind.UNCHECKED,
+            AuditFinding(
+                AuditFindingKind.UNCHECKED,
                 target.raw_file_id,
                 bucket=target.bucket,
                 key=target.folder or None,
@@ -340,7 +342,7 @@ class AuditSummary:
 
     records: int = 0
     records_with_problems: int = 0
-    counts: dict[FindingKind, int] = field(default_factory=lambda: dict.fromkeys(FindingKind, 0))
+    counts: dict[AuditFindingKind, int] = field(default_factory=lambda: dict.fromkeys(AuditFindingKind, 0))
 
     def add(self, audit: RecordAudit) -> None:
         self.records += 1
@@ -357,7 +359,9 @@ class AuditSummary:
         """Findings showing a backup is not as recorded (missing, different, extra, record); not-checked
         ones are not among them: they say only that S3 could not be asked (try again)."""
         return sum(
-            n for kind, n in self.counts.items() if kind not in (FindingKind.OK, FindingKind.UNCHECKED)
+            n
+            for kind, n in self.counts.items()
+            if kind not in (AuditFindingKind.OK, AuditFindingKind.UNCHECKED)
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -367,12 +371,12 @@ class AuditSummary:
             "ok": self.ok,
             "records": self.records,
             "records_with_problems": self.records_with_problems,
-            "objects_ok": counts[FindingKind.OK],
-            "missing": counts[FindingKind.MISSING],
-            "different": counts[FindingKind.DIFFERENT],
-            "extra": counts[FindingKind.EXTRA],
-            "record_problems": counts[FindingKind.RECORD],
-            "unchecked": counts[FindingKind.UNCHECKED],
+            "objects_ok": counts[AuditFindingKind.OK],
+            "missing": counts[AuditFindingKind.MISSING],
+            "different": counts[AuditFindingKind.DIFFERENT],
+            "extra": counts[AuditFindingKind.EXTRA],
+            "record_problems": counts[AuditFindingKind.RECORD],
+            "unchecked": counts[AuditFindingKind.UNCHECKED],
         }
 
     def describe(self) -> str:
@@ -382,22 +386,22 @@ class AuditSummary:
         if self.records == 0:  # not "OK": an audit that checked nothing proves nothing
             verdict = "NOTHING CHECKED: no upload_done raw file matched"
         return (
-            f"audited {self.records} raw file(s): {counts[FindingKind.OK]} object(s) ok, "
-            f"{counts[FindingKind.MISSING]} missing, {counts[FindingKind.DIFFERENT]} different, "
-            f"{counts[FindingKind.EXTRA]} extra, {counts[FindingKind.RECORD]} record problem(s), "
-            f"{counts[FindingKind.UNCHECKED]} not checked — {verdict}"
+            f"audited {self.records} raw file(s): {counts[AuditFindingKind.OK]} object(s) ok, "
+            f"{counts[AuditFindingKind.MISSING]} missing, {counts[AuditFindingKind.DIFFERENT]} different, "
+            f"{counts[AuditFindingKind.EXTRA]} extra, {counts[AuditFindingKind.RECORD]} record problem(s), "
+            f"{counts[AuditFindingKind.UNCHECKED]} not checked — {verdict}"
         )
 
 
 # --------------------------------------------------------------------------- rendering
 
 
-def json_line(finding: Finding) -> str:
+def json_line(finding: AuditFinding) -> str:
     """One finding as one line of JSON (fields :data:`FIELDS`)."""
     return json.dumps(finding.as_dict(), ensure_ascii=False)
 
 
-def render_json_lines(findings: Iterable[Finding], summary: AuditSummary | None = None) -> str:
+def render_json_lines(findings: Iterable[AuditFinding], summary: AuditSummary | None = None) -> str:
     """One JSON object per finding, one per line; with ``summary``, a last line ``{"kind": "summary", ...}``."""
     lines = [json_line(finding) for finding in findings]
     if summary is not None:
@@ -408,7 +412,7 @@ def render_json_lines(findings: Iterable[Finding], summary: AuditSummary | None 
 _TABLE_HEADER = ("STATUS", "RAW FILE", "KEY", "EXPECTED", "FOUND", "PROOF", "DETAIL")
 
 
-def render_table(findings: Iterable[Finding], summary: AuditSummary, *, include_ok: bool = False) -> str:
+def render_table(findings: Iterable[AuditFinding], summary: AuditSummary, *, include_ok: bool = False) -> str:
     """Aligned columns (status, raw file, key, expected and found ETag/size, detail), then the summary line.
 
     Ok rows are left out unless ``include_ok``: on a healthy store they are thousands of lines of nothing.

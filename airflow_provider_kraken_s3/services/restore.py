@@ -13,7 +13,7 @@ For every file of the raw file (one ``.raw``, or every file of a ``.d``/``.wiff`
    interrupted restore leaves it behind; the next run re-hashes its bytes and fetches only the rest;
 4. the temporary file is fsynced and verified against the inventory — size, MD5 and, when recorded, the
    ETag at the recorded part size — and against the checksum the record vouches for, where it names one
-   (the CRC64NVME computed in the same pass; :func:`..core.fixity.judge_restored`). Only then is it renamed into place
+   (the CRC64NVME computed in the same pass; :func:`..core.deep_verify.judge_restored`). Only then is it renamed into place
    (:mod:`..transfer.placement`: without replacing a file that appeared meanwhile) and the directory fsynced.
    A file that fails is not put in place: its temporary file is removed and the report says why.
 
@@ -33,18 +33,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from airflow_provider_kraken_s3.core.deep_verify import (
+    DeepVerifyFinding,
+    DeepVerifyOutcome,
+    Downloaded,
+    judge_restored,
+)
 from airflow_provider_kraken_s3.core.errors import (
     BackupInterrupted,
     IntegrityError,
     InvalidInputError,
     PermanentBackupError,
     TransientBackupError,
-)
-from airflow_provider_kraken_s3.core.fixity import (
-    Downloaded,
-    Finding,
-    FixityOutcome,
-    judge_restored,
 )
 from airflow_provider_kraken_s3.core.inventory import BackupObject
 from airflow_provider_kraken_s3.core.layout import local_path
@@ -222,8 +222,8 @@ class Restore(ObjectsJob):
             if present is not None:
                 return present
         head = self.readable_head(bucket, item)
-        if isinstance(head, Finding):
-            gone = head.outcome is FixityOutcome.MISSING
+        if isinstance(head, DeepVerifyFinding):
+            gone = head.outcome is DeepVerifyOutcome.MISSING
             return RestoreOutcome.MISSING if gone else RestoreOutcome.NEEDS_RESTORE, head.reason, 0, 0
         make_dirs(target.parent, self.destination)
         partial = partial_path(target, head.etag)
@@ -235,7 +235,7 @@ class Restore(ObjectsJob):
             handle.flush()
             os.fsync(handle.fileno())
         finding = judge_restored(str(target), item, got)
-        if finding.outcome is not FixityOutcome.OK:
+        if finding.outcome is not DeepVerifyOutcome.OK:
             partial.unlink()
             return RestoreOutcome.FAILED, _not_placed(target, finding, resumed), fetched, resumed
         if os.path.lexists(target) and not self.overwrite:
@@ -288,7 +288,7 @@ class Restore(ObjectsJob):
             with open(target, "rb") as handle:
                 _hash_file(handle, target, item.size, digests, checksums, self.cancel)
             finding = judge_restored(str(target), item, downloaded(digests, "", checksums=checksums))
-            if finding.outcome is FixityOutcome.OK:
+            if finding.outcome is DeepVerifyOutcome.OK:
                 proven = " and its checksum" if "checksum" in finding.proofs else ""
                 return (
                     RestoreOutcome.ALREADY_PRESENT,
@@ -317,7 +317,7 @@ def _exists(target: Path, why: str) -> str:
     )
 
 
-def _not_placed(target: Path, finding: Finding, resumed: int) -> str:
+def _not_placed(target: Path, finding: DeepVerifyFinding, resumed: int) -> str:
     text = f"{target} was NOT put in place: {finding.reason}"
     if resumed:
         return (

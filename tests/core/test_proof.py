@@ -7,15 +7,20 @@ import hashlib
 import pytest
 
 from airflow_provider_kraken_s3.core.audit import (
+    AuditFindingKind,
     AuditTarget,
-    FindingKind,
     compare,
     needs_a_closer_look,
     stored_proof,
 )
 from airflow_provider_kraken_s3.core.checksum import Checksum, Encryption
 from airflow_provider_kraken_s3.core.decision import RemoteObject
-from airflow_provider_kraken_s3.core.fixity import Downloaded, FixityOutcome, judge_download, judge_restored
+from airflow_provider_kraken_s3.core.deep_verify import (
+    DeepVerifyOutcome,
+    Downloaded,
+    judge_download,
+    judge_restored,
+)
 from airflow_provider_kraken_s3.core.inventory import BackupObject
 from airflow_provider_kraken_s3.core.proof import (
     ProofKind,
@@ -76,11 +81,11 @@ def test_the_etag_rule_decides_where_no_checksum_does_and_the_etag_is_a_digest()
         assert stored_proof(item, RemoteObject(MD5, len(DATA), encryption=encryption)) is None
     target = AuditTarget("x.raw", "b", "", (item,))
     audit = compare(target, {"x.raw": RemoteObject(MD5, len(DATA), encryption=Encryption.SSE_S3)})
-    assert [(f.kind, f.proof) for f in audit.findings] == [(FindingKind.OK, "etag")]
+    assert [(f.kind, f.proof) for f in audit.findings] == [(AuditFindingKind.OK, "etag")]
     kms = compare(target, {"x.raw": RemoteObject(MD5, len(DATA), encryption=Encryption.SSE_KMS)})
-    assert [(f.kind, f.proof) for f in kms.findings] == [(FindingKind.UNCHECKED, None)]
+    assert [(f.kind, f.proof) for f in kms.findings] == [(AuditFindingKind.UNCHECKED, None)]
     missing = compare(target, {})
-    assert [(f.kind, f.proof) for f in missing.findings] == [(FindingKind.MISSING, None)]
+    assert [(f.kind, f.proof) for f in missing.findings] == [(AuditFindingKind.MISSING, None)]
 
 
 def test_a_listing_entry_needs_a_closer_look_for_a_checksum_or_an_etag_that_does_not_prove() -> None:
@@ -119,7 +124,7 @@ def test_describes_bytes_by_crc64nvme_or_at_the_layout() -> None:
 def test_deep_verify_names_its_proofs() -> None:
     assert judge_download("b", item(), got(stored_checksum=CRC)).proofs == ("md5", "checksum", "etag")
     kms = judge_download("b", item(), got(s3_etag=OPAQUE, stored_checksum=CRC, encryption=Encryption.SSE_KMS))
-    assert kms.outcome is FixityOutcome.OK and kms.proofs == ("md5", "checksum")
+    assert kms.outcome is DeepVerifyOutcome.OK and kms.proofs == ("md5", "checksum")
     assert "S3's ETag was not compared: the object is encrypted with SSE-KMS" in kms.reason
     plain = judge_download("b", item(None), got(crc64nvme=None))
     assert plain.proofs == ("md5", "etag") and "(proof: md5+etag)" in plain.reason
@@ -127,15 +132,17 @@ def test_deep_verify_names_its_proofs() -> None:
 
 def test_deep_verify_finds_a_wrong_recorded_or_stored_checksum() -> None:
     recorded = judge_download("b", item(OTHER), got())
-    assert recorded.outcome is FixityOutcome.DIFFERS and "the record's checksum is wrong" in recorded.reason
+    assert (
+        recorded.outcome is DeepVerifyOutcome.DIFFERS and "the record's checksum is wrong" in recorded.reason
+    )
     stored = judge_download("b", item(), got(stored_checksum=OTHER))
-    assert stored.outcome is FixityOutcome.DIFFERS and "no longer describes the object" in stored.reason
+    assert stored.outcome is DeepVerifyOutcome.DIFFERS and "no longer describes the object" in stored.reason
     rotten = judge_download("b", item(), got(md5="0" * 32))
-    assert rotten.outcome is FixityOutcome.DIFFERS and "have MD5" in rotten.reason
+    assert rotten.outcome is DeepVerifyOutcome.DIFFERS and "have MD5" in rotten.reason
 
 
 def test_restore_judges_the_local_bytes_by_the_record_checksum() -> None:
     assert judge_restored("/r/x.raw", item(), got()).proofs == ("md5", "checksum")
     assert judge_restored("/r/x.raw", item(None), got()).proofs == ("md5",)
     wrong = judge_restored("/r/x.raw", item(OTHER), got())
-    assert wrong.outcome is FixityOutcome.DIFFERS and "the record's checksum is wrong" in wrong.reason
+    assert wrong.outcome is DeepVerifyOutcome.DIFFERS and "the record's checksum is wrong" in wrong.reason

@@ -22,9 +22,9 @@ from typing import ClassVar
 
 import pytest
 
-from airflow_provider_kraken_s3.core.audit import FindingKind
+from airflow_provider_kraken_s3.core.audit import AuditFindingKind
 from airflow_provider_kraken_s3.core.checksum import Checksum
-from airflow_provider_kraken_s3.core.fixity import FixityOutcome
+from airflow_provider_kraken_s3.core.deep_verify import DeepVerifyOutcome
 from airflow_provider_kraken_s3.core.layout import key_prefix
 from airflow_provider_kraken_s3.core.manifest import MANIFEST_FIELD, Manifest, ManifestObject, Proof
 from airflow_provider_kraken_s3.core.parts import MIB
@@ -225,7 +225,7 @@ def test_audit_proves_checksum_objects_under_opaque_etags_without_a_get(
     checksum_backup(raw_file_id, files)
     kms = proxy.add(EmulateEncryption())
     result = audit(access, raw_file_id)
-    assert [(f.kind, f.proof) for f in result.findings] == [(FindingKind.OK, "checksum")] * len(files)
+    assert [(f.kind, f.proof) for f in result.findings] == [(AuditFindingKind.OK, "checksum")] * len(files)
     assert all(
         "S3's stored CRC64NVME (full object) and size equal the record's" in f.detail for f in result.findings
     )
@@ -249,8 +249,8 @@ def test_audit_finds_a_replaced_object_by_its_checksum(
     proxy.add(EmulateEncryption())
     result = audit(access, raw_file_id)
     kinds = {f.key: (f.kind, f.proof) for f in result.findings}
-    assert kinds.pop(victim.key) == (FindingKind.DIFFERENT, "checksum")
-    assert set(kinds.values()) <= {(FindingKind.OK, "checksum")}
+    assert kinds.pop(victim.key) == (AuditFindingKind.DIFFERENT, "checksum")
+    assert set(kinds.values()) <= {(AuditFindingKind.OK, "checksum")}
     detail = next(f.detail for f in result.findings if f.key == victim.key)
     assert (
         f"S3's stored CRC64NVME is {crc64(bytes(other))}, the record's is {victim.checksum.value}" in detail
@@ -263,10 +263,10 @@ def test_without_a_recorded_checksum_the_etag_decides_and_under_kms_nothing_can(
 ) -> None:
     checksum_backup("x.d", SET, checksum=False)
     plain = audit(access, "x.d")
-    assert [(f.kind, f.proof) for f in plain.findings] == [(FindingKind.OK, "etag")] * len(SET)
+    assert [(f.kind, f.proof) for f in plain.findings] == [(AuditFindingKind.OK, "etag")] * len(SET)
     proxy.add(EmulateEncryption())
     encrypted = audit(access, "x.d")
-    assert [(f.kind, f.proof) for f in encrypted.findings] == [(FindingKind.UNCHECKED, None)] * len(SET)
+    assert [(f.kind, f.proof) for f in encrypted.findings] == [(AuditFindingKind.UNCHECKED, None)] * len(SET)
     detail = encrypted.findings[0].detail
     assert detail.startswith("cannot prove without download: it is encrypted with SSE-KMS")
     assert "the record names no checksum" in detail and "kraken-s3 verify RAW_FILE_ID --deep" in detail
@@ -293,7 +293,7 @@ def test_deep_verify_under_kms_decides_by_checksum_and_md5(access, proxy, checks
     checksum_backup("x.d", SET)
     proxy.add(EmulateEncryption())
     report = deep_verify_raw_file(access, "x.d", range_size=MIB, max_concurrency=3)
-    assert report.outcome is FixityOutcome.OK, report.problems()
+    assert report.outcome is DeepVerifyOutcome.OK, report.problems()
     assert [o.proof for o in report.objects] == ["md5+checksum"] * len(SET)
     detail = report.objects[0].detail
     assert "S3's ETag was not compared: the object is encrypted with SSE-KMS" in detail
@@ -305,13 +305,13 @@ def test_deep_verify_under_kms_catches_rotten_bytes(access, proxy, checksum_back
     proxy.add(EmulateEncryption())
     proxy.add(flip_response_byte("GetObject", offset=PART + 3, times=None))
     report = deep_verify_raw_file(access, "one.raw", range_size=MIB, record=False)
-    assert report.outcome is FixityOutcome.DIFFERS  # the MD5 shows it first
+    assert report.outcome is DeepVerifyOutcome.DIFFERS  # the MD5 shows it first
 
 
 def test_deep_verify_without_encryption_uses_all_three_proofs(access, checksum_backup) -> None:
     checksum_backup("one.raw", ONE)
     report = deep_verify_raw_file(access, "one.raw", range_size=MIB, record=False)
-    assert report.outcome is FixityOutcome.OK and report.objects[0].proof == "md5+checksum+etag"
+    assert report.outcome is DeepVerifyOutcome.OK and report.objects[0].proof == "md5+checksum+etag"
 
 
 def test_deep_verify_shows_a_stored_checksum_that_no_longer_describes_the_bytes(
@@ -330,7 +330,7 @@ def test_deep_verify_shows_a_stored_checksum_that_no_longer_describes_the_bytes(
 
     proxy.add(StoredChecksum())
     report = deep_verify_raw_file(access, "one.raw", range_size=MIB, record=False)
-    assert report.outcome is FixityOutcome.DIFFERS
+    assert report.outcome is DeepVerifyOutcome.DIFFERS
     assert "the checksum that audits trust no longer describes the object" in report.objects[0].detail
 
 
@@ -395,7 +395,7 @@ def test_a_composite_crc32_object_is_proven_at_the_part_layout_the_etag_gives(
 ) -> None:
     checksum_backup("tool.raw", COMPOSITE, composite=True, checksum=False)
     report = deep_verify_raw_file(access, "tool.raw", range_size=MIB, record=False)
-    assert report.outcome is FixityOutcome.OK and report.objects[0].proof == "md5+checksum+etag"
+    assert report.outcome is DeepVerifyOutcome.OK and report.objects[0].proof == "md5+checksum+etag"
     assert (
         "S3's stored CRC32 (composite, recomputed at the object's part layout) is theirs"
         in report.objects[0].detail
@@ -417,7 +417,7 @@ def test_a_composite_object_under_kms_is_proven_at_the_part_layout_s3_lists(
         access, store.read_fields("tool.raw", "s3_bucket")["s3_bucket"], "tool.raw"
     ).part_sizes == tuple(len(p) for p in parts)
     report = deep_verify_raw_file(access, "tool.raw", range_size=MIB, record=False)
-    assert report.outcome is FixityOutcome.OK and report.objects[0].proof == "md5+checksum"
+    assert report.outcome is DeepVerifyOutcome.OK and report.objects[0].proof == "md5+checksum"
     assert listing.fired >= 2
 
 
@@ -427,7 +427,7 @@ def test_a_composite_object_whose_layout_is_unknown_is_unproven_by_checksum(
     checksum_backup("tool.raw", COMPOSITE, composite=True, checksum=False)
     proxy.add(EmulateEncryption())  # opaque ETag, no ObjectParts: no part layout anywhere
     report = deep_verify_raw_file(access, "tool.raw", range_size=MIB, record=False)
-    assert report.outcome is FixityOutcome.OK and report.objects[0].proof == "md5"
+    assert report.outcome is DeepVerifyOutcome.OK and report.objects[0].proof == "md5"
     assert (
         "could not be recomputed (its part layout is unknown): unproven by checksum"
         in report.objects[0].detail
@@ -438,7 +438,7 @@ def test_audit_of_a_composite_checksum_the_record_names(access, proxy, checksum_
     checksum_backup("tool.raw", COMPOSITE, composite=True)
     proxy.add(EmulateEncryption())
     result = audit(access, "tool.raw")
-    assert [(f.kind, f.proof) for f in result.findings] == [(FindingKind.OK, "checksum")]
+    assert [(f.kind, f.proof) for f in result.findings] == [(AuditFindingKind.OK, "checksum")]
     assert "S3's stored CRC32 (composite) and size equal the record's" in result.findings[0].detail
 
 
@@ -491,7 +491,7 @@ def test_sse_c_backup_deep_verify_and_restore_send_the_key_and_keep_it_to_themse
     proxy.add(EmulateEncryption(sse_c_key_md5=key_md5))
     access = KrakenS3Hook(aws_conn_id="aws_default").access()
     report = deep_verify_raw_file(access, "s.d", range_size=MIB)
-    assert report.outcome is FixityOutcome.OK, report.problems()
+    assert report.outcome is DeepVerifyOutcome.OK, report.problems()
     assert all("the object is encrypted with SSE-C" in o.detail for o in report.objects)
     restored = restore_raw_file(access, "s.d", tmp_path / "out", range_size=MIB)
     assert restored.ok
