@@ -100,11 +100,15 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write every number to this JSON file")
     args = parser.parse_args()
 
-    from airflow_provider_kraken_s3.embedded import MotoServer
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # kraken_standins: at the repository root
     from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook
     from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
     from airflow_provider_kraken_s3.operators.raw_file_backup import RawFileS3BackupOperator
     from airflow_provider_kraken_s3.records import store
+    from kraken_standins import mongo as standin_mongo
+    from kraken_standins.s3 import MotoServer
+
+    standin_mongo.install()
 
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp, MotoServer.start() as moto:
@@ -123,9 +127,7 @@ def main() -> int:
             results[name] = put_all(client, bucket, root, paths, threads, moto_pid)
 
         os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = connection_json(moto.url)
-        os.environ["AIRFLOW_CONN_KRAKEN_MONGO_DEFAULT"] = json.dumps(
-            {"conn_type": "kraken_mongo", "host": "mongomock://localhost", "schema": "bench"}
-        )
+        os.environ["AIRFLOW_CONN_KRAKEN_MONGO_DEFAULT"] = json.dumps(standin_mongo.connection("bench"))
         KrakenMongoHook().connect()
         project = uuid.uuid4().hex[:8]
         client.create_bucket(Bucket=f"bench-{project}")

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from botocore.exceptions import ClientError, ConnectionClosedError
 
-from airflow_provider_kraken_s3.embedded import MotoServer
+from kraken_standins.s3 import MotoServer
 from tests.conftest import client_for, random_bytes
 from tests.faults import (
     FaultProxy,

@@ -12,7 +12,7 @@ import pytest
 from airflow.triggers.base import BaseTrigger
 
 import airflow_provider_kraken_s3.services.verify as verify_service
-from airflow_provider_kraken_s3.core.verdict import DISAGREES_PREFIX, Action, Outcome
+from airflow_provider_kraken_s3.core.verdict import DISAGREES_PREFIX, Outcome, SensorStep
 from airflow_provider_kraken_s3.records.models import BackupStatus
 from airflow_provider_kraken_s3.triggers.backup_verified import CLASSPATH, BackupVerifiedTrigger
 from tests.conftest_mongo import set_record
@@ -144,7 +144,7 @@ def test_waits_while_not_done_then_succeeds(aws_conn, staged) -> None:
     event, rounds = fire_counting_rounds(trigger, {3: failed_once, 5: lambda: run_backup("t.raw")})
     assert event["status"] == "success" and event["xcom"]["raw_file_id"] == "t.raw"
     assert len(rounds) == 6  # rounds 1-3: not DONE yet; 4-5: FAILED; 6: backed up, so the event
-    assert [r.action for r in rounds[:5]] == [Action.WAIT] * 5
+    assert [r.action for r in rounds[:5]] == [SensorStep.WAIT] * 5
     assert all("FAILED" not in r.message.upper() for r in rounds[:3])
     assert all("transient, try 1 of 3" in r.message for r in rounds[3:5])
 
@@ -232,7 +232,7 @@ def test_explicit_mode_waits_for_missing_objects_then_succeeds(aws_conn, s3_clie
     event, rounds = fire_counting_rounds(
         trigger, {3: lambda: s3_client.put_object(Bucket=bucket, Key="e/k", Body=data)}
     )
-    assert [r.action for r in rounds] == [Action.WAIT] * 3 + [Action.SUCCESS]  # missing, then there
+    assert [r.action for r in rounds] == [SensorStep.WAIT] * 3 + [SensorStep.SUCCESS]  # missing, then there
     assert event["status"] == "success"
     assert event["xcom"]["objects"] == [{"key": "e/k", "etag": etag, "size": 8}]
     assert event["xcom"]["raw_file_id"] is None
