@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -44,6 +44,7 @@ from airflow_provider_kraken_s3.core.etag import normalize_etag
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.transfer.access import S3Access, error_code, error_status
 from airflow_provider_kraken_s3.transfer.hashing import Digests
+from airflow_provider_kraken_s3.transfer.pool import worker_pool
 from airflow_provider_kraken_s3.transfer.remote import head_response
 
 #: Bytes per ranged GET: s3transfer's own chunk size, so S3 (and moto) see the same requests as a download.
@@ -185,10 +186,8 @@ class ObjectDownload:
         pending: deque[tuple[Future[memoryview | None], bytearray]] = deque()
         queued = 0
         fetched = 0
-        pool = ThreadPoolExecutor(
-            max_workers=min(window, self.max_concurrency), thread_name_prefix="kraken-get"
-        )
-        try:
+        # When this ends, the other ranges in flight stop at their next chunk and are waited for.
+        with worker_pool(min(window, self.max_concurrency), "kraken-get", stop=self._stop) as pool:
             while True:
                 while free and queued < len(ranges):
                     buffer = free.pop()
@@ -210,9 +209,6 @@ class ObjectDownload:
                 free.append(buffer)
                 if self.cancel.is_set():
                     raise BackupInterrupted(f"reading {self.target} was stopped after {fetched} bytes")
-        finally:
-            self._stop.set()  # the other ranges in flight stop at their next chunk
-            pool.shutdown(wait=True, cancel_futures=True)
 
     def _fetch(self, offset: int, length: int, buffer: bytearray) -> memoryview | None:
         """One range into ``buffer``; None when S3 says the object is archived. Retries broken bodies."""
@@ -337,13 +333,10 @@ def run_per_object(
     results: list[Any] = [None] * len(sizes)
     small = [i for i, size in enumerate(sizes) if size <= range_size]
     if len(small) > 1 and max_concurrency > 1:
-        pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="kraken-object")
-        try:
+        with worker_pool(max_concurrency, "kraken-object") as pool:  # after an error: only the started finish
             futures = {i: pool.submit(job, i) for i in small}
             for i, future in futures.items():
                 results[i] = future.result()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)  # after an error: only the started ones finish
     else:
         for i in small:
             results[i] = job(i)
