@@ -21,8 +21,8 @@ from airflow_provider_kraken_s3.sensors.backup_verified import S3BackupVerifiedS
 from airflow_provider_kraken_s3.services.backup import RawFileBackup
 from airflow_provider_kraken_s3.transfer.hashing import compute_s3_etag
 from tests.conftest import aws_connection_json
-from tests.conftest_mongo import stage_raw_file
 from tests.faults_sse import SseKms, opaque_etag
+from tests.staging import stage_raw_file
 
 PART = 5 * MIB
 LOG = logging.getLogger("kraken.test.backup")
