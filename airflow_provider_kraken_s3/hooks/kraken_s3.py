@@ -63,8 +63,8 @@ class KrakenS3Hook(S3Hook):
     hook_name = "Kraken S3 (verified upload)"
 
     #: Transient errors are retried inside botocore first (standard mode, backoff), then by Airflow.
-    #: botocore's default CRC32 per part stays on: S3 validates it on arrival, and over HTTPS botocore streams
-    #: it as a trailer in the same read pass. Payload signing is off: over plain HTTP (on-prem stores)
+    #: Request checksums stay on (the upload declares CRC64NVME): S3 validates it on arrival, and over HTTPS
+    #: botocore streams it as a trailer in the same read pass. Payload signing is off: over plain HTTP (on-prem stores)
     #: botocore would otherwise SHA-256 every part once more, a third checksum that buys nothing.
     default_client_config = Config(
         retries={"mode": "standard", "max_attempts": 8},
@@ -90,7 +90,7 @@ class KrakenS3Hook(S3Hook):
 
     def _client_without_streamed_checksums(self) -> Any:
         """A new client for this connection sending request checksums only where required (see
-        :class:`..transfer.access.S3Access`: built once an endpoint refuses botocore's streamed CRC32)."""
+        :class:`..transfer.access.S3Access`: built once an endpoint refuses botocore's streamed checksums)."""
         config = self.config.merge(Config(**NO_STREAMED_CHECKSUMS))
         return self._with_handlers(self.get_client_type(region_name=self.region_name, config=config))
 

@@ -48,7 +48,7 @@ PERMISSIONS = (
 #: The client setting that makes botocore send request checksums only where an operation requires one.
 NO_STREAMED_CHECKSUMS = {"request_checksum_calculation": "when_required"}
 
-#: Operations that send a body with botocore's default CRC32: over HTTPS as an ``aws-chunked`` stream with a
+#: Operations that send a body with a request checksum (botocore's, or our CRC64NVME): over HTTPS as an ``aws-chunked`` stream with a
 #: trailer and no Content-Length, which some stores (Ceph RGW 16) refuse with ``411 MissingContentLength``.
 UPLOAD_OPERATIONS = frozenset({"put_object", "upload_part"})
 
@@ -171,7 +171,7 @@ class S3Access:
         when_required`` for stores without additional checksums.
     :param without_streamed_checksums: builds a client for the same connection with
         ``request_checksum_calculation="when_required"``. When an upload call is refused with
-        ``411 MissingContentLength`` (the store cannot read botocore's ``aws-chunked`` CRC32 trailer, e.g. Ceph
+        ``411 MissingContentLength`` (the store cannot read botocore's ``aws-chunked`` checksum trailer, e.g. Ceph
         RGW 16 over HTTPS), the endpoint is remembered for the process, that client is built and the call is
         retried with it once, **without the checksum we declared** (``ChecksumAlgorithm`` would make botocore
         stream one again); every later call to that endpoint uses it, and from then on no request to it
