@@ -371,11 +371,15 @@ def inventory_difference(before: Mapping[str, Any], after: Mapping[str, Any]) ->
 
 
 def _with_etags(planned: Mapping[str, Any], manifest: Manifest) -> dict[str, Any]:
-    """``file_info`` with alphakraken's ``"<etag>__<MiB>"`` where it is missing or contradicts S3."""
+    """``file_info`` with alphakraken's ``"<etag>__<MiB>"`` where it is missing or contradicts S3.
+
+    Never from an object S3 encrypted with SSE-KMS/SSE-C: its ETag is opaque, no digest of the bytes, and
+    written there it would stand for the file's precomputed ETag (a later upload would then find the local
+    file "differing from the inventory"); the manifest's checksum proves such an object instead."""
     file_info = {path: list(entry) for path, entry in planned.items()}
     for item in manifest.objects:
         entry = file_info[item.path]
-        value = etag_info(item)
+        value = etag_info(item) if item.encryption.etag_is_md5 else None
         if value is None:
             continue
         if len(entry) < 3 or not entry[2]:

@@ -132,10 +132,6 @@ class PartBody:
             raise self.failure
 
     def _read(self, amount: int | None) -> bytes:
-        if self._position >= self._part.length or amount == 0:
-            # Nothing left to send: the end-of-body read urllib3 makes after the last block must not fail
-            # on a stop that came once every byte was already on the wire (the request is then in S3's hands).
-            return b""
         self._check_stop()
         if amount is None or amount < 0:
             amount = self._part.length - self._position

@@ -89,6 +89,9 @@ def test_under_sse_kms_the_backup_the_rerun_and_the_sensor_decide_by_checksum(
         data = (base / path).read_bytes()
         assert item["checksum"] == crc(data) and item["encryption"] == "aws:kms"
         assert item["etag"] == opaque_etag(compute_s3_etag(base / path, PART))  # S3's answer, opaque
+    # alphakraken's precomputed "<etag>__<MiB>" is an MD5-derived ETag: an opaque one is never written there
+    file_info = RawFile._get_collection().find_one({"_id": "x.d"})["file_info"]
+    assert all(len(entry) == 2 for entry in file_info.values())
 
     # A re-run of the DONE record: re-proven by HEAD and the recorded checksums; nothing read, nothing sent.
     before = len(proxy.requests)
