@@ -237,14 +237,13 @@ def test_delay_slows_the_matching_request_only(proxy: FaultProxy, bucket: str) -
     client.put_object(Bucket=bucket, Key="k", Body=b"x")
     proxy.add(delay("HeadObject", 0.5, key="k"))
 
-    started = time.monotonic()
     client.head_bucket(Bucket=bucket)
-    unaffected = time.monotonic() - started
+    started = time.monotonic()
     client.head_object(Bucket=bucket, Key="k")
-    delayed = time.monotonic() - started - unaffected
 
-    assert delayed >= 0.5 > unaffected
+    assert time.monotonic() - started >= 0.5  # a lower bound: true however loaded the machine is
     assert [r.faults for r in proxy.records("HeadObject")] == [["Delay"]]
+    assert [r.faults for r in proxy.records("HeadBucket")] == [[]]  # the other request was not delayed
 
 
 def test_records_carry_operation_parts_and_headers(proxy: FaultProxy, bucket: str) -> None:
