@@ -64,14 +64,15 @@ def test_a_cancel_from_outside_interrupts_the_set_and_waits_for_its_files(
     proxy, s3_client, bucket, make_file, verified_upload
 ) -> None:
     paths = [make_file(f"c.d/f{i}.bin", 500, seed=i) for i in range(3)]
-    release = threading.Event()
-    proxy.add(hold("PutObject", release, key="c.d/f1.bin", timeout=30))
+    # Never released by the test: the proxy forwards the held PUT after 3 s, longer than the set's poll, so
+    # the set sees the cancel while that file is still in flight (or the file hears it in its body first):
+    # either way the set is interrupted, and it must wait for the held file.
+    proxy.add(hold("PutObject", threading.Event(), key="c.d/f1.bin", timeout=3))
     cancel = threading.Event()
 
     def cancel_then_release() -> None:
         proxy.wait_for("PutObject", key="c.d/f1.bin")
-        cancel.set()  # the held file may hear it in its body or stay blocked on the proxy: both end the same
-        release.set()
+        cancel.set()
 
     helper = threading.Thread(target=cancel_then_release, daemon=True)
     helper.start()
