@@ -6,12 +6,13 @@ ranged GETs and hash what they read, trusting no metadata.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
+from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
+from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_kraken_s3.core.errors import PermanentBackupError
 from airflow_provider_kraken_s3.core.fixity import FixityOutcome
@@ -25,32 +26,31 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class _ReadsBackups(BaseOperator):
+class _ReadsBackups(AwsBaseOperator[KrakenS3Hook]):
     """What both operators share: the two connections, the ranged GETs in flight, and stopping when killed.
 
     :param max_concurrency: ranged GETs in flight.
     """
 
+    aws_hook_class = KrakenS3Hook
     ui_color = "#c9e4d2"
 
     def __init__(
         self,
         *,
         max_concurrency: int = 4,
-        aws_conn_id: str | None = "aws_default",
         mongo_conn_id: str = KrakenMongoHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.max_concurrency = max_concurrency
-        self.aws_conn_id = aws_conn_id
         self.mongo_conn_id = mongo_conn_id
         self._cancel = threading.Event()  # set by on_kill: the download stops at its next chunk
 
     def _connect(self) -> S3Access:
         """MongoDB connected (the services read and write RawFiles) and S3 access, at the start of a run."""
         connect(self.mongo_conn_id)
-        return KrakenS3Hook(aws_conn_id=self.aws_conn_id).access()
+        return self.hook.access()
 
     def on_kill(self) -> None:
         self._cancel.set()
@@ -75,7 +75,7 @@ class S3BackupDeepVerifyOperator(_ReadsBackups):
     :param max_concurrency: ranged GETs in flight.
     """
 
-    template_fields: Sequence[str] = ("raw_file_id", "project_id", "instrument_id")
+    template_fields: Sequence[str] = aws_template_fields("raw_file_id", "project_id", "instrument_id")
 
     def __init__(
         self,
@@ -108,7 +108,7 @@ class S3BackupDeepVerifyOperator(_ReadsBackups):
                 self.raw_file_id,
                 max_concurrency=self.max_concurrency,
                 cancel=self._cancel,
-                log=cast("logging.Logger", self.log),
+                log=self.log,
             )
             self.log.info("%s", report.summary())
             reports, result = [report], report.as_dict()
@@ -121,7 +121,7 @@ class S3BackupDeepVerifyOperator(_ReadsBackups):
                 instrument_id=self.instrument_id,
                 max_concurrency=self.max_concurrency,
                 cancel=self._cancel,
-                log=cast("logging.Logger", self.log),
+                log=self.log,
             )
             reports, result = list(sample.reports), sample.as_dict()
         for report in reports:
@@ -156,7 +156,7 @@ class RawFileS3RestoreOperator(_ReadsBackups):
     :param max_concurrency: ranged GETs in flight.
     """
 
-    template_fields: Sequence[str] = ("raw_file_id", "destination")
+    template_fields: Sequence[str] = aws_template_fields("raw_file_id", "destination")
 
     def __init__(self, *, raw_file_id: str, destination: str, overwrite: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -174,7 +174,7 @@ class RawFileS3RestoreOperator(_ReadsBackups):
                 overwrite=self.overwrite,
                 max_concurrency=self.max_concurrency,
                 cancel=self._cancel,
-                log=cast("logging.Logger", self.log),
+                log=self.log,
             )
             self.log.info("%s", report.summary())
             report.check()

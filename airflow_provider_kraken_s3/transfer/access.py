@@ -34,6 +34,7 @@ from airflow_provider_kraken_s3.core.errors import (
     UploadVanishedError,
     classify_s3_error,
 )
+from airflow_provider_kraken_s3.core.log import Log
 
 #: IAM permissions the backup needs, named in every "access denied" message.
 PERMISSIONS = (
@@ -95,7 +96,7 @@ class S3Access:
     region: str | None = None
     crc32_parts: bool = True
     without_streamed_checksums: Callable[[], Any] | None = None
-    log: logging.Logger | None = None
+    log: Log | None = None
     _fallback: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def describe(self, bucket: str) -> str:
