@@ -41,6 +41,10 @@ class S3BackupAuditOperator(AwsBaseOperator[KrakenS3Hook]):
     :param allow_empty: succeed when no record matches. By default an audit that checked nothing fails
         (without retries): a filter that matches nothing, or a task reading an empty or wrong database (an
         embedded store under a scheduler, a misconfigured connection), must not look like a healthy archive.
+    :param mongo_conn_id: connection of alphakraken's MongoDB.
+
+    ``aws_conn_id``, ``region_name``, ``verify`` and ``botocore_config`` are the Amazon provider's
+    (``AwsBaseOperator``, hook :class:`~airflow_provider_kraken_s3.hooks.kraken_s3.KrakenS3Hook`).
     """
 
     aws_hook_class = KrakenS3Hook
@@ -114,6 +118,10 @@ class S3BackupReconcileOperator(AwsBaseOperator[KrakenS3Hook]):
     :param buckets: buckets to look for orphan uploads in, besides every bucket a RawFile names (templated).
     :param orphan_age: incomplete uploads younger than this are left alone.
     :param abort_orphans: abort the orphans found (default: only list them).
+    :param mongo_conn_id: connection of alphakraken's MongoDB.
+
+    ``aws_conn_id``, ``region_name``, ``verify`` and ``botocore_config`` are the Amazon provider's
+    (``AwsBaseOperator``, hook :class:`~airflow_provider_kraken_s3.hooks.kraken_s3.KrakenS3Hook`).
     """
 
     aws_hook_class = KrakenS3Hook

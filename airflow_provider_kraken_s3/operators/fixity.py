@@ -29,7 +29,12 @@ if TYPE_CHECKING:
 class _ReadsBackups(AwsBaseOperator[KrakenS3Hook]):
     """What both operators share: the two connections, the ranged GETs in flight, and stopping when killed.
 
+    Amazon provider operators (``AwsBaseOperator``, hook
+    :class:`~airflow_provider_kraken_s3.hooks.kraken_s3.KrakenS3Hook`): ``aws_conn_id``, ``region_name``,
+    ``verify`` and ``botocore_config`` are theirs.
+
     :param max_concurrency: ranged GETs in flight.
+    :param mongo_conn_id: connection of alphakraken's MongoDB.
     """
 
     aws_hook_class = KrakenS3Hook
