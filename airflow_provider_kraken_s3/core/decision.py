@@ -28,6 +28,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from airflow_provider_kraken_s3.core.checksum import Checksum, Encryption
 from airflow_provider_kraken_s3.core.etag import etag_part_count, normalize_etag
 
 #: User metadata we write on multipart objects whose whole-file MD5 was verified before completion.
@@ -60,6 +61,10 @@ class RemoteObject:
     metadata: Mapping[str, str] = field(default_factory=dict)
     #: the version HEAD described, where the bucket keeps versions (listings do not say)
     version_id: str | None = None
+    #: S3's additional checksum (HEAD with ``ChecksumMode=ENABLED``); None where the store keeps none
+    checksum: Checksum | None = None
+    #: the encryption S3's response declared; under SSE-KMS/SSE-C the ETag proves nothing
+    encryption: Encryption = Encryption.NONE
 
     @property
     def is_multipart(self) -> bool:
@@ -67,8 +72,9 @@ class RemoteObject:
 
     @property
     def etag_is_md5_based(self) -> bool:
-        """False for ETags that are not MD5-derived (SSE-KMS, SSE-C, some stores): nothing can be proven."""
-        return bool(_MD5_ETAG.fullmatch(normalize_etag(self.etag)))
+        """False where the ETag is not MD5-derived: SSE-KMS or SSE-C (as S3's headers say, whatever the ETag's
+        shape), or an ETag of another shape (some stores). Such an ETag proves nothing."""
+        return self.encryption.etag_is_md5 and bool(_MD5_ETAG.fullmatch(normalize_etag(self.etag)))
 
     def meta(self, name: str) -> str | None:
         for key, value in self.metadata.items():

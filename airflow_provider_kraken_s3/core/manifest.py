@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from airflow_provider_kraken_s3.core.checksum import Checksum
 from airflow_provider_kraken_s3.core.errors import InvalidInputError
 from airflow_provider_kraken_s3.core.etag import (
     PrecomputedEtag,
@@ -81,6 +82,9 @@ class ManifestObject:
     part_size: int | None = None
     version_id: str | None = None
     proof: Proof = Proof.DERIVED
+    #: S3's full-object checksum of the object (validated by S3 against ours), where the store keeps one:
+    #: the proof that survives SSE-KMS and SSE-C, and lets an audit prove the object without downloading it
+    checksum: Checksum | None = None
 
     def as_document(self) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -94,6 +98,10 @@ class ManifestObject:
         }
         if self.version_id:
             document["version_id"] = self.version_id
+        if self.checksum is not None:
+            document["checksum_algorithm"] = self.checksum.algorithm
+            document["checksum"] = self.checksum.value
+            document["checksum_full_object"] = self.checksum.full_object
         return document
 
     @classmethod
@@ -108,6 +116,13 @@ class ManifestObject:
                 part_size=int(document["part_size"]) if document.get("part_size") else None,
                 version_id=str(document["version_id"]) if document.get("version_id") else None,
                 proof=Proof(document.get("proof") or Proof.DERIVED.value),
+                checksum=Checksum(
+                    str(document["checksum_algorithm"]),
+                    str(document["checksum"]),
+                    full_object=bool(document.get("checksum_full_object", True)),
+                )
+                if document.get("checksum")
+                else None,
             )
         except (KeyError, TypeError, ValueError) as error:
             raise InvalidInputError(f"manifest entry {dict(document)!r} cannot be read ({error})") from error

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_provider_kraken_s3.core.checksum import checksum_of, encryption_of
 from airflow_provider_kraken_s3.core.decision import RemoteObject
 from airflow_provider_kraken_s3.core.errors import S3ErrorKind
 from airflow_provider_kraken_s3.core.etag import etag_part_count, normalize_etag
@@ -24,16 +25,23 @@ def head_response(
     access: S3Access, bucket: str, key: str, version_id: str | None = None
 ) -> dict[str, Any] | None:
     """The raw HEAD answer for an object (one version of it, given ``version_id``), or None when there is
-    none (the one HEAD uploads and downloads use)."""
+    none (the one HEAD uploads and downloads use). ``ChecksumMode=ENABLED`` asks for the stored additional
+    checksum; stores without checksums ignore it."""
     version = {"VersionId": version_id} if version_id else {}
     where = f"s3://{bucket}/{key}" + (f" (version {version_id})" if version_id else "")
     return access.call(
-        "head_object", f"reading {where}", none_on={S3ErrorKind.NOT_FOUND}, Bucket=bucket, Key=key, **version
+        "head_object",
+        f"reading {where}",
+        none_on={S3ErrorKind.NOT_FOUND},
+        Bucket=bucket,
+        Key=key,
+        ChecksumMode="ENABLED",
+        **version,
     )
 
 
 def head(access: S3Access, bucket: str, key: str, version_id: str | None = None) -> RemoteObject | None:
-    """ETag, size, user metadata and version of an object, or None when there is none."""
+    """ETag, size, user metadata, version, checksum and encryption of an object, or None when there is none."""
     response = head_response(access, bucket, key, version_id)
     if response is None:
         return None
@@ -42,6 +50,8 @@ def head(access: S3Access, bucket: str, key: str, version_id: str | None = None)
         int(response["ContentLength"]),
         dict(response.get("Metadata") or {}),
         version_id=version_of(response),
+        checksum=checksum_of(response),
+        encryption=encryption_of(response),
     )
 
 
@@ -75,8 +85,6 @@ def part_size_from_s3(access: S3Access, bucket: str, key: str, remote: RemoteObj
     return size if fits else None
 
 
-#: Part sizes (MiB) common in the wild: boto3 and the AWS CLI 8, s3cmd 15, rclone 5, MinIO clients 16, and
-#: 50/64/100/500 as often configured (500 is our default).
 def list_parts(access: S3Access, bucket: str, key: str, upload_id: str) -> dict[int, RemotePart] | None:
     """Parts already in S3 for ``upload_id`` (number → part), or None if the upload no longer exists.
 
