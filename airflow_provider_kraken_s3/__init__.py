@@ -51,8 +51,9 @@ def get_provider_info() -> dict[str, Any]:
                 "integration-name": _INTEGRATION,
                 "python-modules": [
                     "airflow_provider_kraken_s3.operators.audit",
-                    "airflow_provider_kraken_s3.operators.fixity",
+                    "airflow_provider_kraken_s3.operators.deep_verify",
                     "airflow_provider_kraken_s3.operators.raw_file_backup",
+                    "airflow_provider_kraken_s3.operators.restore",
                 ],
             }
         ],

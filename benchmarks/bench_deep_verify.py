@@ -328,8 +328,9 @@ def targets_table(targets: list[Target]) -> str:
 def main(args: argparse.Namespace) -> int:
     size, part_size = args.size_mib * MIB, args.part_size_mib * MIB
     policy = NoisePolicy.from_args(args)
-    from airflow_provider_kraken_s3.embedded import MotoServer
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # kraken_standins: at the repository root
     from airflow_provider_kraken_s3.transfer.hashing import compute_s3_etag
+    from kraken_standins.s3 import MotoServer
 
     with scratch_dir(args.tmp_dir) as directory:
         print(f"writing {size / MIB:.0f} MiB of random data to {directory} ...", file=sys.stderr, flush=True)

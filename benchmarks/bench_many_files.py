@@ -94,11 +94,12 @@ def main() -> int:
 
     import boto3
 
-    from airflow_provider_kraken_s3.embedded import MotoServer
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # kraken_standins: at the repository root
     from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook
     from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
     from airflow_provider_kraken_s3.operators.raw_file_backup import RawFileS3BackupOperator
     from airflow_provider_kraken_s3.records import store
+    from kraken_standins.s3 import MotoServer
 
     results: dict[str, float | int] = {}
     with tempfile.TemporaryDirectory() as tmp, MotoServer.start() as moto:

@@ -797,7 +797,9 @@ def main(args: argparse.Namespace) -> int:
     methods = tuple(m for m in METHODS if not (args.no_tuned_boto3 and m == BOTO3_TUNED))
     policy = NoisePolicy.from_args(args)
     from airflow_provider_kraken_s3.core.etag import format_precomputed_etag
-    from airflow_provider_kraken_s3.embedded import MotoServer
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # kraken_standins: at the repository root
+    from kraken_standins.s3 import MotoServer
 
     with scratch_dir(args.tmp_dir) as directory:
         print(f"writing {size / MIB:.0f} MiB of random data to {directory} ...", file=sys.stderr, flush=True)

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta, timezone
 from airflow.providers.common.compat.sdk import DAG, Param, get_current_context, task
 
 from airflow_provider_kraken_s3.operators.audit import S3BackupAuditOperator, S3BackupReconcileOperator
-from airflow_provider_kraken_s3.operators.fixity import S3BackupDeepVerifyOperator
+from airflow_provider_kraken_s3.operators.deep_verify import S3BackupDeepVerifyOperator
 
 DAG_ID = "backup_audit"
 AWS_CONN_ID = "aws_default"

@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # kraken_standins (the embedded S3, Airflow's CLI) lives at the repository root
 MIB = 2**20
 PROJECT = "P1234"
 BUCKET_PREFIX = "demo-lab"
@@ -124,7 +125,8 @@ def _configure_airflow(work: Path) -> None:
 
 
 def _run(work: Path, airflow_log: Path) -> int:
-    from airflow_provider_kraken_s3.embedded import MotoServer, migrate_airflow_db
+    from kraken_standins.airflow_cli import migrate_airflow_db
+    from kraken_standins.s3 import MotoServer
 
     step("1. embedded S3 (moto_server on loopback) and MongoDB (mongomock)")
     with MotoServer.start() as s3_server:
@@ -207,7 +209,7 @@ def prove_round_trip(raw_file_id: str, instrument_dir: Path, destination: Path) 
 def run_dag(raw_file_id: str, instrument_dir: Path, work: Path, airflow_log: Path) -> list[str]:
     """One ``airflow dags test acquisition_handler`` run, the provider's lines shown as they are logged;
     returns the lines a steward reads."""
-    from airflow_provider_kraken_s3.embedded import airflow_dags_test
+    from kraken_standins.airflow_cli import airflow_dags_test
 
     print(f"{raw_file_id}: DAG run started", flush=True)
     started = time.monotonic()

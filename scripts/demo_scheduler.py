@@ -70,7 +70,7 @@ COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 def run_scheduler_demo(keep: bool) -> int:
     from importlib.metadata import version
 
-    from airflow_provider_kraken_s3.embedded import MotoServer, free_port
+    from kraken_standins.s3 import MotoServer, free_port
 
     if int(version("apache-airflow").split(".")[0]) < 3:
         print(

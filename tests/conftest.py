@@ -24,8 +24,9 @@ import boto3
 from botocore.config import Config
 from hypothesis import HealthCheck, settings
 
-from airflow_provider_kraken_s3.embedded import MotoServer, migrate_airflow_db
 from airflow_provider_kraken_s3.transfer.access import S3Access
+from kraken_standins.airflow_cli import migrate_airflow_db
+from kraken_standins.s3 import MotoServer
 from tests.faults import FaultProxy
 
 pytest_plugins = ["tests.conftest_mongo"]

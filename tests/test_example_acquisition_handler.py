@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_kraken_s3.embedded import airflow_dags_test
 from airflow_provider_kraken_s3.records.models import BackupStatus, RawFile
+from kraken_standins.airflow_cli import airflow_dags_test
 
 pytestmark = pytest.mark.slow  # full DAG runs (airflow dags test)
 

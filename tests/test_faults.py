@@ -34,7 +34,7 @@ from tests.faults import (
 )
 
 if TYPE_CHECKING:  # only the fixture's type: the proxy does not depend on the package under refactor
-    from airflow_provider_kraken_s3.embedded import MotoServer
+    from kraken_standins.s3 import MotoServer
 
 PART = 256 * 1024  # moto_server runs with S3_UPLOAD_PART_MIN_SIZE=256, so small parts keep tests fast
 

@@ -18,7 +18,7 @@ from airflow_provider_kraken_s3.cli.output import ExitCode, Output
 from airflow_provider_kraken_s3.core.errors import PermanentBackupError
 from airflow_provider_kraken_s3.core.etag import format_precomputed_etag
 from airflow_provider_kraken_s3.core.parts import MIB
-from airflow_provider_kraken_s3.core.verdict import Action, conclude, verify_objects
+from airflow_provider_kraken_s3.core.verdict import SensorStep, conclude, verify_objects
 from airflow_provider_kraken_s3.transfer.access import S3Access
 from airflow_provider_kraken_s3.transfer.hashing import compute_s3_etag_and_md5
 
@@ -143,7 +143,7 @@ def verify(args: argparse.Namespace, out: Output) -> ExitCode:
         )
     else:
         outcome = target
-    verified = outcome.action is Action.SUCCESS
+    verified = outcome.action is SensorStep.SUCCESS
     objects_seen = (outcome.xcom or {}).get("objects", [])
     out.record(
         {"raw_file_id": record.id, "verified": verified, "message": outcome.message, "objects": objects_seen}
@@ -170,7 +170,7 @@ def _inventory_bytes(raw_file_id: str) -> int:
 
 def _deep_verify(args: argparse.Namespace, out: Output) -> ExitCode:
     """Download and hash every object (nothing written to disk); the outcome is recorded on the RawFile."""
-    from airflow_provider_kraken_s3.core.fixity import FixityOutcome
+    from airflow_provider_kraken_s3.core.deep_verify import DeepVerifyOutcome
     from airflow_provider_kraken_s3.services.deep_verify import deep_verify_raw_file
 
     access, _ = _hooks(args)
@@ -188,11 +188,11 @@ def _deep_verify(args: argparse.Namespace, out: Output) -> ExitCode:
         ],
     )
     return {
-        FixityOutcome.OK: ExitCode.OK,
-        FixityOutcome.DIFFERS: ExitCode.PROBLEM,
-        FixityOutcome.MISSING: ExitCode.PROBLEM,
-        FixityOutcome.UNVERIFIED: ExitCode.UNAVAILABLE,
-        FixityOutcome.NEEDS_RESTORE: ExitCode.NEEDS_RESTORE,
+        DeepVerifyOutcome.OK: ExitCode.OK,
+        DeepVerifyOutcome.DIFFERS: ExitCode.PROBLEM,
+        DeepVerifyOutcome.MISSING: ExitCode.PROBLEM,
+        DeepVerifyOutcome.UNVERIFIED: ExitCode.UNAVAILABLE,
+        DeepVerifyOutcome.NEEDS_RESTORE: ExitCode.NEEDS_RESTORE,
     }[report.outcome]
 
 

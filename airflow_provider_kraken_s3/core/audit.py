@@ -8,7 +8,7 @@ present under a set's folder without being in the inventory, or not checkable. T
    the record's manifest, :func:`~.manifest.recorded_backup`), and a set (a ``.d`` folder, a
    ``.wiff`` set) is asked for with one listing of its folder (:func:`~.layout.backup_key`);
 2. :func:`compare` — each expected object is judged by :func:`~.verdict.verify_objects`, i.e. by
-   :func:`~.decision.judge` and :func:`~.decision.prove`, the rule the upload and the sensor use; a listed
+   :func:`~.verdict.judge_object` and :func:`~.decision.prove`, the rule the upload and the sensor use; a listed
    object the inventory does not name is *extra*;
 3. :class:`AuditSummary` counts findings; :func:`render_json_lines` and :func:`render_table` print them.
 
@@ -36,7 +36,7 @@ from airflow_provider_kraken_s3.core.verdict import (
 )
 
 
-class FindingKind(str, enum.Enum):
+class AuditFindingKind(str, enum.Enum):
     """What the audit found for one object (or one record)."""
 
     OK = "ok"  # proven: ETag and size as recorded
@@ -63,20 +63,20 @@ FIELDS = (
 
 #: Words for the table's STATUS column: problems in capitals, so they stand out among the ok rows.
 _LABELS = {
-    FindingKind.OK: "ok",
-    FindingKind.MISSING: "MISSING",
-    FindingKind.DIFFERENT: "DIFFERENT",
-    FindingKind.EXTRA: "EXTRA",
-    FindingKind.RECORD: "RECORD PROBLEM",
-    FindingKind.UNCHECKED: "NOT CHECKED",
+    AuditFindingKind.OK: "ok",
+    AuditFindingKind.MISSING: "MISSING",
+    AuditFindingKind.DIFFERENT: "DIFFERENT",
+    AuditFindingKind.EXTRA: "EXTRA",
+    AuditFindingKind.RECORD: "RECORD PROBLEM",
+    AuditFindingKind.UNCHECKED: "NOT CHECKED",
 }
 
 
 @dataclass(frozen=True)
-class Finding:
+class AuditFinding:
     """One line of the audit: an object (``key``) of a raw file's backup, or the record as a whole."""
 
-    kind: FindingKind
+    kind: AuditFindingKind
     raw_file_id: str
     bucket: str | None = None
     key: str | None = None
@@ -89,7 +89,7 @@ class Finding:
 
     @property
     def ok(self) -> bool:
-        return self.kind is FindingKind.OK
+        return self.kind is AuditFindingKind.OK
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form: every field of :data:`FIELDS`, ``null`` where unknown."""
@@ -113,7 +113,7 @@ class RecordAudit:
     """The findings of one record, in key order (expected objects first, then extras)."""
 
     raw_file_id: str
-    findings: tuple[Finding, ...]
+    findings: tuple[AuditFinding, ...]
 
     @property
     def ok(self) -> bool:
@@ -137,9 +137,11 @@ def plan_audit(record: RawFileRecord) -> AuditTarget | RecordAudit:
         )
     problems = expected.problems if expected is not None else ()
     findings = [
-        Finding(FindingKind.RECORD, record.id, bucket=record.s3_bucket, key=problem.key, detail=str(problem))
+        AuditFinding(
+            AuditFindingKind.RECORD, record.id, bucket=record.s3_bucket, key=problem.key, detail=str(problem)
+        )
         for problem in problems
-    ] or [Finding(FindingKind.RECORD, record.id, bucket=record.s3_bucket, detail=outcome.message)]
+    ] or [AuditFinding(AuditFindingKind.RECORD, record.id, bucket=record.s3_bucket, detail=outcome.message)]
     return RecordAudit(record.id, tuple(findings))
 
 
@@ -183,8 +185,8 @@ def compare(target: AuditTarget, found: Mapping[str, RemoteObject | None]) -> Re
             if remote is None:
                 continue
             findings.append(
-                Finding(
-                    FindingKind.EXTRA,
+                AuditFinding(
+                    AuditFindingKind.EXTRA,
                     target.raw_file_id,
                     bucket=target.bucket,
                     key=key,
@@ -202,7 +204,7 @@ def _object_finding(
     remote: RemoteObject | None,
     problems: Sequence[Problem],
     notes: Sequence[str],
-) -> Finding:
+) -> AuditFinding:
     kinds = {problem.kind for problem in problems}
     current = remote.version_id if remote is not None else None
     replaced = item.version_id is not None and current is not None and current != item.version_id
@@ -213,14 +215,14 @@ def _object_finding(
             "(same ETag and size); deep verify and restore still read the recorded version",
         ]
     if not problems and not replaced:
-        kind = FindingKind.OK
+        kind = AuditFindingKind.OK
     elif ProblemKind.RECORD in kinds:
-        kind = FindingKind.RECORD
+        kind = AuditFindingKind.RECORD
     elif ProblemKind.MISSING in kinds:
-        kind = FindingKind.MISSING
+        kind = AuditFindingKind.MISSING
     else:
-        kind = FindingKind.DIFFERENT
-    return Finding(
+        kind = AuditFindingKind.DIFFERENT
+    return AuditFinding(
         kind,
         target.raw_file_id,
         bucket=target.bucket,
@@ -239,8 +241,8 @@ def not_checked(target: AuditTarget, reason: str) -> RecordAudit:
     return RecordAudit(
         target.raw_file_id,
         (
-            Finding(
-                FindingKind.UNCHECKED,
+            AuditFinding(
+                AuditFindingKind.UNCHECKED,
                 target.raw_file_id,
                 bucket=target.bucket,
                 key=target.folder or None,
@@ -267,7 +269,7 @@ class AuditSummary:
 
     records: int = 0
     records_with_problems: int = 0
-    counts: dict[FindingKind, int] = field(default_factory=lambda: dict.fromkeys(FindingKind, 0))
+    counts: dict[AuditFindingKind, int] = field(default_factory=lambda: dict.fromkeys(AuditFindingKind, 0))
 
     def add(self, audit: RecordAudit) -> None:
         self.records += 1
@@ -284,7 +286,9 @@ class AuditSummary:
         """Findings showing a backup is not as recorded (missing, different, extra, record); not-checked
         ones are not among them: they say only that S3 could not be asked (try again)."""
         return sum(
-            n for kind, n in self.counts.items() if kind not in (FindingKind.OK, FindingKind.UNCHECKED)
+            n
+            for kind, n in self.counts.items()
+            if kind not in (AuditFindingKind.OK, AuditFindingKind.UNCHECKED)
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -294,12 +298,12 @@ class AuditSummary:
             "ok": self.ok,
             "records": self.records,
             "records_with_problems": self.records_with_problems,
-            "objects_ok": counts[FindingKind.OK],
-            "missing": counts[FindingKind.MISSING],
-            "different": counts[FindingKind.DIFFERENT],
-            "extra": counts[FindingKind.EXTRA],
-            "record_problems": counts[FindingKind.RECORD],
-            "unchecked": counts[FindingKind.UNCHECKED],
+            "objects_ok": counts[AuditFindingKind.OK],
+            "missing": counts[AuditFindingKind.MISSING],
+            "different": counts[AuditFindingKind.DIFFERENT],
+            "extra": counts[AuditFindingKind.EXTRA],
+            "record_problems": counts[AuditFindingKind.RECORD],
+            "unchecked": counts[AuditFindingKind.UNCHECKED],
         }
 
     def describe(self) -> str:
@@ -309,22 +313,22 @@ class AuditSummary:
         if self.records == 0:  # not "OK": an audit that checked nothing proves nothing
             verdict = "NOTHING CHECKED: no upload_done raw file matched"
         return (
-            f"audited {self.records} raw file(s): {counts[FindingKind.OK]} object(s) ok, "
-            f"{counts[FindingKind.MISSING]} missing, {counts[FindingKind.DIFFERENT]} different, "
-            f"{counts[FindingKind.EXTRA]} extra, {counts[FindingKind.RECORD]} record problem(s), "
-            f"{counts[FindingKind.UNCHECKED]} not checked — {verdict}"
+            f"audited {self.records} raw file(s): {counts[AuditFindingKind.OK]} object(s) ok, "
+            f"{counts[AuditFindingKind.MISSING]} missing, {counts[AuditFindingKind.DIFFERENT]} different, "
+            f"{counts[AuditFindingKind.EXTRA]} extra, {counts[AuditFindingKind.RECORD]} record problem(s), "
+            f"{counts[AuditFindingKind.UNCHECKED]} not checked — {verdict}"
         )
 
 
 # --------------------------------------------------------------------------- rendering
 
 
-def json_line(finding: Finding) -> str:
+def json_line(finding: AuditFinding) -> str:
     """One finding as one line of JSON (fields :data:`FIELDS`)."""
     return json.dumps(finding.as_dict(), ensure_ascii=False)
 
 
-def render_json_lines(findings: Iterable[Finding], summary: AuditSummary | None = None) -> str:
+def render_json_lines(findings: Iterable[AuditFinding], summary: AuditSummary | None = None) -> str:
     """One JSON object per finding, one per line; with ``summary``, a last line ``{"kind": "summary", ...}``."""
     lines = [json_line(finding) for finding in findings]
     if summary is not None:
@@ -335,7 +339,7 @@ def render_json_lines(findings: Iterable[Finding], summary: AuditSummary | None 
 _TABLE_HEADER = ("STATUS", "RAW FILE", "KEY", "EXPECTED", "FOUND", "DETAIL")
 
 
-def render_table(findings: Iterable[Finding], summary: AuditSummary, *, include_ok: bool = False) -> str:
+def render_table(findings: Iterable[AuditFinding], summary: AuditSummary, *, include_ok: bool = False) -> str:
     """Aligned columns (status, raw file, key, expected and found ETag/size, detail), then the summary line.
 
     Ok rows are left out unless ``include_ok``: on a healthy store they are thousands of lines of nothing.

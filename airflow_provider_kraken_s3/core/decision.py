@@ -15,7 +15,8 @@ the local file only when
 
 Otherwise the local file has to be hashed (at the object's part size, from a hint) and both digests compared,
 or the object is uploaded. The operator (:func:`decide`), the post-hash step (:func:`after_hashing`) and the
-sensor (:func:`judge`) share :func:`prove`, so they can never disagree about the same object.
+sensor's per-object check (:func:`~.verdict.judge_object`) share :func:`prove`, so they can never disagree
+about the same object.
 
 Pure module: no Airflow, no boto3, no I/O.
 """
@@ -117,7 +118,7 @@ def metadata_notes(remote: RemoteObject, expected: Expectation) -> list[str]:
     return []
 
 
-class Action(str, enum.Enum):
+class UploadAction(str, enum.Enum):
     """What the engine does with one file."""
 
     SKIP = "skip"  # proven in S3 already: nothing is read or sent
@@ -129,7 +130,7 @@ class Action(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Decision:
-    action: Action
+    action: UploadAction
     reason: str
     #: HASH_FIRST: the part sizes to hash the local file with (one read pass for all of them).
     part_sizes: tuple[int, ...] = ()
@@ -185,14 +186,14 @@ def decide(
         ``kraken-part-size`` is used when this is None. Only used to choose how to hash the local file.
     """
     if remote is None:
-        return Decision(Action.UPLOAD, "not in S3 yet")
+        return Decision(UploadAction.UPLOAD, "not in S3 yet")
     notes = tuple(metadata_notes(remote, expected))
     proof = prove(remote, expected)
     if proof is not None:
-        return Decision(Action.SKIP, f"already in S3: {proof}", notes=notes)
+        return Decision(UploadAction.SKIP, f"already in S3: {proof}", notes=notes)
     if not remote.etag_is_md5_based:
         return Decision(
-            Action.REFUSE,
+            UploadAction.REFUSE,
             f"an object with ETag {remote.etag} exists; that ETag is not MD5-based (SSE-KMS or a store with "
             "other ETags), so it can neither be proven equal nor safely replaced. Check the object and the "
             "bucket's encryption (use SSE-S3), then move it away and re-run.",
@@ -202,7 +203,7 @@ def decide(
         # Nothing known about the local file: its MD5 (one read) is what the object's ETag must equal.
         whole_file = max(-(-expected.size // _MIB), _MIN_PART_MIB) * _MIB
         return Decision(
-            Action.HASH_FIRST,
+            UploadAction.HASH_FIRST,
             f"an object of the same size exists with ETag {remote.etag}; hashing the local file to compare",
             part_sizes=(whole_file,),
             notes=notes,
@@ -221,10 +222,10 @@ def decide(
             difference = (
                 f"its ETag {remote.etag} differs from the inventory's {expected.etag} at the same part size"
             )
-            return _replace_or_refuse(remote, expected, versioned, notes, difference)
+            return _replace_or_refuse(remote, versioned, notes, difference)
         if hint is not None:
             return Decision(
-                Action.HASH_FIRST,
+                UploadAction.HASH_FIRST,
                 f"an object of the same size exists with ETag {remote.etag}; hashing the local file at its "
                 f"part size ({hint} bytes) to compare",
                 part_sizes=(hint,),
@@ -232,7 +233,7 @@ def decide(
             )
         if etag_part_count(remote.etag) == 1:
             return Decision(
-                Action.HASH_FIRST,
+                UploadAction.HASH_FIRST,
                 f"a one-part multipart object of the same size exists with ETag {remote.etag}; hashing the local "
                 "file to compare",
                 part_sizes=(max(-(-expected.size // _MIB), _MIN_PART_MIB) * _MIB,),
@@ -246,7 +247,7 @@ def decide(
         )
         if candidates:
             return Decision(
-                Action.HASH_FIRST,
+                UploadAction.HASH_FIRST,
                 f"an object of the same size exists with ETag {remote.etag} and an unknown part size; hashing "
                 f"the local file at the common part sizes that give its part count ({', '.join(f'{c // _MIB} MiB' for c in candidates)}) "
                 "in one read pass to compare",
@@ -254,9 +255,7 @@ def decide(
                 notes=notes,
                 part_size_known=False,
             )
-    return _replace_or_refuse(
-        remote, expected, versioned, notes, _difference(remote, expected, part_size_hint)
-    )
+    return _replace_or_refuse(remote, versioned, notes, _difference(remote, expected, part_size_hint))
 
 
 def after_hashing(
@@ -274,24 +273,24 @@ def after_hashing(
     """
     if expected.md5 is not None and local_md5 != expected.md5:
         return Decision(
-            Action.REFUSE,
+            UploadAction.REFUSE,
             f"the local file has MD5 {local_md5}, the inventory says {expected.md5}: the local copy is not the "
             "acquired file. Nothing was uploaded; restore it from the instrument.",
         )
     if normalize_etag(local_etag) == normalize_etag(remote.etag):
         return Decision(
-            Action.SKIP,
+            UploadAction.SKIP,
             "already in S3: S3's ETag equals the ETag of the local bytes at the object's part size, and those "
             "bytes have the inventory MD5",
         )
     difference = f"its ETag {remote.etag} differs from the local file's {local_etag} at the same part size"
-    return _replace_or_refuse(remote, expected, versioned, (), difference)
+    return _replace_or_refuse(remote, versioned, (), difference)
 
 
 def cannot_compare(remote: RemoteObject, expected: Expectation, *, versioned: bool) -> Decision:
     """The decision when hashing at every candidate part size found no match: nothing was shown to differ,
     nothing is proven, so the object is replaced only where the bucket keeps it, and refused otherwise."""
-    return _replace_or_refuse(remote, expected, versioned, (), _difference(remote, expected, None))
+    return _replace_or_refuse(remote, versioned, (), _difference(remote, expected, None))
 
 
 def _difference(remote: RemoteObject, expected: Expectation, part_size_hint: int | None) -> str:
@@ -309,40 +308,20 @@ def _difference(remote: RemoteObject, expected: Expectation, part_size_hint: int
 
 
 def _replace_or_refuse(
-    remote: RemoteObject, expected: Expectation, versioned: bool, notes: tuple[str, ...], difference: str
+    remote: RemoteObject, versioned: bool, notes: tuple[str, ...], difference: str
 ) -> Decision:
     if not versioned:
         return Decision(
-            Action.REFUSE,
+            UploadAction.REFUSE,
             f"an object exists where this file belongs and {difference}; the bucket does not keep old versions, "
             "so replacing it would destroy it. Enable versioning on the bucket (or move the object away), then "
             "re-run.",
             notes=notes,
         )
     return Decision(
-        Action.REPLACE,
+        UploadAction.REPLACE,
         f"an object exists and {difference}; it is replaced only by a verified upload (the bucket keeps the old "
         "version)",
         replaced_etag=normalize_etag(remote.etag),
         notes=notes,
     )
-
-
-class Verdict(str, enum.Enum):
-    """The sensor's view of one recorded object."""
-
-    PROVEN = "proven"
-    MISSING = "missing"
-    DIFFERS = "differs"
-
-
-def judge(remote: RemoteObject | None, expected: Expectation) -> tuple[Verdict, str]:
-    """Is a recorded object still proven in S3? The same rule as the upload's skip (:func:`prove`)."""
-    if remote is None:
-        return Verdict.MISSING, "object missing"
-    proof = prove(remote, expected)
-    if proof is not None:
-        return Verdict.PROVEN, proof
-    found = f"ETag {normalize_etag(remote.etag)}, {remote.size} bytes"
-    wanted = f"ETag {normalize_etag(expected.etag or expected.md5 or 'unknown')}, {expected.size} bytes"
-    return Verdict.DIFFERS, f"expected {wanted}, found {found}"

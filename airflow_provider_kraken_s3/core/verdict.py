@@ -23,19 +23,13 @@ from typing import Any
 from airflow_provider_kraken_s3.core.decision import (
     Expectation,
     RemoteObject,
-    Verdict,
-    judge,
     metadata_notes,
+    prove,
 )
 from airflow_provider_kraken_s3.core.errors import InvalidInputError
 from airflow_provider_kraken_s3.core.etag import etags_equal, normalize_etag
 from airflow_provider_kraken_s3.core.manifest import recorded_backup
-
-#: ``backup_status`` values this module reasons about (alphakraken's strings, see ``models.BackupStatus``;
-#: literals here for the same reason as above: ``models`` imports mongoengine).
-STATUS_DONE = "upload_done"
-STATUS_IN_PROGRESS = "upload_in_progress"
-STATUS_FAILED = "upload_failed"
+from airflow_provider_kraken_s3.core.status import BackupStatus
 
 #: Start of the failure message when a DONE record and S3 disagree (possible data loss).
 DISAGREES_PREFIX = "record says DONE but S3 disagrees: "
@@ -158,7 +152,9 @@ class ExpectedBackup:
     problems: tuple[Problem, ...] = ()
 
 
-class Action(str, enum.Enum):
+class SensorStep(str, enum.Enum):
+    """The sensor's next step for a raw file or a set of keys (what an :class:`Outcome` tells it to do)."""
+
     SUCCESS = "success"
     WAIT = "wait"
     FAIL = "fail"
@@ -169,7 +165,7 @@ class Action(str, enum.Enum):
 class Outcome:
     """A decision: ``action`` plus a message for the log or the failure, and the XCom value on success."""
 
-    action: Action
+    action: SensorStep
     message: str
     expected: ExpectedBackup | None = None
     xcom: dict[str, Any] | None = None
@@ -269,6 +265,27 @@ def explicit_objects(
     return tuple(objects)
 
 
+class ObjectVerdict(str, enum.Enum):
+    """The per-object check of a recorded object against what HEAD returned (:func:`judge_object`)."""
+
+    PROVEN = "proven"
+    MISSING = "missing"
+    DIFFERS = "differs"
+
+
+def judge_object(remote: RemoteObject | None, expected: Expectation) -> tuple[ObjectVerdict, str]:
+    """Is a recorded object still proven in S3? The same rule as the upload's skip
+    (:func:`~.decision.prove`)."""
+    if remote is None:
+        return ObjectVerdict.MISSING, "object missing"
+    proof = prove(remote, expected)
+    if proof is not None:
+        return ObjectVerdict.PROVEN, proof
+    found = f"ETag {normalize_etag(remote.etag)}, {remote.size} bytes"
+    wanted = f"ETag {normalize_etag(expected.etag or expected.md5 or 'unknown')}, {expected.size} bytes"
+    return ObjectVerdict.DIFFERS, f"expected {wanted}, found {found}"
+
+
 # --------------------------------------------------------------------------- comparison
 
 
@@ -278,7 +295,7 @@ def verify_objects(
 ) -> VerificationResult:
     """Compare each expected object with its HEAD result (a key absent from ``found`` counts as missing).
 
-    An object is verified by :func:`~airflow_provider_kraken_s3.core.decision.judge`, the rule the upload
+    An object is verified by :func:`judge_object`, the rule the upload
     uses to skip: ETag and size equal the expected ones. Object metadata never decides; a ``kraken-md5``
     that contradicts the inventory is reported in ``notes``.
     """
@@ -300,9 +317,9 @@ def verify_objects(
             md5=(item.md5 or "").strip().lower() or None,
             etag=expected_etag,
         )
-        verdict, _ = judge(remote, expectation)
+        verdict, _ = judge_object(remote, expectation)
         notes.extend(f"{item.key}: {note}" for note in metadata_notes(remote, expectation))
-        if verdict is Verdict.PROVEN:
+        if verdict is ObjectVerdict.PROVEN:
             verified.append(
                 ExpectedObject(
                     key=item.key, etag=expected_etag, size=remote.size, md5=item.md5, path=item.path
@@ -324,29 +341,31 @@ def assess_raw_file(
 ) -> Outcome:
     """Whether a record is ready for the S3 check (``VERIFY``), still worth waiting for, or a failure."""
     status = record.backup_status
-    if status == STATUS_DONE:
+    if status == BackupStatus.DONE:
         expected = expected_from_record(record)
         if expected.problems:
             return Outcome(
-                Action.FAIL,
+                SensorStep.FAIL,
                 "record says DONE but it cannot be verified: "
                 + "; ".join(str(problem) for problem in expected.problems),
                 expected=expected,
             )
-        return Outcome(Action.VERIFY, f"record of {record.id!r} says DONE; checking S3", expected=expected)
+        return Outcome(
+            SensorStep.VERIFY, f"record of {record.id!r} says DONE; checking S3", expected=expected
+        )
     details = record.s3_backup_details or "no details recorded"
-    if status == STATUS_FAILED:
+    if status == BackupStatus.FAILED:
         if fail_on_failed:
             return Outcome(
-                Action.FAIL,
-                f"backup of raw file {record.id!r} is {STATUS_FAILED!r} (fail_on_failed=True): {details}",
+                SensorStep.FAIL,
+                f"backup of raw file {record.id!r} is {BackupStatus.FAILED!r} (fail_on_failed=True): {details}",
             )
         return Outcome(
-            Action.WAIT,
-            f"backup of raw file {record.id!r} is {STATUS_FAILED!r} ({details}); waiting, a retry of the "
+            SensorStep.WAIT,
+            f"backup of raw file {record.id!r} is {BackupStatus.FAILED!r} ({details}); waiting, a retry of the "
             "upload may still fix it (fail_on_failed=False)",
         )
-    if status == STATUS_IN_PROGRESS:
+    if status == BackupStatus.IN_PROGRESS:
         expires = record.s3_lease_expires_at
         if expires is not None:
             expires = (
@@ -354,18 +373,21 @@ def assess_raw_file(
             )  # pymongo: naive UTC
             if expires < (now or datetime.now(timezone.utc)):
                 return Outcome(
-                    Action.WAIT,
+                    SensorStep.WAIT,
                     f"upload of raw file {record.id!r} is recorded in progress, but its attempt "
                     f"({record.s3_lease_owner}) stopped renewing its lease at {expires:%Y-%m-%d %H:%M:%S} UTC: that "
                     "worker probably died. Waiting for a retry of the upload task to take over and resume.",
                 )
-        return Outcome(Action.WAIT, f"upload of raw file {record.id!r} is in progress ({details}); waiting")
+        return Outcome(
+            SensorStep.WAIT, f"upload of raw file {record.id!r} is in progress ({details}); waiting"
+        )
     if not status:
         return Outcome(
-            Action.WAIT, f"backup of raw file {record.id!r} has not started (no backup_status); waiting"
+            SensorStep.WAIT, f"backup of raw file {record.id!r} has not started (no backup_status); waiting"
         )
     return Outcome(
-        Action.WAIT, f"backup_status of raw file {record.id!r} is {status!r}, not {STATUS_DONE!r}; waiting"
+        SensorStep.WAIT,
+        f"backup_status of raw file {record.id!r} is {status!r}, not {BackupStatus.DONE!r}; waiting",
     )
 
 
@@ -388,20 +410,20 @@ def conclude(
     if result.ok:
         noted = "".join(f"; note: {note}" for note in result.notes)
         return Outcome(
-            Action.SUCCESS,
+            SensorStep.SUCCESS,
             f"verified {len(result.verified)} object(s) in {where}{noted}",
             xcom=xcom_value(bucket, raw_file_id, result.verified, now=now),
         )
     listing = f"{result.describe()} (bucket {bucket})"
     if raw_file_id is not None:
-        return Outcome(Action.FAIL, f"{DISAGREES_PREFIX}raw file {raw_file_id!r}: {listing}")
+        return Outcome(SensorStep.FAIL, f"{DISAGREES_PREFIX}raw file {raw_file_id!r}: {listing}")
     if result.missing_only:
         return Outcome(
-            Action.WAIT,
+            SensorStep.WAIT,
             f"{len(result.verified)} of {len(result.verified) + len(result.problems)} object(s) verified; "
             f"waiting for {listing}",
         )
-    return Outcome(Action.FAIL, f"S3 disagrees with the expected objects: {listing}")
+    return Outcome(SensorStep.FAIL, f"S3 disagrees with the expected objects: {listing}")
 
 
 def xcom_value(

@@ -30,7 +30,7 @@ class S3BackupAuditOperator(AwsBaseOperator[KrakenS3Hook]):
     """Check every ``upload_done`` RawFile (filtered) against S3: missing, different and extra objects.
 
     One listing per set and a HEAD per single file, several records at a time; nothing is downloaded (for
-    proof from the bytes themselves use :class:`~.fixity.S3BackupDeepVerifyOperator`). The task fails without
+    proof from the bytes themselves use :class:`~.deep_verify.S3BackupDeepVerifyOperator`). The task fails without
     retries when a backup is missing or differs (someone must look: the instrument copy may be the last
     one), and fails with retries when S3 could not be asked for some records. Returns the summary counts.
 

@@ -19,51 +19,15 @@ from typing import Any, ClassVar
 
 from mongoengine import DateTimeField, DictField, Document, IntField, ListField, StringField
 
+# Defined in core (pure), where the verification reasons about it; the records and their users import it here too.
+from airflow_provider_kraken_s3.core.status import BackupStatus as BackupStatus
+
 #: mongoengine alias of the connection our documents use (set up by ``KrakenMongoHook.connect()``).
 #: Kept apart from ``default`` so other DAG code using mongoengine keeps its own connection.
 KRAKEN_DB_ALIAS = "kraken_s3"
 
 #: Name of alphakraken's collection of raw files.
 RAW_FILE_COLLECTION = "raw_file"
-
-
-class BackupStatus:
-    """Values of ``RawFile.backup_status``.
-
-    The local-copy values are alphakraken's (its ``BackupStatus`` in ``shared/db/models.py``); the S3
-    values are the ones alphakraken uses for uploads, so its web app shows our progress without changes.
-    """
-
-    # Copy to the local backup location (written by alphakraken, or by this provider's local-copy path).
-    COPYING_IN_PROGRESS = "copying_in_progress"
-    COPYING_DONE = "copying_done"
-    COPYING_FAILED = "copying_failed"
-
-    # Upload to S3 (written by this provider).
-    IN_PROGRESS = "upload_in_progress"
-    DONE = "upload_done"
-    FAILED = "upload_failed"
-
-    # alphakraken: backup intentionally not done for this file.
-    SKIPPED = "skipped"
-
-    # alphakraken's names for the S3 values, so code ported from alphakraken reads naturally.
-    UPLOAD_IN_PROGRESS = IN_PROGRESS
-    UPLOAD_DONE = DONE
-    UPLOAD_FAILED = FAILED
-
-    #: Every value the field may hold; used to reject typos before they reach the database.
-    ALL: ClassVar[frozenset[str]] = frozenset(
-        {
-            COPYING_IN_PROGRESS,
-            COPYING_DONE,
-            COPYING_FAILED,
-            IN_PROGRESS,
-            DONE,
-            FAILED,
-            SKIPPED,
-        }
-    )
 
 
 class RawFile(Document):
@@ -116,7 +80,7 @@ class RawFile(Document):
     # attempt is conditional on still owning it, so a stale attempt can never overwrite a newer outcome.
     s3_lease_owner = StringField()
     s3_lease_expires_at = DateTimeField()  # UTC
-    # Deep verification (download and hash, :mod:`..records.fixity`): when it last reached an outcome, and
+    # Deep verification (download and hash, :mod:`..records.deep_verify`): when it last reached an outcome, and
     # which (``ok``, ``differs``, ``missing``, ``needs_restore``). Sampling verifies the oldest first.
     s3_verified_at = DateTimeField()  # UTC
     s3_verify_outcome = StringField()

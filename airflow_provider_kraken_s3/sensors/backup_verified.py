@@ -2,7 +2,7 @@
 
 Gate anything destructive (deleting the instrument's copy) on this sensor, not on ``backup_status`` alone:
 it re-reads every recorded object with a HEAD request and compares ETag and size (the rule the upload
-uses to skip, :func:`~airflow_provider_kraken_s3.core.decision.judge`; object metadata is never proof). HEAD only: no object is downloaded, and the
+uses to skip, :func:`~airflow_provider_kraken_s3.core.verdict.judge_object`; object metadata is never proof). HEAD only: no object is downloaded, and the
 RawFile is never modified.
 """
 
@@ -26,8 +26,8 @@ from airflow_provider_kraken_s3.core.errors import (
     InvalidInputError,
 )
 from airflow_provider_kraken_s3.core.verdict import (
-    Action,
     Outcome,
+    SensorStep,
     explicit_objects,
 )
 from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook, connect
@@ -128,10 +128,10 @@ class S3BackupVerifiedSensor(AwsBaseSensor[KrakenS3Hook]):
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         outcome = self.check()
-        if outcome.action is Action.SUCCESS:
+        if outcome.action is SensorStep.SUCCESS:
             self.log.info("%s", outcome.message)
             return PokeReturnValue(is_done=True, xcom_value=outcome.xcom)
-        if outcome.action is Action.FAIL:
+        if outcome.action is SensorStep.FAIL:
             self.log.error("%s", outcome.message)
             raise AirflowFailException(outcome.message)
         self.log.info("not verified yet: %s", outcome.message)

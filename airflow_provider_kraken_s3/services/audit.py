@@ -36,9 +36,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from airflow_provider_kraken_s3.core.audit import (
+    AuditFinding,
     AuditSummary,
     AuditTarget,
-    Finding,
     RecordAudit,
     bucket_missing,
     compare,
@@ -66,7 +66,7 @@ _log = logging.getLogger(__name__)
 class AuditReport:
     """Every finding (ok ones too, unless left out) and the summary; ``ok`` when nothing is wrong."""
 
-    findings: tuple[Finding, ...]
+    findings: tuple[AuditFinding, ...]
     summary: AuditSummary
 
     @property
@@ -135,7 +135,7 @@ def run_audit(
     """
     log = log or _log
     summary = AuditSummary()
-    findings: list[Finding] = []
+    findings: list[AuditFinding] = []
     records = done_records(record_filter, batch_size=batch_size)
     for audit in iter_audit(access, records, max_workers=max_workers):
         summary.add(audit)

@@ -4,8 +4,8 @@ What a HEAD cannot see — bytes that rotted or were rewritten behind the backup
 — only reading the bytes can. :func:`deep_verify_raw_file` does that for one raw file (a single file or a
 whole ``.d``/``.wiff`` set): for each object it HEADs it (missing? archived?), streams it through
 :mod:`..transfer.download` (parallel ranged GETs, nothing written to disk) and judges the digests with
-:func:`..core.fixity.judge_download`. The raw file's outcome is the worst of its objects' and is recorded on
-the RawFile by :mod:`..records.fixity` (conditional: only onto the record that was verified). A difference
+:func:`..core.deep_verify.judge_download`. The raw file's outcome is the worst of its objects' and is recorded on
+the RawFile by :mod:`..records.deep_verify` (conditional: only onto the record that was verified). A difference
 is reported and recorded, never raised: the report is the answer.
 
 :func:`verify_sample` is the periodic fixity check: it picks a fraction or a byte budget of ``upload_done``
@@ -26,19 +26,19 @@ from datetime import datetime, timezone
 from typing import Any
 
 from airflow_provider_kraken_s3.core.decision import RemoteObject, candidate_part_sizes
-from airflow_provider_kraken_s3.core.errors import BackupInterrupted, KrakenBackupError, ObjectReplacedError
-from airflow_provider_kraken_s3.core.etag import etag_part_count
-from airflow_provider_kraken_s3.core.fixity import (
-    Finding,
-    FixityOutcome,
+from airflow_provider_kraken_s3.core.deep_verify import (
+    DeepVerifyFinding,
+    DeepVerifyOutcome,
     judge_download,
     select_sample,
     worst,
 )
+from airflow_provider_kraken_s3.core.errors import BackupInterrupted, KrakenBackupError, ObjectReplacedError
+from airflow_provider_kraken_s3.core.etag import etag_part_count
 from airflow_provider_kraken_s3.core.inventory import BackupObject
 from airflow_provider_kraken_s3.core.log import Log
 from airflow_provider_kraken_s3.core.parts import MIB
-from airflow_provider_kraken_s3.records import fixity as records
+from airflow_provider_kraken_s3.records import deep_verify as records
 from airflow_provider_kraken_s3.services.objects_job import ObjectRow, ObjectsJob, archived, downloaded, tally
 from airflow_provider_kraken_s3.transfer import remote
 from airflow_provider_kraken_s3.transfer.access import S3Access
@@ -55,7 +55,7 @@ class ObjectReport(ObjectRow):
 
     key: str
     path: str
-    outcome: FixityOutcome
+    outcome: DeepVerifyOutcome
     bytes: int  # bytes downloaded (0 when missing or archived)
     seconds: float
     detail: str
@@ -72,7 +72,7 @@ class DeepVerifyReport:
 
     raw_file_id: str
     bucket: str | None
-    outcome: FixityOutcome
+    outcome: DeepVerifyOutcome
     objects: tuple[ObjectReport, ...]
     recorded: bool
     record_note: str
@@ -81,7 +81,7 @@ class DeepVerifyReport:
 
     @property
     def ok(self) -> bool:
-        return self.outcome is FixityOutcome.OK
+        return self.outcome is DeepVerifyOutcome.OK
 
     @property
     def bytes(self) -> int:
@@ -89,10 +89,10 @@ class DeepVerifyReport:
 
     def problems(self) -> list[str]:
         """The details of every object that is not OK, in words a data steward can act on."""
-        return [item.detail for item in self.objects if item.outcome is not FixityOutcome.OK]
+        return [item.detail for item in self.objects if item.outcome is not DeepVerifyOutcome.OK]
 
     def summary(self) -> str:
-        shown = tally((item.outcome for item in self.objects), FixityOutcome)
+        shown = tally((item.outcome for item in self.objects), DeepVerifyOutcome)
         return (
             f"raw file {self.raw_file_id!r}: {self.outcome.value} ({shown or 'no objects'}; "
             f"{self.bytes / MIB:.1f} MiB read in {self.seconds:.1f} s); {self.record_note}"
@@ -117,7 +117,7 @@ class DeepVerifyReport:
         return cls(
             raw_file_id=raw_file_id,
             bucket=None,
-            outcome=FixityOutcome.UNVERIFIED,
+            outcome=DeepVerifyOutcome.UNVERIFIED,
             objects=(),
             recorded=False,
             record_note=f"not verified: {reason}",
@@ -197,16 +197,16 @@ class DeepVerification(ObjectsJob):
         )
         return report
 
-    def _judge(self, bucket: str, item: BackupObject) -> tuple[Finding, int]:
+    def _judge(self, bucket: str, item: BackupObject) -> tuple[DeepVerifyFinding, int]:
         head = self.readable_head(bucket, item)
-        if isinstance(head, Finding):
+        if isinstance(head, DeepVerifyFinding):
             return head, 0
         part_sizes, known = self.part_sizes(bucket, item, head)
         digests = Digests(head.size, part_sizes)
         try:
             result = self.download(bucket, head, digests)
         except ObjectReplacedError as error:
-            return Finding(FixityOutcome.UNVERIFIED, str(error)), 0
+            return DeepVerifyFinding(DeepVerifyOutcome.UNVERIFIED, str(error)), 0
         if result.needs_restore:
             return archived(bucket, head), 0
         return judge_download(bucket, item, downloaded(digests, head.etag, known)), result.bytes_fetched
@@ -238,13 +238,13 @@ class DeepVerification(ObjectsJob):
         self,
         document: dict[str, Any],
         bucket: str,
-        outcome: FixityOutcome,
+        outcome: DeepVerifyOutcome,
         reports: list[ObjectReport],
         at: datetime,
     ) -> tuple[bool, str]:
         if not self.record:
             return False, "not recorded (record=False)"
-        if outcome is FixityOutcome.UNVERIFIED:
+        if outcome is DeepVerifyOutcome.UNVERIFIED:
             return False, "not recorded: some objects could not be verified this time; run it again"
         file_info = document.get("file_info") or {}
         if outcome.proves_record_wrong:
@@ -301,7 +301,7 @@ def deep_verify_raw_file(
     """Download and hash every object of a RawFile's backup and compare it with the inventory.
 
     Never raises because the backup differs, is missing or is archived: the report says so (and, with
-    ``record``, the RawFile: see :mod:`..records.fixity`). An object replaced while it was read is
+    ``record``, the RawFile: see :mod:`..records.deep_verify`). An object replaced while it was read is
     ``unverified`` (nothing is recorded).
 
     ``max_concurrency``, ``range_size``, ``cancel`` and ``progress``: see :class:`~.objects_job.ObjectsJob`.
@@ -329,18 +329,18 @@ class SampleReport:
     reports: tuple[DeepVerifyReport, ...]
 
     @property
-    def outcome(self) -> FixityOutcome:
+    def outcome(self) -> DeepVerifyOutcome:
         return worst(report.outcome for report in self.reports)
 
     @property
     def bytes(self) -> int:
         return sum(report.bytes for report in self.reports)
 
-    def of(self, outcome: FixityOutcome) -> list[DeepVerifyReport]:
+    def of(self, outcome: DeepVerifyOutcome) -> list[DeepVerifyReport]:
         return [report for report in self.reports if report.outcome is outcome]
 
     def summary(self) -> str:
-        shown = tally((report.outcome for report in self.reports), FixityOutcome)
+        shown = tally((report.outcome for report in self.reports), DeepVerifyOutcome)
         return (
             f"deep-verified {len(self.reports)} of {self.candidates} upload_done raw file(s), "
             f"{self.bytes / MIB:.1f} MiB: {shown or 'nothing to do'}"

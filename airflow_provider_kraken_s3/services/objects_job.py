@@ -1,6 +1,6 @@
 """What deep verification and restore share: a job over every object of one RawFile's backup. No Airflow.
 
-Both start alike — the RawFile's record as :mod:`..records.fixity` reads it, its bucket, the objects its
+Both start alike — the RawFile's record as :mod:`..records.deep_verify` reads it, its bucket, the objects its
 inventory names at the keys the backup used, and the bucket checked to exist — and run alike: object by object
 through :func:`..transfer.download.run_per_object`, each read with parallel ranged GETs under the job's
 settings and logged with its throughput. Each job (:mod:`.deep_verify`, :mod:`.restore`) adds what it does
@@ -16,14 +16,19 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, BinaryIO, TypeVar
 
+from airflow_provider_kraken_s3.core.deep_verify import (
+    DeepVerifyFinding,
+    Downloaded,
+    archived_finding,
+    missing_finding,
+)
 from airflow_provider_kraken_s3.core.errors import InvalidInputError
 from airflow_provider_kraken_s3.core.etag import parse_precomputed_etag
-from airflow_provider_kraken_s3.core.fixity import Downloaded, Finding, archived_finding, missing_finding
 from airflow_provider_kraken_s3.core.inventory import BackupObject
 from airflow_provider_kraken_s3.core.log import Log
 from airflow_provider_kraken_s3.core.manifest import etag_info, recorded_backup
 from airflow_provider_kraken_s3.core.parts import MIB
-from airflow_provider_kraken_s3.records import fixity as records
+from airflow_provider_kraken_s3.records import deep_verify as records
 from airflow_provider_kraken_s3.transfer.access import S3Access
 from airflow_provider_kraken_s3.transfer.buckets import check_bucket
 from airflow_provider_kraken_s3.transfer.download import (
@@ -110,7 +115,7 @@ class ObjectsJob:
             max_concurrency=self.max_concurrency,
         )
 
-    def readable_head(self, bucket: str, item: BackupObject) -> ObjectHead | Finding:
+    def readable_head(self, bucket: str, item: BackupObject) -> ObjectHead | DeepVerifyFinding:
         """HEAD the object: what to read it as, or the finding why it cannot be read (missing, archived)."""
         head = head_object(self.access, bucket, item.key, item.version_id)
         if head is None:
@@ -145,7 +150,7 @@ class ObjectsJob:
         self.log.info("%s %s", what, kv(**fields, seconds=seconds, mib_s=rate))
 
 
-def archived(bucket: str, head: ObjectHead) -> Finding:
+def archived(bucket: str, head: ObjectHead) -> DeepVerifyFinding:
     """The finding for an object in an archive tier: restore it from there first."""
     return archived_finding(bucket, head.key, head.storage_class, head.restore)
 

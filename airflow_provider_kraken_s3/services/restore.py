@@ -11,7 +11,7 @@ For every file of the raw file (one ``.raw``, or every file of a ``.d``/``.wiff`
    seen at the start) into a temporary file beside the target, ``.<name>.<etag>.kraken-restore``. An
    interrupted restore leaves it behind; the next run re-hashes its bytes and fetches only the rest;
 4. the temporary file is fsynced and verified against the inventory — size, MD5 and, when recorded, the
-   ETag at the recorded part size (:func:`..core.fixity.judge_restored`). Only then is it renamed into place
+   ETag at the recorded part size (:func:`..core.deep_verify.judge_restored`). Only then is it renamed into place
    (:mod:`..transfer.placement`: without replacing a file that appeared meanwhile) and the directory fsynced.
    A file that fails is not put in place: its temporary file is removed and the report says why.
 
@@ -31,17 +31,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from airflow_provider_kraken_s3.core.deep_verify import (
+    DeepVerifyFinding,
+    DeepVerifyOutcome,
+    Downloaded,
+    judge_restored,
+)
 from airflow_provider_kraken_s3.core.errors import (
     IntegrityError,
     InvalidInputError,
     PermanentBackupError,
     TransientBackupError,
-)
-from airflow_provider_kraken_s3.core.fixity import (
-    Downloaded,
-    Finding,
-    FixityOutcome,
-    judge_restored,
 )
 from airflow_provider_kraken_s3.core.inventory import BackupObject
 from airflow_provider_kraken_s3.core.layout import local_path
@@ -219,8 +219,8 @@ class Restore(ObjectsJob):
             if present is not None:
                 return present
         head = self.readable_head(bucket, item)
-        if isinstance(head, Finding):
-            gone = head.outcome is FixityOutcome.MISSING
+        if isinstance(head, DeepVerifyFinding):
+            gone = head.outcome is DeepVerifyOutcome.MISSING
             return RestoreOutcome.MISSING if gone else RestoreOutcome.NEEDS_RESTORE, head.reason, 0, 0
         make_dirs(target.parent, self.destination)
         partial = partial_path(target, head.etag)
@@ -232,7 +232,7 @@ class Restore(ObjectsJob):
             handle.flush()
             os.fsync(handle.fileno())
         finding = judge_restored(str(target), item, got)
-        if finding.outcome is not FixityOutcome.OK:
+        if finding.outcome is not DeepVerifyOutcome.OK:
             partial.unlink()
             return RestoreOutcome.FAILED, _not_placed(target, finding, resumed), fetched, resumed
         if os.path.lexists(target) and not self.overwrite:
@@ -280,7 +280,7 @@ class Restore(ObjectsJob):
             digests = _inventory_digests(item, item.size)
             with open(target, "rb") as handle:
                 _hash_file(handle, target, item.size, digests, self.cancel)
-            if judge_restored(str(target), item, downloaded(digests, "")).outcome is FixityOutcome.OK:
+            if judge_restored(str(target), item, downloaded(digests, "")).outcome is DeepVerifyOutcome.OK:
                 return (
                     RestoreOutcome.ALREADY_PRESENT,
                     f"{target} already holds the inventory's bytes (MD5 {item.md5}); left as it is",
@@ -304,7 +304,7 @@ def _exists(target: Path, why: str) -> str:
     )
 
 
-def _not_placed(target: Path, finding: Finding, resumed: int) -> str:
+def _not_placed(target: Path, finding: DeepVerifyFinding, resumed: int) -> str:
     text = f"{target} was NOT put in place: {finding.reason}"
     if resumed:
         return (

@@ -22,10 +22,10 @@ from airflow_provider_kraken_s3.core.errors import (
 )
 from airflow_provider_kraken_s3.core.layout import listing_folder
 from airflow_provider_kraken_s3.core.verdict import (
-    Action,
     ExpectedObject,
     Outcome,
     RawFileRecord,
+    SensorStep,
     assess_raw_file,
     conclude,
     explicit_objects,
@@ -110,13 +110,13 @@ def read_raw_file_record(connect: Any, mongo_conn_id: str, raw_file_id: str) -> 
 def fetch_record(connect: Any, mongo_conn_id: str, raw_file_id: str) -> RawFileRecord | Outcome:
     """Blocking: the RawFile snapshot, or the Outcome to report when it cannot be read."""
     if not isinstance(raw_file_id, str) or not raw_file_id:
-        return Outcome(Action.FAIL, f"raw_file_id must be a non-empty string, got {raw_file_id!r}")
+        return Outcome(SensorStep.FAIL, f"raw_file_id must be a non-empty string, got {raw_file_id!r}")
     try:
         return read_raw_file_record(connect, mongo_conn_id, raw_file_id)
     except TransientBackupError as error:
-        return Outcome(Action.WAIT, f"cannot read the RawFile right now ({error})")
+        return Outcome(SensorStep.WAIT, f"cannot read the RawFile right now ({error})")
     except PermanentBackupError as error:  # no such RawFile, bad connection settings
-        return Outcome(Action.FAIL, f"cannot verify raw file {raw_file_id!r}: {error}")
+        return Outcome(SensorStep.FAIL, f"cannot verify raw file {raw_file_id!r}: {error}")
 
 
 def objects_to_check(
@@ -131,16 +131,16 @@ def objects_to_check(
         return record
     if record is not None:
         assessed = assess_raw_file(record, fail_on_failed=target.fail_on_failed)
-        if assessed.action is not Action.VERIFY:
+        if assessed.action is not SensorStep.VERIFY:
             return assessed
         expected = assessed.expected
         if expected is None or not expected.bucket:  # pragma: no cover - assess_raw_file guarantees both
-            return Outcome(Action.FAIL, f"record of {record.id!r} names no bucket")
+            return Outcome(SensorStep.FAIL, f"record of {record.id!r} names no bucket")
         return expected.bucket, list(expected.objects)
     try:
         objects = explicit_objects(target.keys or [], target.expected_etags or {}, target.expected_sizes)
     except InvalidInputError as error:
-        return Outcome(Action.FAIL, f"invalid expected objects: {error}")
+        return Outcome(SensorStep.FAIL, f"invalid expected objects: {error}")
     return str(target.bucket), list(objects)
 
 
@@ -169,9 +169,9 @@ def check_round(
     try:
         found = fetch_remote(access(), target_bucket, objects)
     except TransientBackupError as error:
-        return Outcome(Action.WAIT, f"S3 not answering properly ({error})")
+        return Outcome(SensorStep.WAIT, f"S3 not answering properly ({error})")
     except PermanentBackupError as error:
-        return Outcome(Action.FAIL, f"cannot read the backup in s3://{target_bucket}/: {error}")
+        return Outcome(SensorStep.FAIL, f"cannot read the backup in s3://{target_bucket}/: {error}")
     return conclude(verify_objects(objects, found), bucket=target_bucket, raw_file_id=target.raw_file_id)
 
 

@@ -29,6 +29,7 @@ from typing import Any, BinaryIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from airflow_provider_kraken_s3.core.deep_verify import needs_restore
 from airflow_provider_kraken_s3.core.errors import (
     BackupInterrupted,
     InvalidInputError,
@@ -40,7 +41,6 @@ from airflow_provider_kraken_s3.core.errors import (
     classify_s3_error,
 )
 from airflow_provider_kraken_s3.core.etag import normalize_etag
-from airflow_provider_kraken_s3.core.fixity import needs_restore
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.transfer.access import S3Access, error_code, error_status
 from airflow_provider_kraken_s3.transfer.hashing import Digests

@@ -27,7 +27,6 @@ from airflow_provider_kraken_s3.core.decision import (
     META_MD5,
     META_PART_SIZE,
     META_RCLONE_MD5,
-    Action,
     Decision,
     Expectation,
     RemoteObject,
@@ -36,6 +35,9 @@ from airflow_provider_kraken_s3.core.decision import (
     decide,
     one_part_etag,
     prove,
+)
+from airflow_provider_kraken_s3.core.decision import (
+    UploadAction as Action,
 )
 from airflow_provider_kraken_s3.core.errors import (
     BackupInterrupted,

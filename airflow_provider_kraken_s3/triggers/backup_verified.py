@@ -13,7 +13,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_kraken_s3.core.verdict import Action, Outcome, explicit_objects
+from airflow_provider_kraken_s3.core.verdict import Outcome, SensorStep, explicit_objects
 from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook, connect
 from airflow_provider_kraken_s3.services.verify import VerificationRound, verify_once
 
@@ -87,13 +87,13 @@ class BackupVerifiedTrigger(BaseTrigger):
         try:
             while True:
                 outcome = await self.check_once()
-                if outcome.action is Action.SUCCESS:
+                if outcome.action is SensorStep.SUCCESS:
                     self.log.info("%s", outcome.message)
                     yield TriggerEvent(
                         {"status": "success", "xcom": outcome.xcom, "message": outcome.message}
                     )
                     return
-                if outcome.action is Action.FAIL:
+                if outcome.action is SensorStep.FAIL:
                     yield TriggerEvent({"status": "error", "message": outcome.message, "retryable": False})
                     return
                 self.log.info("%s; next check in %s s", outcome.message, self.poll_interval)

@@ -68,7 +68,8 @@ class Deployment:
         self.wire = WireServer(self.work)
 
     def start(self) -> None:
-        from airflow_provider_kraken_s3.embedded import MotoServer
+        sys.path.insert(0, str(REPO))  # kraken_standins: at the repository root
+        from kraken_standins.s3 import MotoServer
 
         self.redis.start()
         self.stack.callback(self.redis.stop)

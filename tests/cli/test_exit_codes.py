@@ -13,8 +13,8 @@ import pytest
 from airflow_provider_kraken_s3.cli.main import EPILOG, main
 from airflow_provider_kraken_s3.cli.output import ExitCode
 from airflow_provider_kraken_s3.core.parts import MIB
-from airflow_provider_kraken_s3.embedded import free_port
 from airflow_provider_kraken_s3.records.models import RawFile
+from kraken_standins.s3 import free_port
 from tests.conftest import BACKED_UP_BUCKET as BUCKET
 from tests.conftest import aws_connection_json
 from tests.conftest_mongo import insert_raw_file

@@ -9,9 +9,9 @@ import pytest
 
 from airflow_provider_kraken_s3.core.audit import (
     FIELDS,
+    AuditFindingKind,
     AuditSummary,
     AuditTarget,
-    FindingKind,
     RecordAudit,
     bucket_missing,
     compare,
@@ -95,7 +95,7 @@ def test_an_inventory_path_outside_the_raw_file_is_a_record_finding() -> None:
     )
     assert isinstance(planned, RecordAudit)
     assert [f.kind for f in planned.findings] == [
-        FindingKind.RECORD
+        AuditFindingKind.RECORD
     ] and "not one of its files" in planned.findings[0].detail
 
 
@@ -113,7 +113,7 @@ def test_an_inventory_path_outside_the_raw_file_is_a_record_finding() -> None:
 def test_a_record_that_cannot_be_audited_is_a_record_finding(rec, expected_detail) -> None:
     planned = plan_audit(rec)
     assert isinstance(planned, RecordAudit) and not planned.ok
-    assert [finding.kind for finding in planned.findings] == [FindingKind.RECORD]
+    assert [finding.kind for finding in planned.findings] == [AuditFindingKind.RECORD]
     assert expected_detail in planned.findings[0].detail
 
 

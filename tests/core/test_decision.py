@@ -7,7 +7,7 @@ The rule under test (see the module docstring): an object is proven without read
 
 Object metadata (``kraken-md5``, ``kraken-part-size``) is a hint for which part size to hash with, never proof.
 These tests pin that rule for the operator (:func:`decide`), the post-hash step (:func:`after_hashing`) and
-the sensor (:func:`judge`), and check with hypothesis that the three can never disagree.
+the sensor's per-object check (:func:`~airflow_provider_kraken_s3.core.verdict.judge_object`), and check with hypothesis that the three can never disagree.
 """
 
 from __future__ import annotations
@@ -25,22 +25,21 @@ import airflow_provider_kraken_s3.core.decision as decision_module
 from airflow_provider_kraken_s3.core.decision import (
     META_MD5,
     META_PART_SIZE,
-    Action,
     Decision,
     Expectation,
     RemoteObject,
-    Verdict,
+    UploadAction,
     after_hashing,
     candidate_part_sizes,
     cannot_compare,
     decide,
-    judge,
     metadata_notes,
     one_part_etag,
     prove,
 )
 from airflow_provider_kraken_s3.core.etag import etag_from_part_digests, etag_part_count, normalize_etag
 from airflow_provider_kraken_s3.core.parts import MIB
+from airflow_provider_kraken_s3.core.verdict import ObjectVerdict, judge_object
 
 # ------------------------------------------------------------------ realistic digests
 
@@ -75,9 +74,9 @@ BIG_NO_ETAG = Expectation(size=BIG_SIZE, md5=BIG_MD5)
 NON_MD5_ETAGS = ["abc", "a" * 40, "0123456789abcdef0123456789abcdef01234567", "x-1", "", f"{SMALL_MD5}-0"]
 
 
-def _other_action(versioned: bool) -> Action:
+def _other_action(versioned: bool) -> UploadAction:
     """What an unproven, differing object gets: replaced only where the bucket keeps the old version."""
-    return Action.REPLACE if versioned else Action.REFUSE
+    return UploadAction.REPLACE if versioned else UploadAction.REFUSE
 
 
 versioned_or_not = pytest.mark.parametrize("versioned", [True, False], ids=["versioned", "unversioned"])
@@ -211,7 +210,7 @@ def test_prove_nothing_with_non_md5_etags(etag: str) -> None:
 def test_decide_uploads_when_nothing_is_there(versioned: bool) -> None:
     for expected in (SMALL, BIG, Expectation(size=3, md5=None)):
         result = decide(None, expected, versioned=versioned, part_size_hint=PART)
-        assert result.action is Action.UPLOAD
+        assert result.action is UploadAction.UPLOAD
         assert result.part_size is None and result.replaced_etag is None
 
 
@@ -230,7 +229,7 @@ def test_decide_skips_only_what_is_proven(
     versioned: bool, remote: RemoteObject, expected: Expectation
 ) -> None:
     result = decide(remote, expected, versioned=versioned)
-    assert result.action is Action.SKIP
+    assert result.action is UploadAction.SKIP
     assert result.reason.startswith("already in S3: ")
     assert result.reason.endswith(prove(remote, expected) or "<unproven>")
 
@@ -239,7 +238,7 @@ def test_decide_skip_still_reports_contradicting_metadata() -> None:
     """The proof wins, but a wrong kraken-md5 on a proven object is worth a warning."""
     remote = RemoteObject(etag=BIG_ETAG, size=BIG_SIZE, metadata={META_MD5: OTHER_MD5})
     result = decide(remote, BIG, versioned=True)
-    assert result.action is Action.SKIP
+    assert result.action is UploadAction.SKIP
     assert len(result.notes) == 1 and OTHER_MD5 in result.notes[0]
 
 
@@ -260,7 +259,7 @@ def test_decide_never_skips_on_metadata_multipart_with_part_size_hint(versioned:
     )
     for expected in (BIG, BIG_NO_ETAG):
         result = decide(remote, expected, versioned=versioned)
-        assert result.action is Action.HASH_FIRST
+        assert result.action is UploadAction.HASH_FIRST
         assert result.part_size == 8 * MIB
 
 
@@ -303,7 +302,7 @@ def test_decide_refuses_non_md5_etags(versioned: bool, etag: str) -> None:
             etag=f'"{etag}"', size=size, metadata={META_MD5: SMALL_MD5, META_PART_SIZE: "1"}
         )
         result = decide(remote, expected, versioned=versioned, part_size_hint=PART)
-        assert result.action is Action.REFUSE
+        assert result.action is UploadAction.REFUSE
         assert "SSE-KMS" in result.reason
         assert "not MD5-based" in result.reason
 
@@ -315,7 +314,7 @@ def test_decide_refuses_non_md5_etags(versioned: bool, etag: str) -> None:
 def test_decide_hashes_at_the_metadata_part_size(versioned: bool) -> None:
     remote = RemoteObject(etag=BIG_ETAG_8MIB, size=BIG_SIZE, metadata={"Kraken-Part-Size": f" {8 * MIB} "})
     result = decide(remote, BIG, versioned=versioned)
-    assert result.action is Action.HASH_FIRST
+    assert result.action is UploadAction.HASH_FIRST
     assert result.part_size == 8 * MIB
     assert str(8 * MIB) in result.reason
 
@@ -327,7 +326,7 @@ def test_decide_hashes_at_the_part_size_s3_reported(versioned: bool) -> None:
     assert decide(remote, BIG, versioned=versioned, part_size_hint=8 * MIB).part_size == 8 * MIB
     with_metadata = replace(remote, metadata={META_PART_SIZE: str(6 * MIB)})
     result = decide(with_metadata, BIG_NO_ETAG, versioned=versioned, part_size_hint=8 * MIB)
-    assert result.action is Action.HASH_FIRST
+    assert result.action is UploadAction.HASH_FIRST
     assert result.part_size == 8 * MIB
 
 
@@ -369,7 +368,7 @@ def test_decide_ignores_unusable_part_size_metadata(versioned: bool, value: str)
 
 def test_decide_ignores_unicode_digit_part_size_metadata() -> None:
     remote = RemoteObject(etag=BIG_ETAG_ODD, size=BIG_SIZE, metadata={META_PART_SIZE: "²"})
-    assert decide(remote, BIG, versioned=True).action is Action.REPLACE
+    assert decide(remote, BIG, versioned=True).action is UploadAction.REPLACE
 
 
 @versioned_or_not
@@ -411,7 +410,7 @@ def test_decide_without_inventory_md5_hashes_the_whole_file(size: int) -> None:
     remote = RemoteObject(etag=OTHER_MD5, size=size)
     for versioned in (True, False):
         result = decide(remote, Expectation(size=size, md5=None), versioned=versioned)
-        assert result.action is Action.HASH_FIRST
+        assert result.action is UploadAction.HASH_FIRST
         assert result.part_size is not None
         assert result.part_size >= size
         assert result.part_size % MIB == 0
@@ -432,7 +431,7 @@ def test_decide_without_inventory_md5_other_size(versioned: bool) -> None:
 def test_replace_records_the_replaced_etag_normalised() -> None:
     remote = RemoteObject(etag=f'"{OTHER_MD5.upper()}"', size=SMALL_SIZE)
     result = decide(remote, SMALL, versioned=True)
-    assert result.action is Action.REPLACE
+    assert result.action is UploadAction.REPLACE
     assert result.replaced_etag == OTHER_MD5
     assert "keeps the old version" in result.reason
 
@@ -440,7 +439,7 @@ def test_replace_records_the_replaced_etag_normalised() -> None:
 def test_refuse_on_unversioned_bucket_says_why_and_what_to_do() -> None:
     remote = RemoteObject(etag=OTHER_MD5, size=SMALL_SIZE)
     result = decide(remote, SMALL, versioned=False)
-    assert result.action is Action.REFUSE
+    assert result.action is UploadAction.REFUSE
     assert result.replaced_etag is None
     assert "does not keep old versions" in result.reason
     assert "versioning" in result.reason
@@ -455,7 +454,7 @@ def test_after_hashing_local_file_not_the_inventory_file(versioned: bool, remote
     """A local copy with another MD5 proves nothing and must never replace anything, even if the ETags match."""
     remote = RemoteObject(etag=remote_etag, size=BIG_SIZE)
     result = after_hashing(remote, BIG, local_etag=remote_etag, local_md5=OTHER_MD5, versioned=versioned)
-    assert result.action is Action.REFUSE
+    assert result.action is UploadAction.REFUSE
     assert "not the acquired file" in result.reason
     assert OTHER_MD5 in result.reason and BIG_MD5 in result.reason
 
@@ -465,7 +464,7 @@ def test_after_hashing_local_file_not_the_inventory_file(versioned: bool, remote
 def test_after_hashing_equal_etags_skip(versioned: bool, expected: Expectation) -> None:
     remote = RemoteObject(etag=f'"{BIG_ETAG_8MIB.upper()}"', size=BIG_SIZE)
     result = after_hashing(remote, expected, local_etag=BIG_ETAG_8MIB, local_md5=BIG_MD5, versioned=versioned)
-    assert result.action is Action.SKIP
+    assert result.action is UploadAction.SKIP
     assert result.reason.startswith("already in S3")
 
 
@@ -486,7 +485,7 @@ def test_after_hashing_plain_upload_skips_the_md5_check(versioned: bool) -> None
     remote = RemoteObject(etag=OTHER_MD5, size=SMALL_SIZE)
     plain = Expectation(size=SMALL_SIZE, md5=None)
     skip = after_hashing(remote, plain, local_etag=OTHER_MD5, local_md5=OTHER_MD5, versioned=versioned)
-    assert skip.action is Action.SKIP
+    assert skip.action is UploadAction.SKIP
     differ = after_hashing(remote, plain, local_etag=SMALL_MD5, local_md5=SMALL_MD5, versioned=versioned)
     assert differ.action is _other_action(versioned)
     assert "not the acquired file" not in differ.reason
@@ -496,18 +495,18 @@ def test_hash_first_then_after_hashing_round_trip() -> None:
     """The two steps together: metadata hint -> hash at that part size -> the local ETag decides."""
     remote = RemoteObject(etag=BIG_ETAG_8MIB, size=BIG_SIZE, metadata={META_PART_SIZE: str(8 * MIB)})
     first = decide(remote, BIG, versioned=True)
-    assert first.action is Action.HASH_FIRST and first.part_size == 8 * MIB
+    assert first.action is UploadAction.HASH_FIRST and first.part_size == 8 * MIB
     same = after_hashing(remote, BIG, local_etag=BIG_ETAG_8MIB, local_md5=BIG_MD5, versioned=True)
-    assert same.action is Action.SKIP
+    assert same.action is UploadAction.SKIP
     other = after_hashing(remote, BIG, local_etag=_multipart_etag("x", 2), local_md5=BIG_MD5, versioned=False)
-    assert other.action is Action.REFUSE
+    assert other.action is UploadAction.REFUSE
 
 
-# ------------------------------------------------------------------ judge (the sensor)
+# ------------------------------------------------------------------ judge_object (the sensor, core/verdict.py)
 
 
 def test_judge_missing() -> None:
-    assert judge(None, BIG) == (Verdict.MISSING, "object missing")
+    assert judge_object(None, BIG) == (ObjectVerdict.MISSING, "object missing")
 
 
 @pytest.mark.parametrize(
@@ -518,7 +517,7 @@ def test_judge_missing() -> None:
     ],
 )
 def test_judge_proven_with_the_same_words_as_prove(remote: RemoteObject, expected: Expectation) -> None:
-    assert judge(remote, expected) == (Verdict.PROVEN, prove(remote, expected))
+    assert judge_object(remote, expected) == (ObjectVerdict.PROVEN, prove(remote, expected))
 
 
 @pytest.mark.parametrize(
@@ -535,8 +534,8 @@ def test_judge_proven_with_the_same_words_as_prove(remote: RemoteObject, expecte
 def test_judge_differs_and_says_what_was_expected_and_found(
     remote: RemoteObject, expected: Expectation
 ) -> None:
-    verdict, detail = judge(remote, expected)
-    assert verdict is Verdict.DIFFERS
+    verdict, detail = judge_object(remote, expected)
+    assert verdict is ObjectVerdict.DIFFERS
     wanted = normalize_etag(expected.etag or expected.md5 or "")
     assert detail == (
         f"expected ETag {wanted}, {expected.size} bytes, found ETag {normalize_etag(remote.etag)}, {remote.size} bytes"
@@ -545,7 +544,7 @@ def test_judge_differs_and_says_what_was_expected_and_found(
 
 def test_judge_without_etag_or_md5_differs_rather_than_crashes() -> None:
     remote = RemoteObject(etag=OTHER_MD5, size=SMALL_SIZE)
-    assert judge(remote, Expectation(size=SMALL_SIZE, md5=None))[0] is Verdict.DIFFERS
+    assert judge_object(remote, Expectation(size=SMALL_SIZE, md5=None))[0] is ObjectVerdict.DIFFERS
 
 
 # ------------------------------------------------------------------ metadata_notes
@@ -637,7 +636,7 @@ FAST = settings(max_examples=150, deadline=None)
 def test_unversioned_bucket_is_never_replaced(
     remote: RemoteObject | None, expected: Expectation, hint: int | None
 ) -> None:
-    assert decide(remote, expected, versioned=False, part_size_hint=hint).action is not Action.REPLACE
+    assert decide(remote, expected, versioned=False, part_size_hint=hint).action is not UploadAction.REPLACE
 
 
 @FAST
@@ -647,8 +646,8 @@ def test_skip_if_and_only_if_proven(
 ) -> None:
     """The operator skips exactly what :func:`prove` proves, whatever the bucket or the hints."""
     result = decide(remote, expected, versioned=versioned, part_size_hint=hint)
-    assert (result.action is Action.SKIP) == (prove(remote, expected) is not None)
-    if result.action is Action.SKIP:
+    assert (result.action is UploadAction.SKIP) == (prove(remote, expected) is not None)
+    if result.action is UploadAction.SKIP:
         assert remote.size == expected.size
         assert remote.etag_is_md5_based
 
@@ -667,20 +666,20 @@ def test_decision_is_well_formed(
 ) -> None:
     result = decide(remote, expected, versioned=versioned, part_size_hint=hint)
     assert isinstance(result, Decision) and result.reason
-    assert result.action is not Action.UPLOAD  # something is there
+    assert result.action is not UploadAction.UPLOAD  # something is there
     assert result.notes == tuple(metadata_notes(remote, expected))
-    if result.action is Action.HASH_FIRST:
+    if result.action is UploadAction.HASH_FIRST:
         assert result.part_sizes and all(size > 0 for size in result.part_sizes)
         assert remote.size == expected.size  # a size difference needs no hashing
     else:
         assert result.part_sizes == ()
-    if result.action is Action.REPLACE:
+    if result.action is UploadAction.REPLACE:
         assert versioned
         assert result.replaced_etag == normalize_etag(remote.etag)
     else:
         assert result.replaced_etag is None
     if not remote.etag_is_md5_based:
-        assert result.action is Action.REFUSE and "SSE-KMS" in result.reason
+        assert result.action is UploadAction.REFUSE and "SSE-KMS" in result.reason
 
 
 @FAST
@@ -695,7 +694,7 @@ def test_multipart_without_any_hint_is_never_claimed_different(
     if prove(bare, expected) is not None:
         return
     result = decide(bare, expected, versioned=versioned)
-    if result.action is Action.HASH_FIRST:  # guesses tried in one pass, or a one-part object (exact)
+    if result.action is UploadAction.HASH_FIRST:  # guesses tried in one pass, or a one-part object (exact)
         assert result.part_sizes and result.part_size_known == (etag_part_count(bare.etag) == 1)
         return
     assert result.action is _other_action(versioned)
@@ -708,10 +707,10 @@ def test_judge_agrees_with_decide(remote: RemoteObject, expected: Expectation) -
     """The sensor and the operator share the proof: PROVEN exactly when the upload would be skipped."""
     if expected.etag is None and expected.md5 is None:
         return  # see test_judge_without_etag_or_md5_differs_rather_than_crashes
-    verdict, _ = judge(remote, expected)
-    skipped = decide(remote, expected, versioned=True).action is Action.SKIP
-    assert (verdict is Verdict.PROVEN) == skipped
-    assert verdict is not Verdict.MISSING
+    verdict, _ = judge_object(remote, expected)
+    skipped = decide(remote, expected, versioned=True).action is UploadAction.SKIP
+    assert (verdict is ObjectVerdict.PROVEN) == skipped
+    assert verdict is not ObjectVerdict.MISSING
 
 
 @FAST
@@ -726,13 +725,13 @@ def test_after_hashing_properties(
     remote: RemoteObject, expected: Expectation, local_etag: str, local_md5: str, versioned: bool
 ) -> None:
     result = after_hashing(remote, expected, local_etag=local_etag, local_md5=local_md5, versioned=versioned)
-    assert result.action in {Action.SKIP, Action.REPLACE, Action.REFUSE}
+    assert result.action in {UploadAction.SKIP, UploadAction.REPLACE, UploadAction.REFUSE}
     if not versioned:
-        assert result.action is not Action.REPLACE
+        assert result.action is not UploadAction.REPLACE
     if expected.md5 is not None and local_md5 != expected.md5:
-        assert result.action is Action.REFUSE and "not the acquired file" in result.reason
+        assert result.action is UploadAction.REFUSE and "not the acquired file" in result.reason
     elif normalize_etag(local_etag) == normalize_etag(remote.etag):
-        assert result.action is Action.SKIP
+        assert result.action is UploadAction.SKIP
     else:
         assert result.action is _other_action(versioned)
 
@@ -742,12 +741,12 @@ def test_an_unknown_part_size_is_tried_among_the_common_ones(versioned: bool) ->
     """Ceph RGW ignores HEAD partNumber and boto3 writes no hint: the common sizes that give the object's
     part count are hashed in one pass; a mismatch there is a guess that failed, not a shown difference."""
     result = decide(RemoteObject(etag=BIG_ETAG_8MIB, size=BIG_SIZE), BIG_NO_ETAG, versioned=versioned)
-    assert result.action is Action.HASH_FIRST and result.part_sizes == (8 * MIB,)
+    assert result.action is UploadAction.HASH_FIRST and result.part_sizes == (8 * MIB,)
     assert not result.part_size_known and result.part_size == 8 * MIB
     assert candidate_part_sizes(BIG_SIZE, 3) == (5 * MIB,) and candidate_part_sizes(BIG_SIZE, 4) == ()
     # The inventory's own part size was already compared (its ETag differs): not tried again.
     other = decide(RemoteObject(etag=BIG_ETAG_OTHER, size=BIG_SIZE), BIG, versioned=versioned)
-    assert other.action is not Action.HASH_FIRST
+    assert other.action is not UploadAction.HASH_FIRST
 
 
 def test_a_one_part_multipart_object_is_compared_through_the_md5() -> None:
@@ -757,7 +756,11 @@ def test_a_one_part_multipart_object_is_compared_through_the_md5() -> None:
     result = decide(
         RemoteObject(etag=one_part_etag(md5), size=10), Expectation(size=10, md5=md5), versioned=False
     )
-    assert result.action is Action.HASH_FIRST and result.part_size_known and result.part_sizes == (5 * MIB,)
+    assert (
+        result.action is UploadAction.HASH_FIRST
+        and result.part_size_known
+        and result.part_sizes == (5 * MIB,)
+    )
 
 
 @versioned_or_not

@@ -9,17 +9,19 @@ from pathlib import Path
 
 import pytest
 
+import airflow_provider_kraken_s3.core.status as status
 import airflow_provider_kraken_s3.core.verdict as verification
+import airflow_provider_kraken_s3.records.models as models
 from airflow_provider_kraken_s3.core.decision import META_MD5, RemoteObject
 from airflow_provider_kraken_s3.core.errors import InvalidInputError
 from airflow_provider_kraken_s3.core.inventory import backup_objects
 from airflow_provider_kraken_s3.core.manifest import Manifest, ManifestObject
 from airflow_provider_kraken_s3.core.verdict import (
     DISAGREES_PREFIX,
-    Action,
     ExpectedObject,
     ProblemKind,
     RawFileRecord,
+    SensorStep,
     assess_raw_file,
     conclude,
     expected_from_record,
@@ -45,10 +47,11 @@ def test_module_is_pure_and_constants_match_the_rest_of_the_provider() -> None:
         for alias in node.names
     }
     assert not imported & {"airflow", "boto3", "botocore", "mongoengine", "pymongo", "aiobotocore"}
-    assert (verification.STATUS_DONE, verification.STATUS_IN_PROGRESS, verification.STATUS_FAILED) == (
-        BackupStatus.DONE,
-        BackupStatus.IN_PROGRESS,
-        BackupStatus.FAILED,
+    assert models.BackupStatus is status.BackupStatus  # one definition, in core; the records import it
+    assert (status.BackupStatus.DONE, status.BackupStatus.IN_PROGRESS, status.BackupStatus.FAILED) == (
+        "upload_done",
+        "upload_in_progress",
+        "upload_failed",
     )
 
 
@@ -269,20 +272,20 @@ def _record(status: str | None, **fields) -> RawFileRecord:
 )
 def test_records_not_done_mean_wait(status, fragment) -> None:
     outcome = assess_raw_file(_record(status))
-    assert outcome.action is Action.WAIT and fragment in outcome.message
+    assert outcome.action is SensorStep.WAIT and fragment in outcome.message
 
 
 def test_failed_record_fails_fast_when_asked() -> None:
     outcome = assess_raw_file(_record(BackupStatus.FAILED), fail_on_failed=True)
-    assert outcome.action is Action.FAIL
+    assert outcome.action is SensorStep.FAIL
     assert "'upload_failed'" in outcome.message and "details of the last attempt" in outcome.message
 
 
 def test_done_record_is_checked_or_refused() -> None:
     ready = assess_raw_file(_record(BackupStatus.DONE))
-    assert ready.action is Action.VERIFY and ready.expected.bucket == "kraken-lab-p1"
+    assert ready.action is SensorStep.VERIFY and ready.expected.bucket == "kraken-lab-p1"
     unverifiable = assess_raw_file(_record(BackupStatus.DONE, file_info={"x.raw": [1, MD5_A]}))
-    assert unverifiable.action is Action.FAIL
+    assert unverifiable.action is SensorStep.FAIL
     assert unverifiable.message == "record says DONE but it cannot be verified: no ETag recorded for x.raw"
 
 
@@ -298,7 +301,7 @@ def test_record_snapshot_of_a_document() -> None:
 def test_conclude() -> None:
     good = verify_objects([ExpectedObject("x.raw", ETAG_A, 1, MD5_A, "x.raw")], {"x.raw": (ETAG_A, 1, {})})
     success = conclude(good, bucket="b", raw_file_id="x.raw", now=NOW)
-    assert success.action is Action.SUCCESS
+    assert success.action is SensorStep.SUCCESS
     assert success.xcom == {
         "bucket": "b",
         "raw_file_id": "x.raw",
@@ -307,14 +310,14 @@ def test_conclude() -> None:
     }
     missing = verify_objects([("x.raw", ETAG_A, 1, None)], {})
     done_but_missing = conclude(missing, bucket="b", raw_file_id="x.raw")
-    assert done_but_missing.action is Action.FAIL
+    assert done_but_missing.action is SensorStep.FAIL
     assert done_but_missing.message.startswith(DISAGREES_PREFIX)
     assert "x.raw: object missing" in done_but_missing.message and "(bucket b)" in done_but_missing.message
     explicit_waits = conclude(missing, bucket="b", raw_file_id=None)
-    assert explicit_waits.action is Action.WAIT and "0 of 1 object(s) verified" in explicit_waits.message
+    assert explicit_waits.action is SensorStep.WAIT and "0 of 1 object(s) verified" in explicit_waits.message
     wrong = verify_objects([("k", ETAG_A, 1, None)], {"k": (ETAG_B, 1, {})})
     explicit_wrong = conclude(wrong, bucket="b", raw_file_id=None)
-    assert explicit_wrong.action is Action.FAIL and explicit_wrong.message.startswith("S3 disagrees")
+    assert explicit_wrong.action is SensorStep.FAIL and explicit_wrong.message.startswith("S3 disagrees")
 
 
 def test_xcom_value_is_utc_iso() -> None:
@@ -337,8 +340,8 @@ def test_in_progress_with_an_expired_lease_says_the_worker_probably_died() -> No
     )
     stale = assess_raw_file(record, now=NOW)
     assert (
-        stale.action is Action.WAIT
+        stale.action is SensorStep.WAIT
         and "stopped renewing its lease at 2024-05-01 12:00:00 UTC" in stale.message
     )
     alive = assess_raw_file(record, now=datetime(2024, 5, 1, 11, 59, tzinfo=timezone.utc))
-    assert alive.action is Action.WAIT and "is in progress" in alive.message
+    assert alive.action is SensorStep.WAIT and "is in progress" in alive.message

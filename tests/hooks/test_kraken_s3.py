@@ -20,9 +20,9 @@ from airflow_provider_kraken_s3.core.errors import (
     S3TransientError,
 )
 from airflow_provider_kraken_s3.core.parts import MIB
-from airflow_provider_kraken_s3.embedded import MotoServer
 from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
 from airflow_provider_kraken_s3.transfer.hashing import compute_s3_etag, compute_s3_etag_and_md5
+from kraken_standins.s3 import MotoServer
 from tests.conftest import aws_connection_json
 from tests.proxy import CuttingProxy
 

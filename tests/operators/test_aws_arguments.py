@@ -14,8 +14,9 @@ from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 
 from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
 from airflow_provider_kraken_s3.operators.audit import S3BackupAuditOperator, S3BackupReconcileOperator
-from airflow_provider_kraken_s3.operators.fixity import RawFileS3RestoreOperator, S3BackupDeepVerifyOperator
+from airflow_provider_kraken_s3.operators.deep_verify import S3BackupDeepVerifyOperator
 from airflow_provider_kraken_s3.operators.raw_file_backup import RawFileS3BackupOperator
+from airflow_provider_kraken_s3.operators.restore import RawFileS3RestoreOperator
 from airflow_provider_kraken_s3.records.models import BackupStatus, RawFile
 from tests.conftest import BACKED_UP_BUCKET, aws_connection_json
 from tests.faults import FaultProxy, RequestRecord

@@ -21,9 +21,9 @@ from airflow import __version__ as airflow_version
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperatorLink
 
 import airflow_provider_kraken_s3
-from airflow_provider_kraken_s3.embedded import airflow_dags_test
 from airflow_provider_kraken_s3.links import S3BackupLink, backup_url
 from airflow_provider_kraken_s3.operators.raw_file_backup import RawFileS3BackupOperator
+from kraken_standins.airflow_cli import airflow_dags_test
 from tests.conftest_mongo import stage_raw_file
 from tests.dag_runner import latest_run_id
 

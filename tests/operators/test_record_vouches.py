@@ -14,10 +14,10 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_kraken_s3.core.decision import META_MD5, META_PART_SIZE, META_RCLONE_MD5
+from airflow_provider_kraken_s3.core.deep_verify import DeepVerifyOutcome
 from airflow_provider_kraken_s3.core.errors import InventoryChangedError, MongoUnavailableError
-from airflow_provider_kraken_s3.core.fixity import FixityOutcome
 from airflow_provider_kraken_s3.core.manifest import Manifest, Proof
-from airflow_provider_kraken_s3.records import fixity, store
+from airflow_provider_kraken_s3.records import deep_verify, store
 from airflow_provider_kraken_s3.records.models import BackupStatus, RawFile
 from airflow_provider_kraken_s3.services.restore import restore_raw_file
 from tests.conftest import aws_connection_json
@@ -66,11 +66,11 @@ def test_evidence_of_a_failed_deep_verify_forces_a_new_verified_upload(
     operator("rot.raw").execute(context={})
     before = manifest_of("rot.raw").objects[0]
     document = RawFile._get_collection().find_one({"_id": "rot.raw"})
-    assert fixity.record_proven_wrong(
+    assert deep_verify.record_proven_wrong(
         "rot.raw",
         bucket=BUCKET,
         file_info=document["file_info"],
-        outcome=FixityOutcome.DIFFERS,
+        outcome=DeepVerifyOutcome.DIFFERS,
         details="rot.raw: downloaded bytes differ",
         document=document,
     )

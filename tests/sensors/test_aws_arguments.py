@@ -16,7 +16,7 @@ import pytest
 from airflow.providers.amazon.aws.sensors.base_aws import AwsBaseSensor
 from airflow.providers.common.compat.sdk import PokeReturnValue, TaskDeferred
 
-from airflow_provider_kraken_s3.core.verdict import Action
+from airflow_provider_kraken_s3.core.verdict import SensorStep
 from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
 from airflow_provider_kraken_s3.sensors.backup_verified import S3BackupVerifiedSensor
 from airflow_provider_kraken_s3.services.verify import VerificationRound
@@ -134,7 +134,7 @@ def test_botocore_retries_reach_the_client_in_both_modes(bucket, proxy, via_prox
     assert len(proxy.records("HeadObject")) == 3  # botocore: the first call and max_attempts=2 retries
 
     outcome = asyncio.run(rebuilt(check.trigger()).check_once())
-    assert outcome.action is Action.WAIT and "S3 not answering properly" in outcome.message
+    assert outcome.action is SensorStep.WAIT and "S3 not answering properly" in outcome.message
     assert len(proxy.records("HeadObject")) == 6
     assert_configured(proxy.requests)
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from airflow_provider_kraken_s3.core.verdict import Action, Outcome
+from airflow_provider_kraken_s3.core.verdict import Outcome, SensorStep
 from airflow_provider_kraken_s3.records.models import BackupStatus
 from airflow_provider_kraken_s3.triggers.backup_verified import BackupVerifiedTrigger
 from tests.conftest_mongo import set_record
@@ -83,15 +83,19 @@ def _explicit_missing(s3_client, tmp_path) -> dict:
     }
 
 
-SCENARIOS: dict[str, tuple[Callable[..., dict], Action, str]] = {
-    "done": (_done, Action.SUCCESS, "verified 2 object(s)"),
-    "in-progress": (_in_progress, Action.WAIT, "in progress"),
-    "failed-waits": (lambda c, t: _failed(c, t, False), Action.WAIT, "may still fix it"),
-    "failed-fails-when-asked": (lambda c, t: _failed(c, t, True), Action.FAIL, "fail_on_failed=True"),
-    "tampered": (_tampered, Action.FAIL, "record says DONE but S3 disagrees"),
-    "set-in-a-missing-bucket": (_set_in_a_missing_bucket, Action.FAIL, "does not exist"),
-    "project-reassigned-after-done": (_project_reassigned_after_done, Action.SUCCESS, "verified 1 object(s)"),
-    "explicit-missing": (_explicit_missing, Action.WAIT, "waiting for"),
+SCENARIOS: dict[str, tuple[Callable[..., dict], SensorStep, str]] = {
+    "done": (_done, SensorStep.SUCCESS, "verified 2 object(s)"),
+    "in-progress": (_in_progress, SensorStep.WAIT, "in progress"),
+    "failed-waits": (lambda c, t: _failed(c, t, False), SensorStep.WAIT, "may still fix it"),
+    "failed-fails-when-asked": (lambda c, t: _failed(c, t, True), SensorStep.FAIL, "fail_on_failed=True"),
+    "tampered": (_tampered, SensorStep.FAIL, "record says DONE but S3 disagrees"),
+    "set-in-a-missing-bucket": (_set_in_a_missing_bucket, SensorStep.FAIL, "does not exist"),
+    "project-reassigned-after-done": (
+        _project_reassigned_after_done,
+        SensorStep.SUCCESS,
+        "verified 1 object(s)",
+    ),
+    "explicit-missing": (_explicit_missing, SensorStep.WAIT, "waiting for"),
 }
 
 

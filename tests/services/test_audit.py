@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from airflow_provider_kraken_s3.core.audit import AuditSummary, FindingKind, render_json_lines
+from airflow_provider_kraken_s3.core.audit import AuditFindingKind, AuditSummary, render_json_lines
 from airflow_provider_kraken_s3.core.naming import bucket_name
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
@@ -218,8 +218,8 @@ def test_a_transient_or_denied_answer_leaves_that_record_unchecked(lab, moto_ser
         "u.raw": [("ok", "u.raw")],
         "v.raw": [("unchecked", None)],
     }
-    assert not report.ok and report.summary.counts[FindingKind.UNCHECKED] == 2
-    expired, denied = (f for f in report.findings if f.kind is FindingKind.UNCHECKED)
+    assert not report.ok and report.summary.counts[AuditFindingKind.UNCHECKED] == 2
+    expired, denied = (f for f in report.findings if f.kind is AuditFindingKind.UNCHECKED)
     assert "ExpiredToken" in expired.detail and "retrying will resume" in expired.detail
     assert "access denied" in denied.detail
 

@@ -1,4 +1,4 @@
-"""services/deep_verify.py and records/fixity.py: real moto_server (through the FaultProxy), real mongomock."""
+"""services/deep_verify.py and records/deep_verify.py: real moto_server (through the FaultProxy), real mongomock."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from airflow_provider_kraken_s3.core.deep_verify import DeepVerifyOutcome
 from airflow_provider_kraken_s3.core.errors import InvalidInputError, PermanentBackupError
-from airflow_provider_kraken_s3.core.fixity import FixityOutcome
 from airflow_provider_kraken_s3.core.parts import MIB
-from airflow_provider_kraken_s3.core.verdict import Action, RawFileRecord, assess_raw_file, verify_objects
-from airflow_provider_kraken_s3.records import fixity as records
+from airflow_provider_kraken_s3.core.verdict import RawFileRecord, SensorStep, assess_raw_file, verify_objects
+from airflow_provider_kraken_s3.records import deep_verify as records
 from airflow_provider_kraken_s3.records import store
 from airflow_provider_kraken_s3.records.models import BackupStatus
 from airflow_provider_kraken_s3.services.deep_verify import deep_verify_raw_file, verify_sample
@@ -28,13 +28,13 @@ def deep(access, raw_file_id: str, **kwargs):
     return deep_verify_raw_file(access, raw_file_id, range_size=RANGE, max_concurrency=3, **kwargs)
 
 
-def head_check(access, raw_file_id: str) -> Action:
+def head_check(access, raw_file_id: str) -> SensorStep:
     """What the sensor concludes from HEAD alone (ETag and size), with the same core functions."""
     assessed = assess_raw_file(RawFileRecord.of(store.get_raw_file(raw_file_id)))
-    if assessed.action is not Action.VERIFY:
+    if assessed.action is not SensorStep.VERIFY:
         return assessed.action
     found = {o.key: remote.head(access, assessed.expected.bucket, o.key) for o in assessed.expected.objects}
-    return Action.SUCCESS if verify_objects(assessed.expected.objects, found).ok else Action.FAIL
+    return SensorStep.SUCCESS if verify_objects(assessed.expected.objects, found).ok else SensorStep.FAIL
 
 
 def fields(raw_file_id: str) -> dict:
@@ -54,9 +54,9 @@ def test_a_set_whose_bytes_match_is_ok_and_recorded(access, proxy, s3_backup, bu
     }
     s3_backup("x.d", files)
     report = deep(access, "x.d")
-    assert report.outcome is FixityOutcome.OK and report.recorded
+    assert report.outcome is DeepVerifyOutcome.OK and report.recorded
     assert [(o.key, o.outcome, o.bytes) for o in report.objects] == [
-        (path, FixityOutcome.OK, len(data)) for path, data in sorted(files.items())
+        (path, DeepVerifyOutcome.OK, len(data)) for path, data in sorted(files.items())
     ]
     assert "is the ETag of those bytes at 5 MiB parts" in report.objects[0].detail
     stored = fields("x.d")
@@ -74,9 +74,9 @@ def test_corrupted_bytes_are_caught_by_deep_verify_and_not_by_head(access, proxy
     data = random_bytes(12 * MIB, seed=3)
     s3_backup("rot.raw", {"rot.raw": data})
     proxy.add(flip_response_byte("GetObject", offset=7 * MIB + 3, times=None))  # rotted behind S3's ETag
-    assert head_check(access, "rot.raw") is Action.SUCCESS  # HEAD: ETag and size still as recorded
+    assert head_check(access, "rot.raw") is SensorStep.SUCCESS  # HEAD: ETag and size still as recorded
     report = deep(access, "rot.raw")
-    assert report.outcome is FixityOutcome.DIFFERS and report.recorded
+    assert report.outcome is DeepVerifyOutcome.DIFFERS and report.recorded
     rotten = bytearray(data)
     rotten[7 * MIB + 3] ^= 0xFF
     detail = report.objects[0].detail
@@ -86,7 +86,7 @@ def test_corrupted_bytes_are_caught_by_deep_verify_and_not_by_head(access, proxy
     assert stored["backup_status"] == BackupStatus.FAILED  # the sensor and the remover no longer trust it
     assert stored["s3_verify_outcome"] == "differs" and stored["s3_verified_at"] is not None
     assert "deep verification" in stored["s3_backup_details"] and "s3://" in stored["s3_backup_details"]
-    assert head_check(access, "rot.raw") is Action.WAIT
+    assert head_check(access, "rot.raw") is SensorStep.WAIT
 
 
 def test_archived_objects_need_restore_and_nothing_fails(access, proxy, s3_backup) -> None:
@@ -96,8 +96,8 @@ def test_archived_objects_need_restore_and_nothing_fails(access, proxy, s3_backu
         storage={"cold.d/b": "GLACIER"},
     )
     report = deep(access, "cold.d")
-    assert report.outcome is FixityOutcome.NEEDS_RESTORE
-    assert [o.outcome for o in report.objects] == [FixityOutcome.OK, FixityOutcome.NEEDS_RESTORE]
+    assert report.outcome is DeepVerifyOutcome.NEEDS_RESTORE
+    assert [o.outcome for o in report.objects] == [DeepVerifyOutcome.OK, DeepVerifyOutcome.NEEDS_RESTORE]
     assert "restore-object" in report.objects[1].detail and report.objects[1].bytes == 0
     assert {g.key for g in proxy.records("GetObject")} == {"cold.d/a"}  # the archived one was never read
     stored = fields("cold.d")
@@ -108,7 +108,7 @@ def test_a_missing_object_downgrades_the_record(access, s3_backup, s3_client, bu
     s3_backup("gone.d", {"gone.d/a": b"aaa", "gone.d/b": b"bbb"})
     s3_client.delete_object(Bucket=bucket, Key="gone.d/b")
     report = deep(access, "gone.d")
-    assert report.outcome is FixityOutcome.MISSING
+    assert report.outcome is DeepVerifyOutcome.MISSING
     assert fields("gone.d")["backup_status"] == BackupStatus.FAILED
     assert "gone.d/b does not exist" in fields("gone.d")["s3_backup_details"]
 
@@ -127,7 +127,7 @@ def test_an_object_replaced_mid_download_is_unverified_and_not_recorded(
     release.set()
     worker.join(60)
     (report,) = result
-    assert report.outcome is FixityOutcome.UNVERIFIED and not report.recorded
+    assert report.outcome is DeepVerifyOutcome.UNVERIFIED and not report.recorded
     assert "was replaced while it was being read" in report.objects[0].detail
     stored = fields("swap.raw")
     assert stored["backup_status"] == BackupStatus.DONE and stored.get("s3_verify_outcome") is None
@@ -145,7 +145,7 @@ def test_legacy_entries_are_verified_by_md5_at_the_objects_own_part_size(
         file_info={"old.raw": [len(data), hashlib.md5(data).hexdigest()]},
     )
     report = deep(access, "old.raw")
-    assert report.outcome is FixityOutcome.OK and "at 8 MiB parts" in report.objects[0].detail
+    assert report.outcome is DeepVerifyOutcome.OK and "at 8 MiB parts" in report.objects[0].detail
 
 
 def test_a_record_without_bucket_is_refused(access, make_raw_file) -> None:
@@ -166,7 +166,7 @@ def test_a_live_lease_taken_during_the_download_refuses_the_write(access, proxy,
     }
     proxy.add(after("GetObject", callback=lambda _: set_record("busy.raw", **lease)))
     report = deep(access, "busy.raw")
-    assert report.outcome is FixityOutcome.DIFFERS and not report.recorded
+    assert report.outcome is DeepVerifyOutcome.DIFFERS and not report.recorded
     assert "backup attempt 'upload#1' holds it" in report.record_note
     assert fields("busy.raw")["backup_status"] == BackupStatus.DONE  # the running upload's outcome stands
 
@@ -176,14 +176,14 @@ def test_a_changed_inventory_refuses_the_write(access, proxy, s3_backup) -> None
     changed = {"moved.raw": [*file_info["moved.raw"][:2], "0" * 32 + "__5"]}
     proxy.add(after("GetObject", callback=lambda _: set_record("moved.raw", file_info=changed)))
     report = deep(access, "moved.raw")
-    assert report.outcome is FixityOutcome.OK and not report.recorded
+    assert report.outcome is DeepVerifyOutcome.OK and not report.recorded
     assert "file_info changed" in report.record_note and fields("moved.raw").get("s3_verified_at") is None
 
 
 def test_record_functions_check_status_inventory_and_lease(s3_backup) -> None:
     file_info = s3_backup("r.raw", {"r.raw": b"xyz"})
     bucket = store.read_fields("r.raw", "s3_bucket")["s3_bucket"]
-    ok = {"bucket": bucket, "file_info": file_info, "outcome": FixityOutcome.OK}
+    ok = {"bucket": bucket, "file_info": file_info, "outcome": DeepVerifyOutcome.OK}
     set_record(
         "r.raw", s3_lease_owner="a#1", s3_lease_expires_at=datetime.now(timezone.utc) + timedelta(minutes=1)
     )
@@ -193,13 +193,13 @@ def test_record_functions_check_status_inventory_and_lease(s3_backup) -> None:
     assert records.record_outcome("r.raw", **{**ok, "bucket": "other"}) is False
     assert records.record_outcome("r.raw", **{**ok, "file_info": {"r.raw": [3, "0" * 32]}}) is False
     set_record("r.raw", backup_status=BackupStatus.IN_PROGRESS)
-    wrong = {**ok, "outcome": FixityOutcome.DIFFERS, "details": "x"}
+    wrong = {**ok, "outcome": DeepVerifyOutcome.DIFFERS, "details": "x"}
     assert records.record_proven_wrong("r.raw", **wrong) is False
     assert "no longer 'upload_done'" in records.why_not_recorded("r.raw", bucket=bucket, file_info=file_info)
     with pytest.raises(InvalidInputError):
-        records.record_outcome("r.raw", **{**ok, "outcome": FixityOutcome.DIFFERS})
+        records.record_outcome("r.raw", **{**ok, "outcome": DeepVerifyOutcome.DIFFERS})
     with pytest.raises(InvalidInputError):
-        records.record_proven_wrong("r.raw", **{**wrong, "outcome": FixityOutcome.OK})
+        records.record_proven_wrong("r.raw", **{**wrong, "outcome": DeepVerifyOutcome.OK})
 
 
 # ------------------------------------------------------------------ sampling
@@ -215,7 +215,7 @@ def test_verify_sample_takes_the_never_and_oldest_verified_first(access, s3_back
     sample = verify_sample(access, fraction=0.5, project_id="P1234", range_size=RANGE)
     assert sample.candidates == 3
     assert [r.raw_file_id for r in sample.reports] == ["b.raw", "c.raw"]
-    assert sample.outcome is FixityOutcome.OK and "2 ok" in sample.summary()
+    assert sample.outcome is DeepVerifyOutcome.OK and "2 ok" in sample.summary()
     assert fields("a.raw")["s3_verified_at"].replace(tzinfo=timezone.utc) < now  # untouched
     assert fields("d.raw").get("s3_verified_at") is None  # another project
     assert all(
@@ -236,15 +236,15 @@ def test_verify_sample_goes_on_after_a_raw_file_it_cannot_verify(access, s3_back
     )
     sample = verify_sample(access, fraction=1.0, range_size=RANGE)
     outcomes = {r.raw_file_id: r.outcome for r in sample.reports}
-    assert outcomes == {"bad.raw": FixityOutcome.UNVERIFIED, "good.raw": FixityOutcome.OK}
-    assert "does not exist" in sample.of(FixityOutcome.UNVERIFIED)[0].record_note
+    assert outcomes == {"bad.raw": DeepVerifyOutcome.UNVERIFIED, "good.raw": DeepVerifyOutcome.OK}
+    assert "does not exist" in sample.of(DeepVerifyOutcome.UNVERIFIED)[0].record_note
 
 
 def test_a_fallback_sciex_set_is_verified_at_its_prefixed_keys(access, s3_backup) -> None:
     files = {"s.wiff": random_bytes(2000, seed=10), "s.wiff2": random_bytes(3000, seed=11)}
     s3_backup("s.wiff", files, project_id="_FALLBACK")
     report = deep(access, "s.wiff")
-    assert report.outcome is FixityOutcome.OK and report.recorded
+    assert report.outcome is DeepVerifyOutcome.OK and report.recorded
     assert [o.key for o in report.objects] == [
         "astral1/2024_01/s.wiff/s.wiff",
         "astral1/2024_01/s.wiff/s.wiff2",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from airflow_provider_kraken_s3.operators.fixity import RawFileS3RestoreOperator, S3BackupDeepVerifyOperator
+from airflow_provider_kraken_s3.operators.deep_verify import S3BackupDeepVerifyOperator
+from airflow_provider_kraken_s3.operators.restore import RawFileS3RestoreOperator
 from airflow_provider_kraken_s3.records.models import RawFile
 from tests.conftest import BACKED_UP_BUCKET
 

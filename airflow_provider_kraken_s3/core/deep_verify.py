@@ -1,4 +1,4 @@
-"""Fixity: are the bytes S3 serves today the instrument's bytes? The verdict, and which raw files to check.
+"""Deep verification (fixity): are the bytes S3 serves today the instrument's bytes? Verdict and sampling.
 
 A deep verification downloads an object and hashes what arrives; nothing S3 *says* about the object (its
 ETag, its metadata) is taken on trust. The verdict here compares three things that were computed
@@ -45,7 +45,7 @@ ARCHIVE_ACCESS_TIERS = frozenset({"ARCHIVE_ACCESS", "DEEP_ARCHIVE_ACCESS"})
 RESTORED_MARK = 'ongoing-request="false"'
 
 
-class FixityOutcome(str, enum.Enum):
+class DeepVerifyOutcome(str, enum.Enum):
     """What a deep verification found for one object (or, the worst of them, for one raw file)."""
 
     OK = "ok"  # the bytes S3 serves are the inventory's, and S3's ETag describes them
@@ -57,23 +57,23 @@ class FixityOutcome(str, enum.Enum):
     @property
     def proves_record_wrong(self) -> bool:
         """Whether a record saying ``upload_done`` is now known to be false."""
-        return self in (FixityOutcome.DIFFERS, FixityOutcome.MISSING)
+        return self in (DeepVerifyOutcome.DIFFERS, DeepVerifyOutcome.MISSING)
 
 
 #: Worst first: the outcome of a raw file is the worst outcome of its objects.
 _SEVERITY = (
-    FixityOutcome.DIFFERS,
-    FixityOutcome.MISSING,
-    FixityOutcome.UNVERIFIED,
-    FixityOutcome.NEEDS_RESTORE,
-    FixityOutcome.OK,
+    DeepVerifyOutcome.DIFFERS,
+    DeepVerifyOutcome.MISSING,
+    DeepVerifyOutcome.UNVERIFIED,
+    DeepVerifyOutcome.NEEDS_RESTORE,
+    DeepVerifyOutcome.OK,
 )
 
 
-def worst(outcomes: Iterable[FixityOutcome]) -> FixityOutcome:
+def worst(outcomes: Iterable[DeepVerifyOutcome]) -> DeepVerifyOutcome:
     """The raw file's outcome: any difference beats anything missing, which beats anything unverified..."""
     found = set(outcomes)
-    return next((outcome for outcome in _SEVERITY if outcome in found), FixityOutcome.OK)
+    return next((outcome for outcome in _SEVERITY if outcome in found), DeepVerifyOutcome.OK)
 
 
 @dataclass(frozen=True)
@@ -96,10 +96,10 @@ class Downloaded:
 
 
 @dataclass(frozen=True)
-class Finding:
+class DeepVerifyFinding:
     """The verdict on one object, with words a data steward can act on."""
 
-    outcome: FixityOutcome
+    outcome: DeepVerifyOutcome
     reason: str
 
 
@@ -111,32 +111,34 @@ def needs_restore(storage_class: str | None, restore: str | None, archive_status
     return archived and RESTORED_MARK not in (restore or "")
 
 
-def archived_finding(bucket: str, key: str, storage_class: str | None, restore: str | None = None) -> Finding:
+def archived_finding(
+    bucket: str, key: str, storage_class: str | None, restore: str | None = None
+) -> DeepVerifyFinding:
     """An archived object: not a failure, not a difference; it needs a restore before it can be read."""
     where = f"s3://{bucket}/{key}"
     if restore and 'ongoing-request="true"' in restore:
-        return Finding(
-            FixityOutcome.NEEDS_RESTORE,
+        return DeepVerifyFinding(
+            DeepVerifyOutcome.NEEDS_RESTORE,
             f"{where} is in storage class {storage_class or 'archive'} and its restore is still running; "
             "verify it again once the restore has finished",
         )
-    return Finding(
-        FixityOutcome.NEEDS_RESTORE,
+    return DeepVerifyFinding(
+        DeepVerifyOutcome.NEEDS_RESTORE,
         f"{where} is in storage class {storage_class or 'archive'}: its bytes cannot be read until it is "
         f"restored (S3 RestoreObject, e.g. aws s3api restore-object --bucket {bucket} --key '{key}' "
         "--restore-request Days=7); verify it again once the restore has finished. Nothing is wrong with it.",
     )
 
 
-def missing_finding(bucket: str, key: str) -> Finding:
-    return Finding(
-        FixityOutcome.MISSING,
+def missing_finding(bucket: str, key: str) -> DeepVerifyFinding:
+    return DeepVerifyFinding(
+        DeepVerifyOutcome.MISSING,
         f"s3://{bucket}/{key} does not exist although the record says it was backed up: the backup of this "
         "file is lost. Keep the instrument's copy, and run the backup again to upload it.",
     )
 
 
-def judge_download(bucket: str, item: BackupObject, got: Downloaded) -> Finding:
+def judge_download(bucket: str, item: BackupObject, got: Downloaded) -> DeepVerifyFinding:
     """Compare what was downloaded with the inventory entry and with S3's ETag (deep verification).
 
     In order: the size and the MD5 of the bytes against the inventory's (are these the acquired bytes?),
@@ -150,33 +152,35 @@ def judge_download(bucket: str, item: BackupObject, got: Downloaded) -> Finding:
     s3_etag = normalize_etag(got.s3_etag)
     described, at_part_size = _describes(s3_etag, got)
     if described is False:
-        return Finding(
-            FixityOutcome.DIFFERS,
+        return DeepVerifyFinding(
+            DeepVerifyOutcome.DIFFERS,
             f"the bytes of {where} are right (MD5 {got.md5} as inventoried), but S3 reports ETag {s3_etag}, "
             f"while these bytes have ETag {got.etags.get(at_part_size or 0, '?')} at the same part size: the "
             "ETag that the sensor and alphakraken's file remover check no longer describes the object. Run "
             "the backup again to replace it with a verified copy (in a versioned bucket).",
         )
     if described is None:
-        return Finding(
-            FixityOutcome.OK,
+        return DeepVerifyFinding(
+            DeepVerifyOutcome.OK,
             f"{where}: {got.size} bytes with the inventory MD5 {got.md5}; S3's ETag {s3_etag} could not be "
             "recomputed (its part size is unknown or it is not MD5-based), so only the MD5 proves the bytes",
         )
-    return Finding(
-        FixityOutcome.OK,
+    return DeepVerifyFinding(
+        DeepVerifyOutcome.OK,
         f"{where}: {got.size} bytes with the inventory MD5, and S3's ETag {s3_etag} is the ETag of those "
         f"bytes{_at(at_part_size)}",
     )
 
 
-def judge_restored(path: str, item: BackupObject, got: Downloaded) -> Finding:
+def judge_restored(path: str, item: BackupObject, got: Downloaded) -> DeepVerifyFinding:
     """Whether a restored file may be put in place: its size, MD5 and (when recorded) ETag at the recorded
     part size equal the inventory's. S3's own ETag is deep verification's concern, not the local file's."""
     wrong = _against_inventory(path, item, got)
     if wrong is not None:
         return wrong
-    return Finding(FixityOutcome.OK, f"{path}: {got.size} bytes with the inventory MD5{_and_etag(item)}")
+    return DeepVerifyFinding(
+        DeepVerifyOutcome.OK, f"{path}: {got.size} bytes with the inventory MD5{_and_etag(item)}"
+    )
 
 
 def _and_etag(item: BackupObject) -> str:
@@ -185,17 +189,17 @@ def _and_etag(item: BackupObject) -> str:
     return f" and ETag {item.precomputed.etag} at {item.precomputed.part_size_mib} MiB parts"
 
 
-def _against_inventory(where: str, item: BackupObject, got: Downloaded) -> Finding | None:
+def _against_inventory(where: str, item: BackupObject, got: Downloaded) -> DeepVerifyFinding | None:
     """A DIFFERS finding when the bytes are not the inventory's (size, MD5, recorded ETag); None if they are."""
     if got.size != item.size:
-        return Finding(
-            FixityOutcome.DIFFERS,
+        return DeepVerifyFinding(
+            DeepVerifyOutcome.DIFFERS,
             f"{where} holds {got.size} bytes, the inventory says {item.size}: it is not the acquired file "
             f"{item.path}. {_keep_the_source}",
         )
     if got.md5 != item.md5:
-        return Finding(
-            FixityOutcome.DIFFERS,
+        return DeepVerifyFinding(
+            DeepVerifyOutcome.DIFFERS,
             f"the bytes of {where} have MD5 {got.md5}, the inventory says {item.md5}: this copy of {item.path} "
             f"is damaged or was replaced. {_keep_the_source}",
         )
@@ -206,8 +210,8 @@ def _against_inventory(where: str, item: BackupObject, got: Downloaded) -> Findi
     if etag_part_count(recorded) == 1:  # a one-part multipart upload (…-1) follows from the MD5 alone
         ours = one_part_etag(got.md5)
     if ours is not None and recorded != ours:
-        return Finding(
-            FixityOutcome.DIFFERS,
+        return DeepVerifyFinding(
+            DeepVerifyOutcome.DIFFERS,
             f"the bytes of {where} have the inventory MD5 {got.md5}, but the inventory records ETag {recorded} "
             f"at {item.precomputed.part_size_mib} MiB parts while these bytes have {ours}: the record's ETag "
             "is wrong, so HEAD-based checks of it cannot pass. Run the backup again to record the right one.",

@@ -1,4 +1,4 @@
-"""core/fixity.py: the deep-verification verdict and the sampling order, pure."""
+"""core/deep_verify.py: the deep-verification verdict and the sampling order, pure."""
 
 from __future__ import annotations
 
@@ -9,13 +9,11 @@ from pathlib import Path
 
 import pytest
 
-import airflow_provider_kraken_s3.core.fixity as fixity
+import airflow_provider_kraken_s3.core.deep_verify as deep_verify
 from airflow_provider_kraken_s3.core.decision import one_part_etag
-from airflow_provider_kraken_s3.core.errors import InvalidInputError
-from airflow_provider_kraken_s3.core.etag import etag_from_part_digests, format_precomputed_etag
-from airflow_provider_kraken_s3.core.fixity import (
+from airflow_provider_kraken_s3.core.deep_verify import (
+    DeepVerifyOutcome,
     Downloaded,
-    FixityOutcome,
     SampleCandidate,
     archived_finding,
     judge_download,
@@ -25,6 +23,8 @@ from airflow_provider_kraken_s3.core.fixity import (
     select_sample,
     worst,
 )
+from airflow_provider_kraken_s3.core.errors import InvalidInputError
+from airflow_provider_kraken_s3.core.etag import etag_from_part_digests, format_precomputed_etag
 from airflow_provider_kraken_s3.core.inventory import backup_objects
 from airflow_provider_kraken_s3.core.parts import MIB
 
@@ -60,7 +60,7 @@ def downloaded(
 
 
 def test_module_is_pure() -> None:
-    tree = ast.parse(Path(fixity.__file__).read_text())
+    tree = ast.parse(Path(deep_verify.__file__).read_text())
     imported = {
         (node.module if isinstance(node, ast.ImportFrom) else alias.name).split(".")[0]
         for node in ast.walk(tree)
@@ -75,7 +75,7 @@ def test_module_is_pure() -> None:
 
 def test_bytes_matching_the_inventory_and_s3s_etag_are_ok() -> None:
     finding = judge_download("b", item(DATA), downloaded(DATA))
-    assert finding.outcome is FixityOutcome.OK
+    assert finding.outcome is DeepVerifyOutcome.OK
     assert "is the ETag of those bytes at 5 MiB parts" in finding.reason
 
 
@@ -84,7 +84,7 @@ def test_one_flipped_byte_differs_and_says_what_to_do() -> None:
     rotten[123] ^= 0xFF
     # S3 still reports the original ETag (what HEAD shows): only the bytes tell.
     finding = judge_download("b", item(DATA), downloaded(bytes(rotten), s3_etag=etag_at(DATA, PART)))
-    assert finding.outcome is FixityOutcome.DIFFERS
+    assert finding.outcome is DeepVerifyOutcome.DIFFERS
     assert f"have MD5 {hashlib.md5(bytes(rotten)).hexdigest()}" in finding.reason
     assert f"the inventory says {hashlib.md5(DATA).hexdigest()}" in finding.reason
     assert "s3://b/x.raw" in finding.reason and "Keep the instrument's copy" in finding.reason
@@ -92,35 +92,35 @@ def test_one_flipped_byte_differs_and_says_what_to_do() -> None:
 
 def test_another_size_differs() -> None:
     finding = judge_download("b", item(DATA), downloaded(DATA[:-1]))
-    assert finding.outcome is FixityOutcome.DIFFERS and f"holds {len(DATA) - 1} bytes" in finding.reason
+    assert finding.outcome is DeepVerifyOutcome.DIFFERS and f"holds {len(DATA) - 1} bytes" in finding.reason
 
 
 def test_right_bytes_under_an_etag_that_does_not_describe_them_differ() -> None:
     """S3's ETag is what HEAD-based checks trust: if it no longer describes the bytes, they are misled."""
     wrong = f"{'0' * 32}-3"
     finding = judge_download("b", item(DATA), downloaded(DATA, s3_etag=wrong))
-    assert finding.outcome is FixityOutcome.DIFFERS
+    assert finding.outcome is DeepVerifyOutcome.DIFFERS
     assert f"S3 reports ETag {wrong}" in finding.reason and "are right (MD5" in finding.reason
 
 
 def test_a_wrong_recorded_etag_differs() -> None:
     finding = judge_download("b", item(DATA, etag=f"{'1' * 32}-3"), downloaded(DATA))
-    assert finding.outcome is FixityOutcome.DIFFERS and "the record's ETag is wrong" in finding.reason
+    assert finding.outcome is DeepVerifyOutcome.DIFFERS and "the record's ETag is wrong" in finding.reason
 
 
 def test_single_part_objects_are_judged_by_their_md5_etag() -> None:
     small = DATA[:1000]
     ok = judge_download("b", item(small), downloaded(small, s3_etag=hashlib.md5(small).hexdigest()))
-    assert ok.outcome is FixityOutcome.OK
+    assert ok.outcome is DeepVerifyOutcome.OK
     bad = judge_download("b", item(small), downloaded(small, s3_etag="f" * 32))
-    assert bad.outcome is FixityOutcome.DIFFERS
+    assert bad.outcome is DeepVerifyOutcome.DIFFERS
 
 
 def test_a_one_part_multipart_etag_follows_from_the_md5() -> None:
     exact = DATA[:PART]  # s3transfer uploads a file exactly its threshold as one part: "…-1"
     one = one_part_etag(hashlib.md5(exact).hexdigest())
     finding = judge_download("b", item(exact, etag=one), downloaded(exact, s3_etag=one))
-    assert finding.outcome is FixityOutcome.OK
+    assert finding.outcome is DeepVerifyOutcome.OK
 
 
 def test_an_unknown_part_size_leaves_the_md5_as_the_proof() -> None:
@@ -129,22 +129,24 @@ def test_an_unknown_part_size_leaves_the_md5_as_the_proof() -> None:
     finding = judge_download(
         "b", item(DATA, part_size=None), downloaded(DATA, s3_etag=s3_etag, sizes=(PART,), known=None)
     )
-    assert finding.outcome is FixityOutcome.OK and "only the MD5 proves the bytes" in finding.reason
+    assert finding.outcome is DeepVerifyOutcome.OK and "only the MD5 proves the bytes" in finding.reason
 
 
 def test_candidate_part_sizes_find_s3s_etag() -> None:
     s3_etag = etag_at(DATA, 8 * MIB)
     got = downloaded(DATA, s3_etag=s3_etag, sizes=(PART, 8 * MIB), known=None)
     finding = judge_download("b", item(DATA, part_size=None), got)
-    assert finding.outcome is FixityOutcome.OK and "at 8 MiB parts" in finding.reason
+    assert finding.outcome is DeepVerifyOutcome.OK and "at 8 MiB parts" in finding.reason
 
 
 def test_judge_restored_ignores_s3s_etag_but_not_the_inventory() -> None:
-    assert judge_restored("/r/x.raw", item(DATA), downloaded(DATA, s3_etag="zz")).outcome is FixityOutcome.OK
+    assert (
+        judge_restored("/r/x.raw", item(DATA), downloaded(DATA, s3_etag="zz")).outcome is DeepVerifyOutcome.OK
+    )
     rotten = bytearray(DATA)
     rotten[0] ^= 1
     finding = judge_restored("/r/x.raw", item(DATA), downloaded(bytes(rotten)))
-    assert finding.outcome is FixityOutcome.DIFFERS and "/r/x.raw" in finding.reason
+    assert finding.outcome is DeepVerifyOutcome.DIFFERS and "/r/x.raw" in finding.reason
 
 
 # ------------------------------------------------------------------ archive, missing, worst
@@ -170,18 +172,18 @@ def test_needs_restore(storage_class, restore, archive_status, expected) -> None
 
 def test_archived_and_missing_findings_say_what_to_do() -> None:
     archived = archived_finding("b", "x.raw", "DEEP_ARCHIVE")
-    assert archived.outcome is FixityOutcome.NEEDS_RESTORE
+    assert archived.outcome is DeepVerifyOutcome.NEEDS_RESTORE
     assert (
         "restore-object --bucket b --key 'x.raw'" in archived.reason and "Nothing is wrong" in archived.reason
     )
     running = archived_finding("b", "x.raw", "GLACIER", 'ongoing-request="true"')
     assert "still running" in running.reason
     missing = missing_finding("b", "x.raw")
-    assert missing.outcome is FixityOutcome.MISSING and "run the backup again" in missing.reason
+    assert missing.outcome is DeepVerifyOutcome.MISSING and "run the backup again" in missing.reason
 
 
 def test_worst_outcome_of_a_set() -> None:
-    F = FixityOutcome
+    F = DeepVerifyOutcome
     assert worst([F.OK, F.NEEDS_RESTORE]) is F.NEEDS_RESTORE
     assert worst([F.NEEDS_RESTORE, F.UNVERIFIED, F.OK]) is F.UNVERIFIED
     assert worst([F.UNVERIFIED, F.MISSING]) is F.MISSING

@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from airflow_provider_kraken_s3.core.deep_verify import DeepVerifyOutcome, SampleCandidate
 from airflow_provider_kraken_s3.core.errors import InvalidInputError
-from airflow_provider_kraken_s3.core.fixity import FixityOutcome, SampleCandidate
 from airflow_provider_kraken_s3.core.manifest import DISTRUSTING_OUTCOMES
 from airflow_provider_kraken_s3.records import store
 from airflow_provider_kraken_s3.records.models import BackupStatus, RawFile
@@ -91,7 +91,7 @@ def record_outcome(
     *,
     bucket: str,
     file_info: Mapping[str, Any],
-    outcome: FixityOutcome,
+    outcome: DeepVerifyOutcome,
     at: datetime | None = None,
     document: Mapping[str, Any] | None = None,
 ) -> bool:
@@ -102,14 +102,14 @@ def record_outcome(
     record an earlier deep verify had found wrong makes it ``upload_done`` again: every byte was read back
     and proven, which is the only evidence that outweighs the earlier one.
     """
-    if outcome not in (FixityOutcome.OK, FixityOutcome.NEEDS_RESTORE):
+    if outcome not in (DeepVerifyOutcome.OK, DeepVerifyOutcome.NEEDS_RESTORE):
         raise InvalidInputError(
             f"record_outcome records ok or needs_restore, not {outcome.value!r}: a difference or a missing "
             "object is recorded with record_proven_wrong, an unverified object not at all"
         )
     now = at or _now()
     fields: dict[str, Any] = {"s3_verified_at": now, "s3_verify_outcome": outcome.value}
-    ok = outcome is FixityOutcome.OK
+    ok = outcome is DeepVerifyOutcome.OK
     if ok:
         fields["backup_status"] = BackupStatus.DONE
     return store.update_where(
@@ -125,7 +125,7 @@ def record_proven_wrong(
     *,
     bucket: str,
     file_info: Mapping[str, Any],
-    outcome: FixityOutcome,
+    outcome: DeepVerifyOutcome,
     details: str,
     at: datetime | None = None,
     document: Mapping[str, Any] | None = None,
@@ -178,7 +178,7 @@ def sampling_candidates(
     *, project_id: str | None = None, instrument_id: str | None = None
 ) -> list[SampleCandidate]:
     """Every ``upload_done`` RawFile (optionally of one project and/or instrument) with its bytes and the time
-    it was last deep-verified, for :func:`~..core.fixity.select_sample`."""
+    it was last deep-verified, for :func:`~..core.deep_verify.select_sample`."""
     query: dict[str, Any] = {"backup_status": BackupStatus.DONE}
     if project_id is not None:
         query["project_id"] = project_id

@@ -1,7 +1,8 @@
-"""Proof from the bytes themselves, as DAG tasks: deep verification (fixity) and restore.
+"""Proof from the bytes themselves, as a DAG task: deep verification (download, hash, compare).
 
-Thin faces over :mod:`..services.deep_verify` and :mod:`..services.restore`; both download through parallel
-ranged GETs and hash what they read, trusting no metadata.
+A thin face over :mod:`..services.deep_verify`. :class:`BackupReaderOperator` is what it shares with the
+restore (:mod:`.restore`): both download through parallel ranged GETs and hash what they read, trusting no
+metadata.
 """
 
 from __future__ import annotations
@@ -14,20 +15,18 @@ from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from airflow_provider_kraken_s3.core.errors import PermanentBackupError
-from airflow_provider_kraken_s3.core.fixity import FixityOutcome
+from airflow_provider_kraken_s3.core.deep_verify import DeepVerifyOutcome
 from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook, connect
 from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
 from airflow_provider_kraken_s3.services.deep_verify import deep_verify_raw_file, verify_sample
-from airflow_provider_kraken_s3.services.restore import restore_raw_file
 from airflow_provider_kraken_s3.transfer.access import S3Access
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class _ReadsBackups(AwsBaseOperator[KrakenS3Hook]):
-    """What both operators share: the two connections, the ranged GETs in flight, and stopping when killed.
+class BackupReaderOperator(AwsBaseOperator[KrakenS3Hook]):
+    """What the operators that download backups (deep verify, restore) share: the two connections, the ranged GETs in flight, and stopping when killed.
 
     Amazon provider operators (``AwsBaseOperator``, hook
     :class:`~airflow_provider_kraken_s3.hooks.kraken_s3.KrakenS3Hook`): ``aws_conn_id``, ``region_name``,
@@ -61,7 +60,7 @@ class _ReadsBackups(AwsBaseOperator[KrakenS3Hook]):
         self._cancel.set()
 
 
-class S3BackupDeepVerifyOperator(_ReadsBackups):
+class S3BackupDeepVerifyOperator(BackupReaderOperator):
     """Download and hash backups and compare them with the inventory: periodic fixity, or one raw file.
 
     With ``raw_file_id``: that raw file. Otherwise a sample of ``upload_done`` raw files — ``fraction`` of
@@ -139,50 +138,9 @@ class S3BackupDeepVerifyOperator(_ReadsBackups):
                 + "; ".join(f"{report.raw_file_id}: {'; '.join(report.problems())}" for report in wrong)
                 + ". Their records now say upload_failed: keep the instrument copies and back them up again."
             )
-        skipped = [r.raw_file_id for r in reports if r.outcome is not FixityOutcome.OK]
+        skipped = [r.raw_file_id for r in reports if r.outcome is not DeepVerifyOutcome.OK]
         if skipped:
             self.log.warning(
                 "not verified this run (archived or unreadable, see above): %s", ", ".join(skipped)
             )
         return result
-
-
-class RawFileS3RestoreOperator(_ReadsBackups):
-    """Restore a raw file's files from S3 into ``destination``, each verified before it is put in place.
-
-    Files are written to a temporary name, checked against the inventory (MD5 and ETag), fsynced and
-    renamed; a retry continues an interrupted download. Existing files are never replaced unless
-    ``overwrite``. Fails without retries when the bytes are wrong, an object is missing, a file exists, or
-    objects must first be restored from an archive tier; S3 trouble is retried. Returns the report.
-
-    :param raw_file_id: the RawFile to restore (templated).
-    :param destination: folder to restore into, at the inventory's relative paths (templated).
-    :param overwrite: replace existing files that differ from the inventory.
-    :param max_concurrency: ranged GETs in flight.
-    """
-
-    template_fields: Sequence[str] = aws_template_fields("raw_file_id", "destination")
-
-    def __init__(self, *, raw_file_id: str, destination: str, overwrite: bool = False, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.raw_file_id = raw_file_id
-        self.destination = destination
-        self.overwrite = overwrite
-
-    def execute(self, context: Context) -> dict[str, Any]:
-        access = self._connect()
-        try:
-            report = restore_raw_file(
-                access,
-                self.raw_file_id,
-                self.destination,
-                overwrite=self.overwrite,
-                max_concurrency=self.max_concurrency,
-                cancel=self._cancel,
-                log=self.log,
-            )
-            self.log.info("%s", report.summary())
-            report.check()
-        except PermanentBackupError as error:  # wrong bytes, missing objects, files in the way, archived
-            raise AirflowFailException(str(error)) from error
-        return report.as_dict()

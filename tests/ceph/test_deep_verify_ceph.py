@@ -18,8 +18,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from airflow_provider_kraken_s3.core.deep_verify import DeepVerifyOutcome
 from airflow_provider_kraken_s3.core.errors import BackupInterrupted
-from airflow_provider_kraken_s3.core.fixity import FixityOutcome
 from airflow_provider_kraken_s3.core.naming import bucket_name
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
@@ -102,9 +102,9 @@ def test_deep_verify_of_a_multipart_file_and_a_d_set_is_ok_and_recorded(lab, s3)
 
     for raw_file_id, sizes in (("m.raw", SINGLE), ("e.d", SET)):
         report = deep(lab, raw_file_id)
-        assert report.outcome is FixityOutcome.OK and report.recorded, report.summary()
+        assert report.outcome is DeepVerifyOutcome.OK and report.recorded, report.summary()
         assert [(o.key, o.outcome, o.bytes) for o in report.objects] == [
-            (key, FixityOutcome.OK, size) for key, size in sorted(sizes.items())
+            (key, DeepVerifyOutcome.OK, size) for key, size in sorted(sizes.items())
         ]
         stored = fields(raw_file_id)
         assert stored["backup_status"] == BackupStatus.DONE and stored["s3_verify_outcome"] == "ok"
@@ -133,11 +133,11 @@ def test_an_object_overwritten_behind_our_back_is_caught_by_the_audit_and_deep_v
     assert different.found_etag == hashlib.md5(forged).hexdigest() and different.found_size == len(forged)
 
     report = deep(lab, "e.d")
-    assert report.outcome is FixityOutcome.OK and report.recorded, report.summary()
+    assert report.outcome is DeepVerifyOutcome.OK and report.recorded, report.summary()
     assert {o.key: o.outcome for o in report.objects} == {
-        "e.d/analysis.tdf": FixityOutcome.OK,
-        "e.d/analysis.tdf_bin": FixityOutcome.OK,
-        "e.d/sub/empty": FixityOutcome.OK,
+        "e.d/analysis.tdf": DeepVerifyOutcome.OK,
+        "e.d/analysis.tdf_bin": DeepVerifyOutcome.OK,
+        "e.d/sub/empty": DeepVerifyOutcome.OK,
     }
     stored = fields("e.d")
     assert stored["backup_status"] == BackupStatus.DONE and stored["s3_verify_outcome"] == "ok"
