@@ -99,7 +99,10 @@ def main() -> int:
     from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
     from airflow_provider_kraken_s3.operators.raw_file_backup import RawFileS3BackupOperator
     from airflow_provider_kraken_s3.records import store
+    from kraken_standins import mongo as standin_mongo
     from kraken_standins.s3 import MotoServer
+
+    standin_mongo.install()
 
     results: dict[str, float | int] = {}
     with tempfile.TemporaryDirectory() as tmp, MotoServer.start() as moto:
@@ -130,9 +133,7 @@ def main() -> int:
                 "extra": {"endpoint_url": moto.url, "region_name": "us-east-1"},
             }
         )
-        os.environ["AIRFLOW_CONN_KRAKEN_MONGO_DEFAULT"] = json.dumps(
-            {"conn_type": "kraken_mongo", "host": "mongomock://localhost", "schema": "bench"}
-        )
+        os.environ["AIRFLOW_CONN_KRAKEN_MONGO_DEFAULT"] = json.dumps(standin_mongo.connection("bench"))
         KrakenMongoHook().connect()
         project = uuid.uuid4().hex[:8]
         client.create_bucket(Bucket=f"bench-{project}")

@@ -7,4 +7,5 @@ only the provider). Importable from the repository root: pytest puts it on ``sys
 
 - :mod:`.s3` — a real ``moto_server`` process on loopback (S3 over HTTP); needs the ``test`` extra.
 - :mod:`.airflow_cli` — ``airflow dags test`` in this process, ``airflow db migrate``.
+- :mod:`.mongo` — an in-memory MongoDB (mongomock) behind ``mongomock://`` connections, once :func:`~.mongo.install` ran.
 """

@@ -1,6 +1,6 @@
 """The demo: the acquisition DAG backing up two raw files to an embedded S3, with RawFiles in an embedded MongoDB.
 
-Starts moto_server on loopback (S3 over real HTTP) and uses mongomock through the same
+Starts moto_server on loopback (S3 over real HTTP) and uses mongomock (``kraken_standins.mongo``) through the same
 ``mongoengine.connect`` path production uses; generates a Bruker-like ``.d`` folder (nested, ~175 MiB) and
 a Thermo ``.raw``; runs ``airflow dags test acquisition_handler`` for each (Airflow's own CLI code, in this
 process); prints what a data steward reads (the provider's log lines, the bucket listing, the RawFile
@@ -106,6 +106,8 @@ def main() -> int:
 
 def _configure_airflow(work: Path) -> None:
     """Airflow reads these at import time: a private home, our example DAGs, quiet startup."""
+    from kraken_standins import mongo as standin_mongo
+
     # Said by Airflow's own imports about optional packages the demo does not use (graph rendering, the
     # test client of its in-process API): nothing a steward could act on.
     warnings.filterwarnings("ignore", message="Could not import graphviz")
@@ -117,16 +119,17 @@ def _configure_airflow(work: Path) -> None:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
             "AIRFLOW__METRICS__TIMER_UNIT_CONSISTENCY": "True",  # Airflow 2.11 warns without it
-            "AIRFLOW_CONN_KRAKEN_MONGO_DEFAULT": json.dumps(
-                {"conn_type": "kraken_mongo", "host": "mongomock://localhost", "schema": "alphakraken"}
-            ),
+            "AIRFLOW_CONN_KRAKEN_MONGO_DEFAULT": json.dumps(standin_mongo.connection("alphakraken")),
         }
     )
 
 
 def _run(work: Path, airflow_log: Path) -> int:
+    from kraken_standins import mongo as standin_mongo
     from kraken_standins.airflow_cli import migrate_airflow_db
     from kraken_standins.s3 import MotoServer
+
+    standin_mongo.install()  # the in-memory MongoDB behind mongomock:// (the DAGs run in this process)
 
     step("1. embedded S3 (moto_server on loopback) and MongoDB (mongomock)")
     with MotoServer.start() as s3_server:

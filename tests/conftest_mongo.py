@@ -38,6 +38,9 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook
 from airflow_provider_kraken_s3.records.models import KRAKEN_DB_ALIAS, BackupStatus, RawFile
+from kraken_standins import mongo as standin_mongo
+
+standin_mongo.install()  # ``mongomock://`` connections get the in-memory stand-in in the test process
 
 KRAKEN_MONGO_CONN_ENV = "AIRFLOW_CONN_KRAKEN_MONGO_DEFAULT"
 
@@ -51,11 +54,8 @@ mongomock_only = pytest.mark.skipif(
 
 
 def mongomock_connection_json(database: str, **extra: Any) -> str:
-    """A ``kraken_mongo`` Airflow connection (JSON form, valid on 2.11 and 3.x) in embedded mode."""
-    conn: dict[str, Any] = {"conn_type": "kraken_mongo", "host": "mongomock://localhost", "schema": database}
-    if extra:
-        conn["extra"] = extra
-    return json.dumps(conn)
+    """A ``kraken_mongo`` Airflow connection (JSON form, valid on 2.11 and 3.x) on the in-memory stand-in."""
+    return json.dumps(standin_mongo.connection(database, **extra))
 
 
 def kraken_connection_json(database: str) -> str:

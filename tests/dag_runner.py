@@ -128,17 +128,18 @@ def run_dag(
             databases = list(mongo_seed or {}) or [_connection_database(env)]
             Path(mongo_dump).write_text(_dumps(_dump_server(wire_uri, databases)))
         return done
-    if mongo_seed is None and mongo_dump is None:
-        command = [airflow_executable(python), *args]
-    else:
-        command = [python, "-m", "tests.dag_runner"]
-        if mongo_seed is not None:
-            seed_file = Path(tempfile.mkstemp(prefix="mongo-seed-", suffix=".json", dir=home)[1])
-            seed_file.write_text(_dumps(mongo_seed))
-            command += ["--mongo-seed", str(seed_file)]
-        if mongo_dump is not None:
-            command += ["--mongo-dump", str(mongo_dump)]
-        command += ["--", *args]
+    command = [
+        python,
+        "-m",
+        "tests.dag_runner",
+    ]  # installs the in-memory MongoDB stand-in, then Airflow's CLI
+    if mongo_seed is not None:
+        seed_file = Path(tempfile.mkstemp(prefix="mongo-seed-", suffix=".json", dir=home)[1])
+        seed_file.write_text(_dumps(mongo_seed))
+        command += ["--mongo-seed", str(seed_file)]
+    if mongo_dump is not None:
+        command += ["--mongo-dump", str(mongo_dump)]
+    command += ["--", *args]
     return _run_streaming(command, _airflow_env(home, Path(dags_folder), env), timeout, on_line)
 
 
@@ -274,23 +275,6 @@ def load_mongo_dump(path: str | os.PathLike[str]) -> dict[str, dict[str, list[di
     return _loads(Path(path).read_text())
 
 
-def _share_one_mongomock_server() -> Any:
-    """Make every ``mongomock.MongoClient`` in this process use one store; return a client on it."""
-    import mongomock
-    from mongomock.store import ServerStore
-
-    shared = ServerStore()
-    original = mongomock.MongoClient
-
-    class SharedMongoClient(original):  # type: ignore[misc, valid-type]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs.setdefault("_store", shared)
-            super().__init__(*args, **kwargs)
-
-    mongomock.MongoClient = SharedMongoClient  # type: ignore[misc]
-    return SharedMongoClient()
-
-
 def _seed_server(uri: str, seed: Mapping[str, Mapping[str, list[dict[str, Any]]]]) -> None:
     """Make the seeded collections hold exactly the seed, as a fresh mongomock would."""
     import pymongo
@@ -346,7 +330,10 @@ def main(argv: list[str] | None = None) -> None:
     airflow_args = options.airflow_args
     if airflow_args and airflow_args[0] == "--":
         airflow_args = airflow_args[1:]
-    client = _share_one_mongomock_server()
+    from kraken_standins.mongo import InMemoryMongoClient, install
+
+    install(one_store=True)  # the seed, the DAG's hook and the dump all see one in-memory store
+    client = InMemoryMongoClient()
     if options.mongo_seed is not None:
         for database, collections in _loads(options.mongo_seed.read_text()).items():
             for collection, documents in collections.items():

@@ -109,6 +109,8 @@ class RequestRecord:
         elif method == "GET" and key:
             if upload_id is not None:
                 operation = "ListParts"
+            elif "attributes" in query:
+                operation = "GetObjectAttributes"
             elif all(q in ("versionId", "partNumber") or q.startswith("response-") for q in query):
                 operation = "GetObject"
         elif method == "GET" and bucket:

@@ -7,9 +7,13 @@ present under a set's folder without being in the inventory, or not checkable. T
    :func:`~.verdict.assess_raw_file` (the sensor's reading of a DONE record, itself built on
    the record's manifest, :func:`~.manifest.recorded_backup`), and a set (a ``.d`` folder, a
    ``.wiff`` set) is asked for with one listing of its folder (:func:`~.layout.backup_key`);
-2. :func:`compare` — each expected object is judged by :func:`~.verdict.verify_objects`, i.e. by
-   :func:`~.verdict.judge_object` and :func:`~.decision.prove`, the rule the upload and the sensor use; a listed
-   object the inventory does not name is *extra*;
+2. :func:`compare` — each expected object is judged by what S3 stores, without a byte being read
+   (:mod:`.proof`): where the record names a checksum and S3 stores a comparable one, the checksum and the
+   size decide (``proof: checksum``), whatever the ETag; otherwise the ETag rule of
+   :func:`~.verdict.verify_objects` (:func:`~.decision.prove`, the rule the upload and the sensor use;
+   ``proof: etag``), unless S3's headers say the object is encrypted with SSE-KMS or SSE-C: then its ETag is
+   no digest of the bytes and the object *cannot be proven without download* (``unchecked``, with what to
+   do). A listed object the inventory does not name is *extra*;
 3. :class:`AuditSummary` counts findings; :func:`render_json_lines` and :func:`render_table` print them.
 
 Pure module: no Airflow, boto3, MongoDB or I/O.
@@ -26,6 +30,7 @@ from typing import Any
 from airflow_provider_kraken_s3.core.decision import RemoteObject
 from airflow_provider_kraken_s3.core.etag import normalize_etag
 from airflow_provider_kraken_s3.core.layout import backup_key
+from airflow_provider_kraken_s3.core.proof import ProofKind, StoredProof, by_checksum, cannot_prove
 from airflow_provider_kraken_s3.core.verdict import (
     ExpectedObject,
     Problem,
@@ -59,6 +64,7 @@ FIELDS = (
     "expected_size",
     "found_size",
     "detail",
+    "proof",
 )
 
 #: Words for the table's STATUS column: problems in capitals, so they stand out among the ok rows.
@@ -86,6 +92,9 @@ class AuditFinding:
     expected_size: int | None = None
     found_size: int | None = None
     detail: str = ""
+    #: what decided an object's kind without reading it: ``checksum`` (S3's stored checksum against the
+    #: record's) or ``etag`` (the ETag rule); None when nothing could (missing, unchecked, record problems)
+    proof: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -177,7 +186,12 @@ def compare(target: AuditTarget, found: Mapping[str, RemoteObject | None]) -> Re
         notes = [
             note.removeprefix(f"{item.key}: ") for note in result.notes if note.startswith(f"{item.key}: ")
         ]
-        findings.append(_object_finding(target, item, found.get(item.key), problems.get(item.key, []), notes))
+        remote = found.get(item.key)
+        stored = stored_proof(item, remote)
+        if stored is not None and remote is not None:
+            findings.append(_stored_finding(target, item, remote, stored, notes))
+            continue
+        findings.append(_object_finding(target, item, remote, problems.get(item.key, []), notes))
     if target.folder:
         expected = {item.key for item in target.objects}
         for key in sorted(set(found) - expected):
@@ -233,6 +247,65 @@ def _object_finding(
         expected_size=item.size,
         found_size=remote.size if remote is not None else None,
         detail="; ".join([*(str(problem) for problem in problems), *notes]),
+        proof=ProofKind.ETAG.value if remote is not None and kind is not AuditFindingKind.RECORD else None,
+    )
+
+
+def stored_proof(item: ExpectedObject, remote: RemoteObject | None) -> StoredProof | None:
+    """The verdict of what S3 stores when the ETag rule must not decide: the stored checksum, where the record
+    names one and S3 keeps a comparable one; "cannot prove" where S3's headers say the object is encrypted
+    with SSE-KMS or SSE-C (its ETag is no digest) and no checksum decides. None: the ETag rule decides."""
+    if remote is None or not item.etag:
+        return None
+    decided = by_checksum(item.size, item.checksum, remote.checksum, remote.size)
+    if decided is not None:
+        return decided
+    if not remote.encryption.etag_is_md5:
+        return cannot_prove(remote.encryption, remote.checksum, item.checksum)
+    return None
+
+
+def needs_a_closer_look(item: ExpectedObject, listed: RemoteObject | None) -> bool:
+    """Whether a listing's entry (ETag and size, no checksum, no encryption) cannot settle ``item``: the
+    record names a checksum (S3's stored one is read with ``GetObjectAttributes``), or the ETag rule does not
+    prove it (a HEAD tells whether the object is encrypted, so an opaque ETag is not called different)."""
+    if listed is None:
+        return False
+    if item.checksum is not None:
+        return True
+    return not verify_objects([item], {item.key: listed}).ok
+
+
+def _stored_finding(
+    target: AuditTarget, item: ExpectedObject, remote: RemoteObject, stored: StoredProof, notes: Sequence[str]
+) -> AuditFinding:
+    current = remote.version_id
+    replaced = item.version_id is not None and current is not None and current != item.version_id
+    details = [stored.reason, *notes]
+    if stored.proven is None:
+        kind = AuditFindingKind.UNCHECKED
+    elif not stored.proven:
+        kind = AuditFindingKind.DIFFERENT
+    elif replaced:
+        kind = AuditFindingKind.DIFFERENT
+        details.append(
+            f"the key's current version {current} is not the recorded {item.version_id}: it was overwritten "
+            "(same checksum and size); deep verify and restore still read the recorded version"
+        )
+    else:
+        kind = AuditFindingKind.OK
+    return AuditFinding(
+        kind,
+        target.raw_file_id,
+        bucket=target.bucket,
+        key=item.key,
+        path=item.path,
+        expected_etag=normalize_etag(item.etag) if item.etag else None,
+        found_etag=normalize_etag(remote.etag),
+        expected_size=item.size,
+        found_size=remote.size,
+        detail="; ".join(details),
+        proof=stored.proof.value if stored.proof is not None else None,
     )
 
 
@@ -336,7 +409,7 @@ def render_json_lines(findings: Iterable[AuditFinding], summary: AuditSummary | 
     return "".join(f"{line}\n" for line in lines)
 
 
-_TABLE_HEADER = ("STATUS", "RAW FILE", "KEY", "EXPECTED", "FOUND", "DETAIL")
+_TABLE_HEADER = ("STATUS", "RAW FILE", "KEY", "EXPECTED", "FOUND", "PROOF", "DETAIL")
 
 
 def render_table(findings: Iterable[AuditFinding], summary: AuditSummary, *, include_ok: bool = False) -> str:
@@ -351,6 +424,7 @@ def render_table(findings: Iterable[AuditFinding], summary: AuditSummary, *, inc
             finding.key or "-",
             _etag_and_size(finding.expected_etag, finding.expected_size),
             _etag_and_size(finding.found_etag, finding.found_size),
+            finding.proof or "-",
             finding.detail,
         )
         for finding in findings

@@ -8,11 +8,16 @@ independently:
    alphakraken from the instrument's file);
 2. what we computed from the bytes we downloaded (their size, MD5 and multipart ETag at one or more part
    sizes);
-3. the ETag S3 reports, which S3 computed from the bytes it *received*.
+3. the ETag S3 reports, which S3 computed from the bytes it *received*;
+4. the additional checksums: the one the record vouches for (the manifest's, S3's answer at upload) and the
+   one S3 stores today, against the CRC64NVME of the bytes (or a CRC32/CRC32C at the object's part layout,
+   for a composite checksum another tool stored).
 
-The bytes are right when (2) equals (1). S3's ETag must also describe the bytes it serves, because the
-sensor and alphakraken's file remover judge the backup by that ETag alone: an object whose ETag still
-matches while its bytes rotted is exactly what a HEAD can never see.
+The bytes are right when (2) equals (1), and the record's checksum where it names one. S3's ETag and its
+stored checksum must also describe the bytes it serves, because the sensor, the audit and alphakraken's file
+remover judge the backup by them alone: an object whose ETag still matches while its bytes rotted is exactly
+what a HEAD can never see. Under SSE-KMS and SSE-C (as S3's headers say) the ETag is no digest of the bytes:
+it is skipped, and the checksum and the MD5 decide. Each verdict names the proofs it used.
 
 Objects in an archive tier (``GLACIER``, ``DEEP_ARCHIVE``, the archive tiers of ``INTELLIGENT_TIERING``)
 cannot be read until they are restored; they "need restore", which is neither a failure nor a difference.
@@ -31,11 +36,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from airflow_provider_kraken_s3.core.checksum import Checksum, Encryption
 from airflow_provider_kraken_s3.core.decision import one_part_etag
 from airflow_provider_kraken_s3.core.errors import InvalidInputError
 from airflow_provider_kraken_s3.core.etag import etag_part_count, normalize_etag
 from airflow_provider_kraken_s3.core.inventory import BackupObject
 from airflow_provider_kraken_s3.core.parts import MIB
+from airflow_provider_kraken_s3.core.proof import describes_bytes, encryption_name
 
 #: Storage classes whose objects must be restored before a GET returns their bytes.
 ARCHIVE_STORAGE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
@@ -93,14 +100,24 @@ class Downloaded:
     etags: Mapping[int, str]
     s3_etag: str
     object_part_size: int | None = None
+    #: the CRC64NVME of the bytes (None when it was not computed)
+    crc64nvme: Checksum | None = None
+    #: the CRC32/CRC32C of the bytes at the object's part layout, for a 32-bit checksum S3 stores
+    at_layout: Checksum | None = None
+    #: the checksum S3 stores for the object (None where it keeps none)
+    stored_checksum: Checksum | None = None
+    #: the encryption S3's HEAD declared: under SSE-KMS and SSE-C its ETag proves nothing
+    encryption: Encryption = Encryption.NONE
 
 
 @dataclass(frozen=True)
 class DeepVerifyFinding:
-    """The verdict on one object, with words a data steward can act on."""
+    """The verdict on one object, with words a data steward can act on, and the proofs it rests on
+    (``md5``, ``checksum``, ``etag``: what was compared with the bytes read and agreed)."""
 
     outcome: DeepVerifyOutcome
     reason: str
+    proofs: tuple[str, ...] = ()
 
 
 def needs_restore(storage_class: str | None, restore: str | None, archive_status: str | None = None) -> bool:
@@ -146,9 +163,16 @@ def judge_download(bucket: str, item: BackupObject, got: Downloaded) -> DeepVeri
     the ETag of the bytes (does the ETag that every HEAD-based check trusts still describe them?).
     """
     where = f"s3://{bucket}/{item.key}"
-    wrong = _against_inventory(where, item, got)
+    wrong = _against_inventory(where, item, got) or _against_checksums(where, item, got)
     if wrong is not None:
         return wrong
+    proofs, words = _checksum_proofs(item, got)
+    if not got.encryption.etag_is_md5:
+        words.append(
+            f"S3's ETag was not compared: the object is encrypted with {encryption_name(got.encryption)}, so "
+            "its ETag is not an MD5 of its bytes"
+        )
+        return _ok(where, got, ("md5", *proofs), words)
     s3_etag = normalize_etag(got.s3_etag)
     described, at_part_size = _describes(s3_etag, got)
     if described is False:
@@ -158,18 +182,84 @@ def judge_download(bucket: str, item: BackupObject, got: Downloaded) -> DeepVeri
             f"while these bytes have ETag {got.etags.get(at_part_size or 0, '?')} at the same part size: the "
             "ETag that the sensor and alphakraken's file remover check no longer describes the object. Run "
             "the backup again to replace it with a verified copy (in a versioned bucket).",
+            proofs=("md5", *proofs),
         )
     if described is None:
-        return DeepVerifyFinding(
-            DeepVerifyOutcome.OK,
-            f"{where}: {got.size} bytes with the inventory MD5 {got.md5}; S3's ETag {s3_etag} could not be "
-            "recomputed (its part size is unknown or it is not MD5-based), so only the MD5 proves the bytes",
+        only = "only the MD5 proves the bytes" if not proofs else "the MD5 and the checksum prove the bytes"
+        words.append(
+            f"S3's ETag {s3_etag} could not be recomputed (its part size is unknown or it is not MD5-based), so "
+            f"{only}"
         )
+        return _ok(where, got, ("md5", *proofs), words)
+    words.append(f"S3's ETag {s3_etag} is the ETag of those bytes{_at(at_part_size)}")
+    return _ok(where, got, ("md5", *proofs, "etag"), words)
+
+
+def _ok(where: str, got: Downloaded, proofs: tuple[str, ...], words: list[str]) -> DeepVerifyFinding:
     return DeepVerifyFinding(
         DeepVerifyOutcome.OK,
-        f"{where}: {got.size} bytes with the inventory MD5, and S3's ETag {s3_etag} is the ETag of those "
-        f"bytes{_at(at_part_size)}",
+        f"{where}: {got.size} bytes with the inventory MD5 {got.md5}; " + "; ".join(words) + f" (proof: "
+        f"{'+'.join(proofs)})",
+        proofs=proofs,
     )
+
+
+def _against_checksums(where: str, item: BackupObject, got: Downloaded) -> DeepVerifyFinding | None:
+    """A DIFFERS finding when the bytes (whose MD5 is right) are not what the record's checksum or S3's stored
+    checksum says; None when they agree or cannot be compared."""
+    recorded = item.checksum
+    if describes_bytes(recorded, got.crc64nvme, got.at_layout) is False:
+        assert recorded is not None
+        return DeepVerifyFinding(
+            DeepVerifyOutcome.DIFFERS,
+            f"the bytes of {where} have the inventory MD5 {got.md5}, but not the {recorded.algorithm} the record "
+            f"vouches for ({recorded.value}; these bytes have {_computed(recorded, got)}): the record's checksum "
+            "is wrong, so audits by checksum cannot pass. Run the backup again to record the right one.",
+            proofs=("md5",),
+        )
+    stored = got.stored_checksum
+    if describes_bytes(stored, got.crc64nvme, got.at_layout) is False:
+        assert stored is not None
+        return DeepVerifyFinding(
+            DeepVerifyOutcome.DIFFERS,
+            f"the bytes of {where} are right (MD5 {got.md5} as inventoried), but S3 stores {stored} while these "
+            f"bytes have {_computed(stored, got)}: the checksum that audits trust no longer describes the "
+            "object. Run the backup again to replace it with a verified copy (in a versioned bucket).",
+            proofs=("md5",),
+        )
+    return None
+
+
+def _computed(checksum: Checksum, got: Downloaded) -> str:
+    """The checksum of the bytes comparable with ``checksum`` (the CRC64NVME, or the one at the layout)."""
+    for computed in (got.crc64nvme, got.at_layout):
+        if computed is not None and computed.algorithm == checksum.algorithm:
+            return computed.value
+    return "?"
+
+
+def _checksum_proofs(item: BackupObject, got: Downloaded) -> tuple[tuple[str, ...], list[str]]:
+    """``("checksum",)`` when a checksum (the record's, S3's) was shown to be the bytes', with the words."""
+    words = []
+    proven = False
+    if describes_bytes(item.checksum, got.crc64nvme, got.at_layout):
+        assert item.checksum is not None
+        words.append(f"the {item.checksum.algorithm} the record vouches for is theirs")
+        proven = True
+    stored = got.stored_checksum
+    if describes_bytes(stored, got.crc64nvme, got.at_layout):
+        assert stored is not None
+        kind = "full object" if stored.full_object else "composite, recomputed at the object's part layout"
+        words.append(f"S3's stored {stored.algorithm} ({kind}) is theirs")
+        proven = True
+    elif stored is not None:
+        why = (
+            "its part layout is unknown"
+            if stored.algorithm in ("CRC32", "CRC32C")
+            else "deep verify computes CRC64NVME, CRC32 and CRC32C only"
+        )
+        words.append(f"S3's stored {stored} could not be recomputed ({why}): unproven by checksum")
+    return (("checksum",) if proven else ()), words
 
 
 def judge_restored(path: str, item: BackupObject, got: Downloaded) -> DeepVerifyFinding:
@@ -178,8 +268,23 @@ def judge_restored(path: str, item: BackupObject, got: Downloaded) -> DeepVerify
     wrong = _against_inventory(path, item, got)
     if wrong is not None:
         return wrong
+    recorded = item.checksum
+    agree = describes_bytes(recorded, got.crc64nvme, got.at_layout)
+    if agree is False:
+        assert recorded is not None
+        return DeepVerifyFinding(
+            DeepVerifyOutcome.DIFFERS,
+            f"{path} has the inventory MD5 {got.md5}, but not the {recorded.algorithm} the record vouches for "
+            f"({recorded.value}; these bytes have {_computed(recorded, got)}): the record's checksum is wrong. "
+            "Deep-verify the raw file, and run the backup again to record the right one.",
+            proofs=("md5",),
+        )
+    proofs = ("md5", "checksum") if agree else ("md5",)
+    also = f" and the record's {recorded.algorithm}" if agree and recorded is not None else ""
     return DeepVerifyFinding(
-        DeepVerifyOutcome.OK, f"{path}: {got.size} bytes with the inventory MD5{_and_etag(item)}"
+        DeepVerifyOutcome.OK,
+        f"{path}: {got.size} bytes with the inventory MD5{_and_etag(item)}{also}",
+        proofs=proofs,
     )
 
 

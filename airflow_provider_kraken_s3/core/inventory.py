@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_provider_kraken_s3.core.checksum import Checksum
 from airflow_provider_kraken_s3.core.errors import InvalidInputError
 from airflow_provider_kraken_s3.core.etag import PrecomputedEtag, parse_precomputed_etag
 from airflow_provider_kraken_s3.core.layout import object_keys
@@ -29,6 +30,8 @@ class BackupObject:
     precomputed: PrecomputedEtag | None
     #: the version a record vouches for (read from its manifest), where the bucket keeps versions
     version_id: str | None = None
+    #: the checksum a record vouches for (its manifest's: S3's answer at upload), where there is one
+    checksum: Checksum | None = None
 
 
 def backup_objects(

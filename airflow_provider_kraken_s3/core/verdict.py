@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from airflow_provider_kraken_s3.core.checksum import Checksum
 from airflow_provider_kraken_s3.core.decision import (
     Expectation,
     RemoteObject,
@@ -52,6 +53,7 @@ class ExpectedObject:
     md5: str | None = None
     path: str | None = None  # the file_info path, when the object comes from a RawFile
     version_id: str | None = None  # the version the record vouches for, where the bucket keeps versions
+    checksum: Checksum | None = None  # the stored checksum the record vouches for (its manifest's), if any
 
 
 class ProblemKind(str, enum.Enum):
@@ -224,6 +226,7 @@ def expected_from_record(record: RawFileRecord) -> ExpectedBackup:
                 md5=item.md5,
                 path=item.path,
                 version_id=item.version_id,
+                checksum=item.checksum,
             )
         )
     return ExpectedBackup(bucket=recorded.bucket, objects=tuple(objects), problems=tuple(problems))

@@ -6,11 +6,11 @@ Connection (of its own ``kraken_mongo`` type, or the official ``mongo`` type), t
 ``mongoengine.connect(...)`` arguments and registers them under :data:`KRAKEN_DB_ALIAS`. It never touches
 mongoengine's ``default`` alias, which other DAG code (alphakraken's own models) may be using.
 
-Embedded mode for tests and demos: a host of ``mongomock://<host>`` connects the same alias to an
-in-memory ``mongomock`` client. mongoengine ≥ 0.29 no longer understands that URI itself, so the hook
-translates it to ``host="mongodb://<host>", mongo_client_class=mongomock.MongoClient``. mongomock clients do
-not share data, but mongoengine hands out one client for identical settings, so everything that connects
-through this hook with the same Airflow Connection sees the same in-memory database.
+The provider knows MongoDB's own schemes only. A process may register a client class for another scheme
+(:func:`register_client_class`): the project's demo and tests register ``mongomock://`` for an in-memory
+stand-in (``kraken_standins.mongo``, outside this package), which the hook connects as
+``host="mongodb://<host>", mongo_client_class=<that class>``; mongoengine hands out one client for identical
+settings, so everything that connects through this hook with the same Connection sees the same data.
 """
 
 from __future__ import annotations
@@ -33,8 +33,25 @@ from airflow_provider_kraken_s3.records.models import KRAKEN_DB_ALIAS, RawFile
 
 log = logging.getLogger(__name__)
 
-MONGOMOCK_SCHEME = "mongomock"
-_URI_SCHEMES = ("mongodb", "mongodb+srv", MONGOMOCK_SCHEME)
+_MONGODB_SCHEMES = ("mongodb", "mongodb+srv")
+
+#: Client classes for schemes beyond MongoDB's own, registered by the process that needs them (the demo and
+#: the tests: an in-memory stand-in). Empty in a deployment.
+_CLIENT_CLASSES: dict[str, type] = {}
+
+
+def register_client_class(scheme: str, client_class: type) -> None:
+    """Connect ``<scheme>://`` hosts with ``client_class`` (a pymongo-compatible client) in this process.
+
+    A class whose ``IN_MEMORY`` attribute is true is an in-process store: the hook says so once in the task
+    log, since under a real scheduler every task's process would start with an empty one.
+    """
+    _CLIENT_CLASSES[scheme.lower()] = client_class
+
+
+def _uri_schemes() -> tuple[str, ...]:
+    return (*_MONGODB_SCHEMES, *_CLIENT_CLASSES)
+
 
 # Extras that describe the connection rather than being pymongo options (``srv``, ``ssl`` and
 # ``allow_insecure`` come from the official Mongo provider's ``mongo`` connection type).
@@ -71,7 +88,7 @@ class KrakenMongoSettings:
 
     conn_id: str
     database: str
-    scheme: str  # mongodb, mongodb+srv, or mongomock (embedded mode)
+    scheme: str  # mongodb, mongodb+srv, or a scheme registered with register_client_class
     hosts: tuple[str, ...]
     username: str | None = None
     password: str | None = field(default=None, repr=False)
@@ -79,9 +96,14 @@ class KrakenMongoSettings:
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def is_mock(self) -> bool:
-        """True for the embedded in-memory mode used by tests and demos."""
-        return self.scheme == MONGOMOCK_SCHEME
+    def client_class(self) -> type | None:
+        """The registered client class for a non-MongoDB scheme (None: pymongo's own client)."""
+        return _CLIENT_CLASSES.get(self.scheme)
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether the store lives in this process (a registered in-memory stand-in)."""
+        return bool(getattr(self.client_class, "IN_MEMORY", False))
 
     @property
     def display_host(self) -> str:
@@ -99,11 +121,9 @@ class KrakenMongoSettings:
         # Without it mongoengine warns and falls back to the legacy UUID encoding; RawFile stores no UUIDs.
         if not any(key.lower() == "uuidrepresentation" for key in kwargs):
             kwargs["uuidRepresentation"] = "standard"
-        if self.is_mock:
-            import mongomock  # test/demo dependency only, so imported only when asked for
-
+        if self.client_class is not None:
             kwargs["host"] = f"mongodb://{','.join(self.hosts)}"
-            kwargs["mongo_client_class"] = mongomock.MongoClient
+            kwargs["mongo_client_class"] = self.client_class
         else:
             kwargs["host"] = f"{self.scheme}://{','.join(self.hosts)}"
         if self.username is not None:
@@ -154,7 +174,7 @@ def settings_from_connection(conn: Any, conn_id: str) -> KrakenMongoSettings:
     Rules, in the order a reader of the Connection form would expect:
 
     - *host* is a hostname (``db.example.org``, or ``h1:27017,h2:27017``), a ``mongodb://`` or
-      ``mongodb+srv://`` URI, or ``mongomock://localhost`` for the embedded in-memory database.
+      ``mongodb+srv://`` URI, or ``<scheme>://host`` for a scheme registered with :func:`register_client_class`.
     - Connection fields win over the URI: *login*/*password* replace the URI's credentials, *port* applies
       to hosts that name none, *schema* replaces the URI's database. The database is required.
     - Extras are pymongo options and win over the URI's query options. ``srv: true`` selects the
@@ -174,9 +194,9 @@ def settings_from_connection(conn: Any, conn_id: str) -> KrakenMongoSettings:
     scheme = "mongodb"
     if "://" in raw_host:
         scheme, uri_user, uri_password, host_part, uri_database, query = _split_uri(raw_host)
-        if scheme not in _URI_SCHEMES:
+        if scheme not in _uri_schemes():
             raise InvalidInputError(
-                f"Airflow connection {conn_id!r}: host scheme {scheme!r} is not one of {list(_URI_SCHEMES)}."
+                f"Airflow connection {conn_id!r}: host scheme {scheme!r} is not one of {list(_uri_schemes())}."
             )
         for key, value in query:
             existing = next((k for k in options if k.lower() == key.lower()), None)
@@ -282,7 +302,7 @@ class KrakenMongoHook(BaseHook):
         """Register the mongoengine alias for this Connection and return the alias name.
 
         Cheap to call repeatedly: with identical settings mongoengine keeps the existing client (and so,
-        in embedded mode, the same in-memory data). With different settings the alias is disconnected and
+        with an in-memory stand-in, the same data). With different settings the alias is disconnected and
         connected again, since mongoengine refuses to silently re-point a connected alias.
         """
         settings = self.get_connection_settings()
@@ -301,9 +321,9 @@ class KrakenMongoHook(BaseHook):
         except PyMongoError as err:  # URI parsing (e.g. DNS lookup of mongodb+srv) before any client exists
             raise self._connect_error(settings, err) from err
         log.debug("mongoengine alias %r connected to %s.", KRAKEN_DB_ALIAS, settings.describe())
-        if settings.is_mock and settings.describe() not in _warned_embedded:
-            _warned_embedded.add(settings.describe())  # once per store and process: every task log shows it
-            log.warning(EMBEDDED_WARNING)
+        if settings.in_memory and settings.describe() not in _warned_in_memory:
+            _warned_in_memory.add(settings.describe())  # once per store and process: every task log shows it
+            log.warning(IN_MEMORY_WARNING, settings.scheme)
         return KRAKEN_DB_ALIAS
 
     @staticmethod
@@ -372,12 +392,12 @@ class KrakenMongoHook(BaseHook):
         return True, f"Connected to {settings.describe()}."
 
 
-#: Embedded stores this process has already warned about.
-_warned_embedded: set[str] = set()
+#: In-memory stores this process has already warned about.
+_warned_in_memory: set[str] = set()
 
-#: Said when the embedded store is used: under a real scheduler it looks like data loss otherwise.
-EMBEDDED_WARNING = (
-    "kraken_mongo points at the embedded MongoDB (mongomock://): an in-memory store that lives and dies with "
+#: Said when an in-memory store is used: under a real scheduler it looks like data loss otherwise.
+IN_MEMORY_WARNING = (
+    "kraken_mongo points at an in-memory MongoDB stand-in (%s://): a store that lives and dies with "
     "this process. `airflow dags test` runs every task in one process; a real scheduler runs each task in its "
     "own, which starts with an empty store. Point the kraken_mongo connection at a MongoDB server for that."
 )

@@ -17,17 +17,29 @@ from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from botocore.config import Config
 
 from airflow_provider_kraken_s3.core.decision import RemoteObject
+from airflow_provider_kraken_s3.core.errors import InvalidInputError
 from airflow_provider_kraken_s3.core.parts import DEFAULT_PART_SIZE
 from airflow_provider_kraken_s3.transfer import buckets, remote
 from airflow_provider_kraken_s3.transfer.access import (
     NO_STREAMED_CHECKSUMS,
     S3Access,
+    SseCustomerKey,
     refuses_streamed_checksums,
 )
 from airflow_provider_kraken_s3.transfer.streams import PartBody
 from airflow_provider_kraken_s3.transfer.upload import UploadIdCallback, UploadResult, VerifiedUpload
 
+try:  # Airflow 3: the task SDK's masker (what task logs go through)
+    from airflow.sdk.log import mask_secret
+except ImportError:  # Airflow 2.11
+    from airflow.utils.log.secrets_masker import mask_secret  # type: ignore[no-redef,import-not-found,unused-ignore]
+
 __all__ = ["KrakenS3Hook", "UploadResult"]
+
+#: Connection extra holding the SSE-C key as base64 text (``openssl rand -base64 32``).
+SSE_C_KEY_EXTRA = "sse_customer_key"
+#: Connection extra naming a file on the worker that holds the SSE-C key (base64 text, or the 32 raw bytes).
+SSE_C_KEY_FILE_EXTRA = "sse_customer_key_file"
 
 
 class KrakenS3Hook(S3Hook):
@@ -39,6 +51,12 @@ class KrakenS3Hook(S3Hook):
     :param max_concurrency: parts in flight at once per file (each holds one 1 MiB block in memory).
     :param expected_bucket_owner: the AWS account id that must own every bucket we touch (S3 refuses the
         request otherwise), against a bucket name taken over by someone else.
+
+    **SSE-C** (customer-provided keys): the connection's extra names the key, either inline as
+    ``"sse_customer_key": "<base64 of 32 bytes>"`` or as ``"sse_customer_key_file": "/path/on/the/worker"``
+    (a file holding the base64 text or the 32 raw bytes; keeps the key out of the connection). Every object
+    request then carries it (:class:`~..transfer.access.S3Access`). The key is registered with Airflow's
+    secrets masker as soon as it is read, and is never logged or recorded.
     """
 
     hook_name = "Kraken S3 (verified upload)"
@@ -63,6 +81,7 @@ class KrakenS3Hook(S3Hook):
             raise ValueError("max_concurrency must be at least 1")
         self.max_concurrency = max_concurrency
         self.expected_bucket_owner = expected_bucket_owner
+        self._sse_c: dict[str, SseCustomerKey | None] = {}
 
     def get_conn(self) -> Any:
         """The boto3 client, with our two request handlers registered."""
@@ -99,6 +118,31 @@ class KrakenS3Hook(S3Hook):
         from_connection = self.conn_config.botocore_config
         return config if from_connection is None else config.merge(from_connection)
 
+    def sse_customer_key(self) -> SseCustomerKey | None:
+        """The connection's SSE-C key (see the class), masked in logs from here on; None without one. Read
+        once per hook."""
+        if "sse_customer_key" not in self._sse_c:
+            self._sse_c["sse_customer_key"] = self._read_sse_customer_key()
+        return self._sse_c["sse_customer_key"]
+
+    def _read_sse_customer_key(self) -> SseCustomerKey | None:
+        extra = self.conn_config.extra_config or {}
+        inline, path = extra.get(SSE_C_KEY_EXTRA), extra.get(SSE_C_KEY_FILE_EXTRA)
+        where = f"the extra of connection '{self.aws_conn_id}'"
+        if inline and path:
+            raise InvalidInputError(
+                f"{where} sets both {SSE_C_KEY_EXTRA} and {SSE_C_KEY_FILE_EXTRA}; keep one of them"
+            )
+        if inline:
+            mask_secret(str(inline))
+            key = SseCustomerKey.from_text(str(inline), where=f"{where} ({SSE_C_KEY_EXTRA})")
+        elif path:
+            key = _key_from_file(Path(str(path)), where=f"{where} ({SSE_C_KEY_FILE_EXTRA}: {path})")
+        else:
+            return None
+        mask_secret(key.text)
+        return key
+
     def access(self) -> S3Access:
         """What the Airflow-free transfer engine needs: the client and the names its messages use."""
         return S3Access(
@@ -109,6 +153,7 @@ class KrakenS3Hook(S3Hook):
             crc32_parts=getattr(self.config, "request_checksum_calculation", None) != "when_required",
             without_streamed_checksums=self._client_without_streamed_checksums,
             log=self.log,
+            sse_customer_key=self.sse_customer_key(),
         )
 
     def check_bucket(self, bucket: str) -> None:
@@ -187,6 +232,24 @@ class KrakenS3Hook(S3Hook):
             cancel=cancel or threading.Event(),
         )
         return job.run()
+
+
+def _key_from_file(path: Path, *, where: str) -> SseCustomerKey:
+    """An SSE-C key file: the 32 raw bytes, or their base64 text (a trailing newline is fine)."""
+    try:
+        content = path.read_bytes()
+    except OSError as error:
+        raise InvalidInputError(f"the SSE-C key file of {where} cannot be read ({error.strerror})") from error
+    if len(content) == 32:
+        return SseCustomerKey(content)
+    try:
+        text = content.decode("ascii")
+    except UnicodeDecodeError:
+        raise InvalidInputError(
+            f"the SSE-C key file of {where} holds neither 32 raw bytes nor base64 text"
+        ) from None
+    mask_secret(text.strip())
+    return SseCustomerKey.from_text(text, where=where)
 
 
 def _raise_body_failure(request: Any, **_: Any) -> None:

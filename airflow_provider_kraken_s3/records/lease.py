@@ -57,18 +57,11 @@ def _now() -> datetime:
 def server_now() -> datetime:
     """The database server's time (UTC), from its ``hello`` reply: the one clock every worker shares.
 
-    Read, not written: no document changes. The embedded store (mongomock) has no ``hello``; it lives in this
-    process, and its clock is ``mongomock.utcnow``. A server whose reply carries no ``localTime`` (none known)
+    Read, not written: no document changes. A server whose reply carries no ``localTime`` (none known)
     leaves only this worker's clock, with a warning.
     """
     with store.mongo_errors("reading the database server's clock"):
-        database = RawFile._get_db()
-        try:
-            reply = database.command("hello")
-        except NotImplementedError:  # mongomock (embedded mode): the server's clock is mongomock's own
-            import mongomock
-
-            return _utc(mongomock.utcnow())  # type: ignore[attr-defined]  # exported at run time, not typed
+        reply = RawFile._get_db().command("hello")
     moment = reply.get("localTime")
     if not isinstance(moment, datetime):
         log.warning("the MongoDB server reports no localTime; leases are judged by this worker's clock")

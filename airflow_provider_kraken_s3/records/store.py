@@ -151,9 +151,9 @@ def mongo_errors(action: str, raw_file_id: str | None = None) -> Iterator[None]:
 
 def _not_found(raw_file_id: str) -> RawFileNotFoundError:
     why = "check the id (alphakraken may have prefixed it after a name collision)"
-    if _is_embedded():
+    if _is_in_memory():
         why += (
-            ". This is the embedded MongoDB (mongomock://), in memory and per process: under a real scheduler "
+            ". This is an in-memory MongoDB stand-in, per process: under a real scheduler "
             "each task's process starts with an empty store, so point the kraken_mongo connection at a MongoDB "
             "server"
         )
@@ -162,10 +162,10 @@ def _not_found(raw_file_id: str) -> RawFileNotFoundError:
     )
 
 
-def _is_embedded() -> bool:
-    """Whether our alias is the in-memory stand-in (only for wording errors; never changes behaviour)."""
+def _is_in_memory() -> bool:
+    """Whether our alias is an in-memory stand-in (only for wording errors; never changes behaviour)."""
     try:
-        return type(RawFile._get_db().client).__module__.startswith("mongomock")
+        return bool(getattr(RawFile._get_db().client, "IN_MEMORY", False))
     except Exception:  # only decorates a message
         return False
 

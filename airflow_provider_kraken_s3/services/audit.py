@@ -2,7 +2,10 @@
 
 For each matching record (:func:`~..records.queries.done_records`), S3 is asked once: a listing of the set's
 folder for a ``.d`` folder or ``.wiff`` set (which also shows objects the inventory does not name), a HEAD
-for a single object. Records are checked in parallel by a bounded pool of threads, with a bounded number of
+(``ChecksumMode=ENABLED``: the stored checksum and the encryption come with it) for a single object. A
+listing carries no checksum and no encryption, so a set's object is asked about once more where the listing
+cannot settle it: ``GetObjectAttributes`` where the record names a checksum (S3's stored one decides), a HEAD
+where the ETag rule does not prove it (an encrypted object's opaque ETag is then not called different). Records are checked in parallel by a bounded pool of threads, with a bounded number of
 records read ahead, so memory stays flat however many records match. The verdict for each object is
 :mod:`airflow_provider_kraken_s3.core.audit` (the sensor's proof rule); nothing is downloaded and nothing is
 written, to S3 or to MongoDB.
@@ -33,7 +36,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from airflow_provider_kraken_s3.core.audit import (
     AuditFinding,
@@ -42,16 +45,19 @@ from airflow_provider_kraken_s3.core.audit import (
     RecordAudit,
     bucket_missing,
     compare,
+    needs_a_closer_look,
     not_checked,
     plan_audit,
 )
 from airflow_provider_kraken_s3.core.decision import RemoteObject
 from airflow_provider_kraken_s3.core.errors import BucketNotFoundError, KrakenBackupError
 from airflow_provider_kraken_s3.core.log import Log
-from airflow_provider_kraken_s3.core.verdict import RawFileRecord
+from airflow_provider_kraken_s3.core.proof import checksums_agree
+from airflow_provider_kraken_s3.core.verdict import ExpectedObject, RawFileRecord
 from airflow_provider_kraken_s3.records.queries import DEFAULT_BATCH_SIZE, RecordFilter, done_records
 from airflow_provider_kraken_s3.transfer import remote
 from airflow_provider_kraken_s3.transfer.access import S3Access
+from airflow_provider_kraken_s3.transfer.attributes import object_attributes
 from airflow_provider_kraken_s3.transfer.listing import list_prefix
 from airflow_provider_kraken_s3.transfer.progress import kv
 
@@ -89,9 +95,42 @@ def check_record(access: S3Access, record: RawFileRecord) -> RecordAudit:
 
 
 def _ask_s3(access: S3Access, target: AuditTarget) -> dict[str, RemoteObject | None]:
-    if target.folder:
-        return dict(list_prefix(access, target.bucket, target.folder))
-    return {item.key: remote.head(access, target.bucket, item.key) for item in target.objects}
+    if not target.folder:
+        return {item.key: _head(access, target.bucket, item) for item in target.objects}
+    found: dict[str, RemoteObject | None] = dict(list_prefix(access, target.bucket, target.folder))
+    for item in target.objects:
+        listed = found.get(item.key)
+        if listed is None or not needs_a_closer_look(item, listed):
+            continue
+        if item.checksum is not None:
+            attributes = object_attributes(access, target.bucket, item.key)
+            if attributes is None:  # deleted since the listing
+                found[item.key] = None
+                continue
+            if checksums_agree(item.checksum, attributes.checksum) is not None:
+                found[item.key] = RemoteObject(
+                    attributes.etag or listed.etag,
+                    attributes.size,
+                    version_id=attributes.version_id,
+                    checksum=attributes.checksum,
+                )
+                continue
+        found[item.key] = remote.head(access, target.bucket, item.key)
+    return found
+
+
+def _head(access: S3Access, bucket: str, item: ExpectedObject) -> RemoteObject | None:
+    """HEAD (``ChecksumMode=ENABLED``); where its checksum cannot be compared with the record's (HEAD may not
+    say a checksum is composite), the one ``GetObjectAttributes`` names, beside HEAD's encryption."""
+    found = remote.head(access, bucket, item.key)
+    if found is None or item.checksum is None or checksums_agree(item.checksum, found.checksum) is not None:
+        return found
+    if found.checksum is None or found.checksum.algorithm != item.checksum.algorithm:
+        return found
+    attributes = object_attributes(access, bucket, item.key)
+    if attributes is None or attributes.checksum is None:
+        return found
+    return replace(found, checksum=attributes.checksum)
 
 
 def iter_audit(

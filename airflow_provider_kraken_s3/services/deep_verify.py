@@ -59,6 +59,7 @@ class ObjectReport(ObjectRow):
     bytes: int  # bytes downloaded (0 when missing or archived)
     seconds: float
     detail: str
+    proof: str = ""  # what the bytes were proven against: "md5+checksum+etag", "md5+checksum", ...
 
 
 @dataclass(frozen=True)
@@ -187,11 +188,13 @@ class DeepVerification(ObjectsJob):
             bytes=fetched,
             seconds=time.monotonic() - started,
             detail=finding.reason,
+            proof="+".join(finding.proofs),
         )
         self.log_object(
             "deep verify",
             key=item.key,
             outcome=report.outcome.value,
+            proof=report.proof or "-",
             bytes=report.bytes,
             seconds=report.seconds,
         )
@@ -203,13 +206,15 @@ class DeepVerification(ObjectsJob):
             return head, 0
         part_sizes, known = self.part_sizes(bucket, item, head)
         digests = Digests(head.size, part_sizes)
+        checksums, stored = self.checksums_for(bucket, item, head, known)
         try:
-            result = self.download(bucket, head, digests)
+            result = self.download(bucket, head, digests, checksums=checksums)
         except ObjectReplacedError as error:
             return DeepVerifyFinding(DeepVerifyOutcome.UNVERIFIED, str(error)), 0
         if result.needs_restore:
             return archived(bucket, head), 0
-        return judge_download(bucket, item, downloaded(digests, head.etag, known)), result.bytes_fetched
+        got = downloaded(digests, head.etag, known, checksums=checksums, head=head, stored_checksum=stored)
+        return judge_download(bucket, item, got), result.bytes_fetched
 
     def part_sizes(self, bucket: str, item: BackupObject, head: ObjectHead) -> tuple[set[int], int | None]:
         """The part sizes to hash the object at, and the one known to be its own (if any).
@@ -218,7 +223,7 @@ class DeepVerification(ObjectsJob):
         size does not give, S3 is asked for the object's part size (HEAD ``partNumber=1``), and where it
         cannot tell, the common part sizes that give that count are hashed in the same pass.
         """
-        count = etag_part_count(head.etag)
+        count = etag_part_count(head.etag) if head.etag_is_md5 else None  # an opaque ETag tells no parts
         sizes: set[int] = set()
         known = None
         if item.precomputed is not None:

@@ -16,20 +16,24 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, BinaryIO, TypeVar
 
+from airflow_provider_kraken_s3.core.checksum import Checksum
+from airflow_provider_kraken_s3.core.decision import RemoteObject
 from airflow_provider_kraken_s3.core.deep_verify import (
     DeepVerifyFinding,
     Downloaded,
     archived_finding,
     missing_finding,
 )
-from airflow_provider_kraken_s3.core.errors import InvalidInputError
-from airflow_provider_kraken_s3.core.etag import parse_precomputed_etag
+from airflow_provider_kraken_s3.core.errors import InvalidInputError, PermanentBackupError
+from airflow_provider_kraken_s3.core.etag import etag_part_count, parse_precomputed_etag
 from airflow_provider_kraken_s3.core.inventory import BackupObject
 from airflow_provider_kraken_s3.core.log import Log
 from airflow_provider_kraken_s3.core.manifest import etag_info, recorded_backup
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.records import deep_verify as records
+from airflow_provider_kraken_s3.transfer import remote
 from airflow_provider_kraken_s3.transfer.access import S3Access
+from airflow_provider_kraken_s3.transfer.attributes import object_attributes
 from airflow_provider_kraken_s3.transfer.buckets import check_bucket
 from airflow_provider_kraken_s3.transfer.download import (
     RANGE_SIZE,
@@ -41,6 +45,12 @@ from airflow_provider_kraken_s3.transfer.download import (
 )
 from airflow_provider_kraken_s3.transfer.hashing import Digests
 from airflow_provider_kraken_s3.transfer.progress import kv
+from airflow_provider_kraken_s3.transfer.stream_checksums import (
+    CRC32_FUNCTIONS,
+    CrcLayout,
+    StreamChecksums,
+    layout_from_parts,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -100,6 +110,7 @@ class ObjectsJob:
                 md5=item.md5,
                 precomputed=parse_precomputed_etag(value) if (value := etag_info(item)) else None,
                 version_id=item.version_id,
+                checksum=item.checksum,
             )
             for item in recorded.objects
         ]
@@ -124,8 +135,56 @@ class ObjectsJob:
             return archived(bucket, head)
         return head
 
+    def checksums_for(
+        self, bucket: str, item: BackupObject, head: ObjectHead, part_size: int | None = None
+    ) -> tuple[StreamChecksums, Checksum | None]:
+        """What to compute while the object is read, and S3's stored checksum to compare it with.
+
+        The CRC64NVME always. A 32-bit CRC (CRC32, CRC32C) that S3 stores or the record names is computed at
+        the object's part layout: the part sizes ``GetObjectAttributes`` lists, else parts of ``part_size``
+        (the part size known for the object's ETag) or of the size S3 gives for part 1. Where the layout stays
+        unknown, nothing is computed for it and the verdict says the checksum proves nothing.
+        """
+        stored = head.checksum
+        wanted = next(
+            (c for c in (stored, item.checksum) if c is not None and c.algorithm in CRC32_FUNCTIONS), None
+        )
+        if wanted is None:
+            return StreamChecksums(head.size), stored
+        try:
+            attributes = object_attributes(self.access, bucket, item.key, item.version_id)
+        except PermanentBackupError as error:  # a store without the call, a policy without the permission
+            self.log.warning("cannot read the part layout of s3://%s/%s: %s", bucket, item.key, error)
+            attributes = None
+        if attributes is not None and attributes.checksum is not None and stored is not None:
+            stored = attributes.checksum  # HEAD may hide a composite's kind (moto drops its "-N")
+            wanted = stored if stored.algorithm in CRC32_FUNCTIONS else wanted
+        layout = None
+        described = attributes is not None and attributes.checksum is not None
+        multipart = not head.etag_is_md5 or etag_part_count(head.etag) is not None
+        if wanted.full_object and (described or not multipart):
+            layout = CrcLayout.whole(wanted.algorithm, head.size)  # HEAD alone may hide a composite's kind
+        elif (
+            not wanted.full_object and attributes is not None and sum(attributes.part_sizes) == head.size > 0
+        ):
+            layout = layout_from_parts(wanted.algorithm, attributes.part_sizes)
+        elif not wanted.full_object:
+            count = etag_part_count(head.etag) if head.etag_is_md5 else None
+            if part_size is None and count:
+                part_size = remote.part_size_from_s3(self.access, bucket, item.key, _as_remote(head))
+            if part_size and count is not None and -(-head.size // part_size) == count:
+                layout = CrcLayout.uniform(wanted.algorithm, head.size, part_size)
+        return StreamChecksums(head.size, layout), stored
+
     def download(
-        self, bucket: str, head: ObjectHead, digests: Digests, *, sink: BinaryIO | None = None, start: int = 0
+        self,
+        bucket: str,
+        head: ObjectHead,
+        digests: Digests,
+        *,
+        sink: BinaryIO | None = None,
+        start: int = 0,
+        checksums: StreamChecksums | None = None,
     ) -> DownloadResult:
         """Read an object (as ``head`` describes it) into ``digests`` and ``sink``, from byte ``start``.
 
@@ -138,6 +197,7 @@ class ObjectsJob:
             digests,
             sink=sink,
             start=start,
+            checksums=checksums,
             range_size=self.range_size,
             max_concurrency=1 if head.size <= self.range_size else self.max_concurrency,
             cancel=self.cancel,
@@ -155,15 +215,32 @@ def archived(bucket: str, head: ObjectHead) -> DeepVerifyFinding:
     return archived_finding(bucket, head.key, head.storage_class, head.restore)
 
 
-def downloaded(digests: Digests, s3_etag: str, object_part_size: int | None = None) -> Downloaded:
-    """The digests of bytes read, in the words of the fixity verdicts (``s3_etag``: S3's ETag, or "")."""
+def downloaded(
+    digests: Digests,
+    s3_etag: str,
+    object_part_size: int | None = None,
+    *,
+    checksums: StreamChecksums | None = None,
+    head: ObjectHead | None = None,
+    stored_checksum: Checksum | None = None,
+) -> Downloaded:
+    """The digests of bytes read, in the words of the deep-verify verdicts (``s3_etag``: S3's ETag, or ""), with
+    their checksums and, given the ``head`` they were read as, S3's stored checksum and encryption."""
     return Downloaded(
         size=digests.size,
         md5=digests.md5,
         etags=digests.etags(),
         s3_etag=s3_etag,
         object_part_size=object_part_size,
+        crc64nvme=checksums.crc64nvme if checksums is not None else None,
+        at_layout=checksums.at_layout() if checksums is not None else None,
+        stored_checksum=stored_checksum,
+        **({"encryption": head.encryption} if head is not None else {}),
     )
+
+
+def _as_remote(head: ObjectHead) -> RemoteObject:
+    return RemoteObject(head.etag, head.size, version_id=head.version_id)
 
 
 E = TypeVar("E", bound=enum.Enum)

@@ -6,12 +6,14 @@ For every file of the raw file (one ``.raw``, or every file of a ``.d``/``.wiff`
    that would leave the folder — ``..``, an absolute path, a symlink inside the folder pointing out — is
    refused before anything is written;
 2. an existing file is never overwritten unless ``overwrite=True``; one that already holds the inventory's
-   bytes is left as it is (``already_present``);
+   bytes (proven by the same rule as a restored file: size, MD5, recorded ETag and checksum) is left as it is
+   (``already_present``);
 3. the object is streamed (:mod:`..transfer.download`: parallel ranged GETs, each conditional on the ETag
    seen at the start) into a temporary file beside the target, ``.<name>.<etag>.kraken-restore``. An
    interrupted restore leaves it behind; the next run re-hashes its bytes and fetches only the rest;
 4. the temporary file is fsynced and verified against the inventory — size, MD5 and, when recorded, the
-   ETag at the recorded part size (:func:`..core.deep_verify.judge_restored`). Only then is it renamed into place
+   ETag at the recorded part size — and against the checksum the record vouches for, where it names one
+   (the CRC64NVME computed in the same pass; :func:`..core.deep_verify.judge_restored`). Only then is it renamed into place
    (:mod:`..transfer.placement`: without replacing a file that appeared meanwhile) and the directory fsynced.
    A file that fails is not put in place: its temporary file is removed and the report says why.
 
@@ -38,6 +40,7 @@ from airflow_provider_kraken_s3.core.deep_verify import (
     judge_restored,
 )
 from airflow_provider_kraken_s3.core.errors import (
+    BackupInterrupted,
     IntegrityError,
     InvalidInputError,
     PermanentBackupError,
@@ -50,7 +53,7 @@ from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.services.objects_job import ObjectRow, ObjectsJob, archived, downloaded, tally
 from airflow_provider_kraken_s3.transfer.access import S3Access
 from airflow_provider_kraken_s3.transfer.download import RANGE_SIZE, ObjectHead
-from airflow_provider_kraken_s3.transfer.hashing import Digests, hash_into
+from airflow_provider_kraken_s3.transfer.hashing import READ_BLOCK, Digests
 from airflow_provider_kraken_s3.transfer.placement import (
     forget_other_partials,
     make_dirs,
@@ -59,6 +62,7 @@ from airflow_provider_kraken_s3.transfer.placement import (
     put_in_place,
 )
 from airflow_provider_kraken_s3.transfer.progress import kv
+from airflow_provider_kraken_s3.transfer.stream_checksums import CrcLayout, StreamChecksums
 
 _log = logging.getLogger(__name__)
 
@@ -255,6 +259,9 @@ class Restore(ObjectsJob):
     ) -> tuple[Downloaded | None, int, int]:
         """Re-hash what an earlier run left in ``handle``, fetch the rest into it; None if archived."""
         digests = _inventory_digests(item, head.size)
+        checksums, _ = self.checksums_for(
+            bucket, item, head, item.precomputed.part_size if item.precomputed else None
+        )
         have = os.fstat(handle.fileno()).st_size
         if have > head.size:
             self.log.warning("%s is longer than the object; starting over", partial)
@@ -267,27 +274,34 @@ class Restore(ObjectsJob):
                 have,
                 head.size,
             )
-            _hash_file(handle, partial, have, digests, self.cancel)
+            _hash_file(handle, partial, have, digests, checksums, self.cancel)
         handle.seek(have)
-        result = self.download(bucket, head, digests, sink=handle, start=have)
+        result = self.download(bucket, head, digests, sink=handle, start=have, checksums=checksums)
         if result.needs_restore:
             return None, 0, have
-        return downloaded(digests, head.etag), result.bytes_fetched, have
+        return downloaded(digests, head.etag, checksums=checksums), result.bytes_fetched, have
 
     def _existing(self, item: BackupObject, target: Path) -> tuple[RestoreOutcome, str, int, int] | None:
         """An existing target: left alone if it holds the inventory's bytes, or unless ``overwrite``."""
         if target.is_file() and not target.is_symlink() and target.stat().st_size == item.size:
             digests = _inventory_digests(item, item.size)
+            checksums = _local_checksums(item)
             with open(target, "rb") as handle:
-                _hash_file(handle, target, item.size, digests, self.cancel)
-            if judge_restored(str(target), item, downloaded(digests, "")).outcome is DeepVerifyOutcome.OK:
+                _hash_file(handle, target, item.size, digests, checksums, self.cancel)
+            finding = judge_restored(str(target), item, downloaded(digests, "", checksums=checksums))
+            if finding.outcome is DeepVerifyOutcome.OK:
+                proven = " and its checksum" if "checksum" in finding.proofs else ""
                 return (
                     RestoreOutcome.ALREADY_PRESENT,
-                    f"{target} already holds the inventory's bytes (MD5 {item.md5}); left as it is",
+                    f"{target} already holds the inventory's bytes (MD5 {item.md5}{proven}); left as it is",
                     0,
                     0,
                 )
-            why = "differs from the inventory"
+            why = (
+                "differs from the inventory"
+                if finding.proofs != ("md5",)
+                else "differs from the record's checksum"
+            )
         else:
             why = "is not a regular file of the inventory's size"
         if not self.overwrite:
@@ -320,11 +334,38 @@ def _inventory_digests(item: BackupObject, size: int) -> Digests:
     return Digests(size, [item.precomputed.part_size] if item.precomputed else [])
 
 
-def _hash_file(handle: BinaryIO, path: Path, length: int, digests: Digests, cancel: threading.Event) -> None:
-    """Feed the first ``length`` bytes of ``handle`` into ``digests``, stopping at once on ``cancel``."""
+def _local_checksums(item: BackupObject) -> StreamChecksums:
+    """The checksums a local file is judged by: the CRC64NVME, and a 32-bit CRC the record names for the
+    whole file (a composite one needs the object's part layout, which a local file does not tell)."""
+    recorded = item.checksum
+    if recorded is not None and recorded.full_object and recorded.algorithm in ("CRC32", "CRC32C"):
+        return StreamChecksums(item.size, CrcLayout.whole(recorded.algorithm, item.size))
+    return StreamChecksums(item.size)
+
+
+def _hash_file(
+    handle: BinaryIO,
+    path: Path,
+    length: int,
+    digests: Digests,
+    checksums: StreamChecksums,
+    cancel: threading.Event,
+) -> None:
+    """Feed the first ``length`` bytes of ``handle`` into ``digests`` and ``checksums`` (one read), stopping
+    at once on ``cancel``."""
     handle.seek(0)
-    if hash_into(digests, handle, length, cancel=cancel) != length:
-        raise TransientBackupError(f"{path} became shorter while it was read; run the restore again")
+    buffer = bytearray(min(READ_BLOCK, max(length, 1)))
+    view = memoryview(buffer)
+    remaining = length
+    while remaining:
+        if cancel.is_set():
+            raise BackupInterrupted(f"hashing {path} was stopped: the attempt was interrupted")
+        got = handle.readinto(view[: min(remaining, len(buffer))])  # type: ignore[attr-defined]
+        if not got:
+            raise TransientBackupError(f"{path} became shorter while it was read; run the restore again")
+        digests.update(view[:got])
+        checksums.update(view[:got])
+        remaining -= got
 
 
 def restore_raw_file(

@@ -7,6 +7,9 @@ with a message saying what was being done and what a person can do about it. No 
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Collection
@@ -39,7 +42,8 @@ from airflow_provider_kraken_s3.core.log import Log
 #: IAM permissions the backup needs, named in every "access denied" message.
 PERMISSIONS = (
     "s3:ListBucket, s3:GetBucketVersioning, s3:GetBucketTagging, s3:PutObject, s3:GetObject, "
-    "s3:AbortMultipartUpload and s3:ListMultipartUploadParts"
+    "s3:GetObjectAttributes, s3:AbortMultipartUpload and s3:ListMultipartUploadParts (with SSE-KMS also "
+    "kms:GenerateDataKey and kms:Decrypt on the key)"
 )
 
 #: The client setting that makes botocore send request checksums only where an operation requires one.
@@ -48,6 +52,25 @@ NO_STREAMED_CHECKSUMS = {"request_checksum_calculation": "when_required"}
 #: Operations that send a body with botocore's default CRC32: over HTTPS as an ``aws-chunked`` stream with a
 #: trailer and no Content-Length, which some stores (Ceph RGW 16) refuse with ``411 MissingContentLength``.
 UPLOAD_OPERATIONS = frozenset({"put_object", "upload_part"})
+
+#: Object-level operations that carry the SSE-C key (S3 refuses to read or write an SSE-C object without it;
+#: CompleteMultipartUpload and ListParts need it for objects created with a checksum algorithm, as ours are).
+#: Bucket-level calls, listings, AbortMultipartUpload and DeleteObject never take it.
+SSE_C_OPERATIONS = frozenset(
+    {
+        "put_object",
+        "create_multipart_upload",
+        "upload_part",
+        "complete_multipart_upload",
+        "list_parts",
+        "head_object",
+        "get_object",
+        "get_object_attributes",
+    }
+)
+
+#: SSE-C's one algorithm.
+SSE_C_ALGORITHM = "AES256"
 
 _log = logging.getLogger(__name__)
 _refusing_endpoints: set[str] = set()
@@ -75,6 +98,71 @@ def sends_streamed_checksums(client: Any) -> bool:
     return getattr(config, "request_checksum_calculation", None) != "when_required"
 
 
+class SseCustomerKey:
+    """A customer-provided encryption key (SSE-C): 32 bytes, never shown.
+
+    Its ``repr`` and ``str`` name only the key's MD5 (what S3 itself echoes), so a key that reaches a log line,
+    an exception or a record by accident reveals nothing.
+    """
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: bytes) -> None:
+        if not isinstance(key, bytes) or len(key) != 32:
+            raise InvalidInputError("an SSE-C key must be exactly 32 bytes (AES-256); the one given is not")
+        self._key = key
+
+    @classmethod
+    def from_text(cls, text: str, *, where: str) -> SseCustomerKey:
+        """The key from its base64 form (``openssl rand -base64 32``); ``where`` names its source in errors,
+        which never quote the text itself."""
+        try:
+            key = base64.b64decode(text.strip(), validate=True)
+        except (binascii.Error, ValueError) as error:
+            raise InvalidInputError(f"the SSE-C key in {where} is not base64 text") from error
+        if len(key) != 32:
+            raise InvalidInputError(
+                f"the SSE-C key in {where} decodes to {len(key)} bytes; SSE-C needs 32 (base64 of 32 random "
+                "bytes, e.g. openssl rand -base64 32)"
+            )
+        return cls(key)
+
+    @property
+    def text(self) -> str:
+        """The base64 form, as it travels in the request header: what a secrets masker must hide."""
+        return base64.b64encode(self._key).decode()
+
+    @property
+    def md5(self) -> str:
+        """The key's MD5 (base64), as S3 echoes it in ``x-amz-server-side-encryption-customer-key-MD5``."""
+        return base64.b64encode(hashlib.md5(self._key).digest()).decode()
+
+    def request_parameters(self) -> dict[str, Any]:
+        """The SSE-C parameters of a request, the key base64-encoded and its MD5 given: botocore encodes them
+        itself only for some operations (not ``GetObjectAttributes`` or ``ListParts``), and skips that where
+        the MD5 is given, so every operation gets the same three headers."""
+        return {
+            "SSECustomerAlgorithm": SSE_C_ALGORITHM,
+            "SSECustomerKey": self.text,
+            "SSECustomerKeyMD5": self.md5,
+        }
+
+    def hide(self, text: str) -> str:
+        """``text`` with the key's base64 form replaced by ``***`` (for error messages)."""
+        return text.replace(self.text, "***")
+
+    def __repr__(self) -> str:
+        return f"SseCustomerKey(md5={self.md5})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SseCustomerKey) and other._key == self._key
+
+    def __hash__(self) -> int:
+        return hash(self.md5)
+
+
 @dataclass(frozen=True)
 class S3Access:
     """A boto3 S3 client plus what error messages need to name: the connection, endpoint and region.
@@ -88,6 +176,9 @@ class S3Access:
         retried with it once; every later call to that endpoint uses it. Our per-part MD5s (Content-MD5 and
         the returned ETags) still prove every part.
     :param log: where the one warning about that fallback goes.
+    :param sse_customer_key: the SSE-C key of the connection: added (``SSECustomerAlgorithm=AES256``,
+        ``SSECustomerKey``, ``SSECustomerKeyMD5``) to every object-level request
+        (:data:`SSE_C_OPERATIONS`) that does not name one itself.
     """
 
     client: Any
@@ -97,6 +188,7 @@ class S3Access:
     crc32_parts: bool = True
     without_streamed_checksums: Callable[[], Any] | None = None
     log: Log | None = None
+    sse_customer_key: SseCustomerKey | None = field(default=None, repr=False)
     _fallback: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def describe(self, bucket: str) -> str:
@@ -107,6 +199,8 @@ class S3Access:
         self, operation: str, doing: str, *, none_on: Collection[S3ErrorKind] = (), **params: Any
     ) -> dict[str, Any] | None:
         """``client.<operation>(**params)``; returns None for error kinds in ``none_on``, raises ours else."""
+        if self.sse_customer_key is not None and operation in SSE_C_OPERATIONS:
+            params = {**self.sse_customer_key.request_parameters(), **params}
         client = self._client()
         try:
             try:
@@ -170,7 +264,8 @@ class S3Access:
                 "and secret) on the connection, or give the worker a role or profile."
             )
         if isinstance(error, ParamValidationError):
-            return InvalidInputError(f"S3 request invalid while {doing}: {error}")
+            said = str(error) if self.sse_customer_key is None else self.sse_customer_key.hide(str(error))
+            return InvalidInputError(f"S3 request invalid while {doing}: {said}")
         if not isinstance(error, ClientError):
             return S3TransientError(
                 f"network error while {doing} ({type(error).__name__}: {error}); retrying will resume"

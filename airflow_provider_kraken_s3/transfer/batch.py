@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 
 from airflow_provider_kraken_s3.core.errors import BackupInterrupted, IntegrityError
 from airflow_provider_kraken_s3.core.etag import normalize_etag
 from airflow_provider_kraken_s3.transfer.access import S3Access
 from airflow_provider_kraken_s3.transfer.listing import list_prefix
+from airflow_provider_kraken_s3.transfer.pool import run_until_first_failure
 from airflow_provider_kraken_s3.transfer.streams import UploadStopped
 from airflow_provider_kraken_s3.transfer.upload import UploadResult, VerifiedUpload
 
@@ -31,26 +31,16 @@ def run_all(
     """
     if len(jobs) <= 1:
         return [job.run() for job in jobs]
-    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="kraken-file")
-    futures: list[Future[UploadResult]] = [pool.submit(job.run) for job in jobs]
-    settled = False  # every job finished or one failed; otherwise something from outside ends the wait
-    try:
-        while True:
-            done, pending = wait(futures, timeout=1.0, return_when=FIRST_EXCEPTION)
-            failed = [f for f in done if not f.cancelled() and f.exception() is not None]
-            if failed:
-                settled = True
-                cancel.set()  # stop the other files at their next block; their uploads are kept
-                raise _first_cause(failed)
-            if not pending:
-                settled = True
-                return [future.result() for future in futures]
-            if cancel.is_set():
-                raise BackupInterrupted("the upload of the set was stopped before every file was sent")
-    finally:
-        if not settled:
-            cancel.set()  # interrupted from outside: stop every file at its next block
-        pool.shutdown(wait=True, cancel_futures=True)
+    return run_until_first_failure(
+        [job.run for job in jobs],
+        workers=concurrency,
+        name="kraken-file",
+        stop=cancel,  # the files watch it: the first failure stops them, their uploads are kept
+        cancel=cancel,
+        interrupted=lambda: BackupInterrupted("the upload of the set was stopped before every file was sent"),
+        cause=_first_cause,
+        wait_after_interruption=True,
+    )
 
 
 def verify_listed(access: S3Access, bucket: str, prefix: str, results: Sequence[UploadResult]) -> None:
@@ -69,8 +59,7 @@ def verify_listed(access: S3Access, bucket: str, prefix: str, results: Sequence[
         )
 
 
-def _first_cause(failed: list[Future[UploadResult]]) -> BaseException:
+def _first_cause(errors: list[BaseException]) -> BaseException:
     """The error that stopped the set, not the interruptions it caused in the other files."""
-    errors = [f.exception() for f in failed]
-    causes = [e for e in errors if e is not None and not isinstance(e, (BackupInterrupted, UploadStopped))]
-    return (causes or errors)[0]  # type: ignore[return-value]
+    causes = [e for e in errors if not isinstance(e, (BackupInterrupted, UploadStopped))]
+    return (causes or errors)[0]

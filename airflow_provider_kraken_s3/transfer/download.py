@@ -4,8 +4,14 @@ An object is fetched with parallel ranged GETs (``RANGE_SIZE`` each), at most ``
 at a time and ``max_concurrency * ranges_per_worker`` ranges held in memory (fetched or being fetched), in
 reused buffers: memory is bounded by those numbers, never by the object's size. Ranges are handed on in
 order to the consumers — the whole-object MD5, the part MD5s at each part size of interest (one pass for
-all of them: :class:`~.hashing.Digests`) and optionally a sink (the file a restore writes) — while the
-next ranges are still arriving, so hashing costs no extra wall time (hashlib releases the GIL).
+all of them: :class:`~.hashing.Digests`), S3's additional checksums (:class:`~.stream_checksums.StreamChecksums`:
+the full-object CRC64NVME, and a CRC32/CRC32C at a part layout where asked) and optionally a sink (the file a
+restore writes) — while the next ranges are still arriving, so hashing costs no extra wall time (hashlib and
+awscrt release the GIL). Each range's CRC64NVME is computed by the thread that fetched it, in parallel, and
+the ranges' CRCs are combined in order (:func:`~..core.checksum.combine_crc64nvme`).
+
+HEAD is asked with ``ChecksumMode=ENABLED``: the object's stored checksum and its encryption (SSE-KMS and
+SSE-C make its ETag opaque) come with it.
 
 Every ranged GET carries ``IfMatch`` with the ETag HEAD reported at the start: if the object is replaced
 meanwhile, S3 refuses the next range instead of handing out a blend of two versions
@@ -23,12 +29,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from airflow_provider_kraken_s3.core.checksum import Checksum, Encryption, checksum_of, encryption_of
 from airflow_provider_kraken_s3.core.deep_verify import needs_restore
 from airflow_provider_kraken_s3.core.errors import (
     BackupInterrupted,
@@ -44,7 +51,9 @@ from airflow_provider_kraken_s3.core.etag import normalize_etag
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.transfer.access import S3Access, error_code, error_status
 from airflow_provider_kraken_s3.transfer.hashing import Digests
+from airflow_provider_kraken_s3.transfer.pool import worker_pool
 from airflow_provider_kraken_s3.transfer.remote import head_response
+from airflow_provider_kraken_s3.transfer.stream_checksums import StreamChecksums, crc64nvme
 
 #: Bytes per ranged GET: s3transfer's own chunk size, so S3 (and moto) see the same requests as a download.
 RANGE_SIZE = 8 * MIB
@@ -69,6 +78,15 @@ class ObjectHead:
     archive_status: str | None = None
     #: the version read (the one the record vouches for), where the bucket keeps versions
     version_id: str | None = None
+    #: the additional checksum S3 stores for the object (None where it keeps none)
+    checksum: Checksum | None = None
+    #: the encryption S3's answer declared: under SSE-KMS and SSE-C the ETag is no digest of the bytes
+    encryption: Encryption = Encryption.NONE
+
+    @property
+    def etag_is_md5(self) -> bool:
+        """Whether S3's ETag may be recomputed from the bytes (no encryption, or SSE-S3)."""
+        return self.encryption.etag_is_md5
 
     @property
     def needs_restore(self) -> bool:
@@ -90,6 +108,8 @@ def head_object(access: S3Access, bucket: str, key: str, version_id: str | None 
         restore=response.get("Restore"),
         archive_status=response.get("ArchiveStatus"),
         version_id=version_id,
+        checksum=checksum_of(response),
+        encryption=encryption_of(response),
     )
 
 
@@ -108,6 +128,10 @@ class DownloadResult:
     bytes_fetched: int
     seconds: float
     needs_restore: bool = False
+    #: the CRC64NVME of every byte (``start`` included); None when nothing was read (archived)
+    crc64nvme: Checksum | None = None
+    #: the CRC32/CRC32C at the part layout the download was asked for (None without one)
+    at_layout: Checksum | None = None
 
 
 @dataclass
@@ -117,6 +141,9 @@ class ObjectDownload:
     :param digests: fed every byte in order; with ``start > 0`` it must already hold bytes ``[0, start)``
         (a restore re-hashes its partial file first), so the digests always cover the whole object.
     :param sink: written every byte from ``start`` on, in order (a file opened for writing at ``start``).
+    :param checksums: fed every byte in order, like ``digests`` (with ``start > 0`` it must hold the first
+        ``start`` bytes too); None: a fresh one computing the CRC64NVME from byte 0 (a continuation without
+        them computes none).
     :param max_concurrency: ranged GETs in flight at once.
     :param ranges_per_worker: ranges held in memory per concurrent GET (memory bound:
         ``max_concurrency * ranges_per_worker * range_size`` bytes).
@@ -130,6 +157,7 @@ class ObjectDownload:
     digests: Digests
     sink: BinaryIO | None = None
     start: int = 0
+    checksums: StreamChecksums | None = None
     range_size: int = RANGE_SIZE
     max_concurrency: int = 4
     ranges_per_worker: int = RANGES_PER_WORKER
@@ -145,7 +173,13 @@ class ObjectDownload:
         started = time.monotonic()
         if self.head.needs_restore:
             return self._archived(started)
-        if not 0 <= self.start <= self.head.size or self.digests.offset != self.start:
+        if self.checksums is None and self.start == 0:
+            self.checksums = StreamChecksums(self.head.size)
+        if (
+            not 0 <= self.start <= self.head.size
+            or self.digests.offset != self.start
+            or (self.checksums is not None and self.checksums.offset != self.start)
+        ):
             raise InvalidInputError(
                 f"{self.target}: cannot continue at byte {self.start} of {self.head.size} with digests of "
                 f"{self.digests.offset} bytes"
@@ -167,6 +201,8 @@ class ObjectDownload:
             etags=self.digests.etags(),
             bytes_fetched=fetched,
             seconds=time.monotonic() - started,
+            crc64nvme=self.checksums.crc64nvme if self.checksums is not None else None,
+            at_layout=self.checksums.at_layout() if self.checksums is not None else None,
         )
 
     def _archived(self, started: float) -> DownloadResult:
@@ -182,13 +218,11 @@ class ObjectDownload:
             return 0
         window = min(len(ranges), self.max_concurrency * self.ranges_per_worker)
         free = [bytearray(min(self.range_size, self.head.size - self.start)) for _ in range(window)]
-        pending: deque[tuple[Future[memoryview | None], bytearray]] = deque()
+        pending: deque[tuple[Future[tuple[memoryview, int] | None], bytearray]] = deque()
         queued = 0
         fetched = 0
-        pool = ThreadPoolExecutor(
-            max_workers=min(window, self.max_concurrency), thread_name_prefix="kraken-get"
-        )
-        try:
+        # When this ends, the other ranges in flight stop at their next chunk and are waited for.
+        with worker_pool(min(window, self.max_concurrency), "kraken-get", stop=self._stop) as pool:
             while True:
                 while free and queued < len(ranges):
                     buffer = free.pop()
@@ -198,10 +232,13 @@ class ObjectDownload:
                 if not pending:
                     return fetched
                 future, buffer = pending.popleft()
-                view = future.result()
-                if view is None:
+                got = future.result()
+                if got is None:
                     return None
+                view, crc = got
                 self.digests.update(view)
+                if self.checksums is not None:
+                    self.checksums.update(view, crc)
                 if self.sink is not None:
                     self.sink.write(view)
                 fetched += len(view)
@@ -210,15 +247,14 @@ class ObjectDownload:
                 free.append(buffer)
                 if self.cancel.is_set():
                     raise BackupInterrupted(f"reading {self.target} was stopped after {fetched} bytes")
-        finally:
-            self._stop.set()  # the other ranges in flight stop at their next chunk
-            pool.shutdown(wait=True, cancel_futures=True)
 
-    def _fetch(self, offset: int, length: int, buffer: bytearray) -> memoryview | None:
-        """One range into ``buffer``; None when S3 says the object is archived. Retries broken bodies."""
+    def _fetch(self, offset: int, length: int, buffer: bytearray) -> tuple[memoryview, int] | None:
+        """One range into ``buffer``, with its CRC64NVME computed on this thread; None when S3 says the
+        object is archived. Retries broken bodies."""
         for attempt in range(1, RANGE_ATTEMPTS + 1):
             try:
-                return self._fetch_once(offset, length, memoryview(buffer)[:length])
+                view = self._fetch_once(offset, length, memoryview(buffer)[:length])
+                return None if view is None else (view, crc64nvme(view))
             except S3TransientError:
                 if attempt == RANGE_ATTEMPTS or self._stopping():
                     raise
@@ -337,13 +373,10 @@ def run_per_object(
     results: list[Any] = [None] * len(sizes)
     small = [i for i, size in enumerate(sizes) if size <= range_size]
     if len(small) > 1 and max_concurrency > 1:
-        pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="kraken-object")
-        try:
+        with worker_pool(max_concurrency, "kraken-object") as pool:  # after an error: only the started finish
             futures = {i: pool.submit(job, i) for i in small}
             for i, future in futures.items():
                 results[i] = future.result()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)  # after an error: only the started ones finish
     else:
         for i in small:
             results[i] = job(i)

@@ -1,7 +1,6 @@
 """The multipart half of a verified upload: parts in parallel, each proven as it returns, then completion.
 
-Runs for a :class:`~airflow_provider_kraken_s3.transfer.upload.VerifiedUpload` whose file is larger than one
-part. Every part streams from disk in 1 MiB blocks and is MD5-hashed on its first read; S3's ETag of the
+Sends a :class:`~.shipment.Shipment` whose file is larger than one part. Every part streams from disk in 1 MiB blocks and is MD5-hashed on its first read; S3's ETag of the
 part must equal that MD5. Before completing, the ETag of all part MD5s must equal the inventory's ETag and,
 for ``[size, md5]`` inventories only, a whole-file MD5 (following the parts in the same read pass) must
 equal the inventory's MD5. Only integrity and local-file failures abort the upload; anything else keeps it,
@@ -10,12 +9,13 @@ so the next attempt resumes.
 
 from __future__ import annotations
 
-import os
+import base64
 import threading
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import Any
 
+from airflow_provider_kraken_s3.core.decision import META_MD5, META_PART_SIZE, META_RCLONE_MD5
 from airflow_provider_kraken_s3.core.errors import (
     BackupInterrupted,
     IntegrityError,
@@ -26,17 +26,17 @@ from airflow_provider_kraken_s3.core.errors import (
 )
 from airflow_provider_kraken_s3.core.etag import etag_from_part_digests, normalize_etag
 from airflow_provider_kraken_s3.core.parts import Part, PartPlan
-from airflow_provider_kraken_s3.transfer.progress import ProgressReporter, kv
+from airflow_provider_kraken_s3.transfer import remote
+from airflow_provider_kraken_s3.transfer.pool import run_until_first_failure
+from airflow_provider_kraken_s3.transfer.progress import kv
 from airflow_provider_kraken_s3.transfer.remote import RemotePart, version_of
+from airflow_provider_kraken_s3.transfer.shipment import Sent, Shipment
 from airflow_provider_kraken_s3.transfer.streams import (
     PartBody,
     SequentialMd5,
     UploadStopped,
     check_unchanged,
 )
-
-if TYPE_CHECKING:
-    from airflow_provider_kraken_s3.transfer.upload import VerifiedUpload
 
 
 @dataclass
@@ -56,25 +56,39 @@ class SentPart:
         return entry
 
 
+def object_metadata(plan: PartPlan, expected_md5: str | None, expected_etag: str | None) -> dict[str, str]:
+    """Hints for later readers, set where the object cannot complete unverified (multipart only: a single
+    PUT's ETag already is its MD5).
+
+    ``kraken-md5`` and rclone's ``md5chksum`` (base64) carry the inventory MD5, so ``rclone check`` can compare
+    our objects without downloading them — only when that MD5 is computed from the bytes sent and checked
+    before completion (no precomputed ETag; the same condition as the whole-file MD5 of
+    :class:`MultipartSender`): a claim nobody checked could be false. ``kraken-part-size`` says how to
+    recompute the ETag.
+    """
+    metadata = {META_PART_SIZE: str(plan.part_size)}
+    if expected_md5 and expected_etag is None:  # the whole-file MD5 is computed and checked
+        metadata[META_MD5] = expected_md5
+        metadata[META_RCLONE_MD5] = base64.b64encode(bytes.fromhex(expected_md5)).decode()
+    return metadata
+
+
 class MultipartSender:
     """Send (or resume) one multipart upload and complete it only once it is proven."""
 
-    def __init__(
-        self, job: VerifiedUpload, plan: PartPlan, stat: os.stat_result, reporter: ProgressReporter
-    ) -> None:
-        self.job = job
-        self.plan = plan
-        self.stat = stat
-        self.reporter = reporter
+    def __init__(self, shipment: Shipment) -> None:
+        self.job = shipment
+        self.plan = shipment.plan
         self.upload_id: str | None = None
+        self.version_id: str | None = None
         # The whole-file MD5 is paid for only when the inventory has no ETag to prove the parts against.
-        whole = job.expected_md5 and not job.expected_etag
-        self.whole = SequentialMd5(job.path, plan, cancel=job.cancel) if whole else None
+        whole = shipment.expected_md5 and not shipment.expected_etag
+        self.whole = SequentialMd5(shipment.path, self.plan, cancel=shipment.cancel) if whole else None
 
-    def run(self) -> tuple[str, str | None, list[Part], int]:
-        """(ETag, whole-file MD5 if computed, parts sent now, parts reused)."""
+    def run(self) -> Sent:
+        """Send every part not yet proven in S3, prove them all, complete; what was sent and proven."""
         job = self.job
-        self.upload_id, in_s3 = job.existing_parts(self.plan)
+        self.upload_id, in_s3 = self._existing_parts()
         if self.upload_id is None:
             self.upload_id = self._create()
             self._record_new_id()
@@ -84,7 +98,7 @@ class MultipartSender:
             if self.whole is not None:
                 self.whole.start()
             sent = self._send_parts(in_s3)
-            check_unchanged(job.path, self.stat)
+            check_unchanged(job.path, job.stat)
             etag = etag_from_part_digests([s.digest for s in sent], multipart=True)
             md5 = self.whole.hexdigest() if self.whole is not None else None
             self._prove(etag, md5)
@@ -105,8 +119,30 @@ class MultipartSender:
             job.log.info(
                 "whole-file MD5 re-read %d bytes from the page cache (each proven)", self.whole.reread_bytes
             )
-        fresh = [s.part for s in sent if not s.reused]
-        return etag, md5, fresh, len(sent) - len(fresh)
+        fresh = tuple(s.part for s in sent if not s.reused)
+        return Sent(etag, md5, fresh, parts_reused=len(sent) - len(fresh), version_id=self.version_id)
+
+    def _existing_parts(self) -> tuple[str | None, dict[int, RemotePart]]:
+        """The upload to resume (id and its parts in S3), or ``(None, {})`` when there is none left."""
+        job = self.job
+        if job.upload_id is None:
+            return None, {}
+        parts = remote.list_parts(job.access, job.bucket, job.key, job.upload_id)
+        if parts is None:
+            job.log.warning(
+                "upload id %s of %s no longer exists; starting a new upload", job.upload_id, job.target
+            )
+            return None, {}
+        job.log.info(
+            "resuming multipart upload %s",
+            kv(
+                target=job.target,
+                upload_id=job.upload_id,
+                parts_in_s3=len(parts),
+                part_size=self.plan.part_size,
+            ),
+        )
+        return job.upload_id, parts
 
     def _record_new_id(self) -> None:
         """Persist a new upload id before any part is sent; if that fails, nobody could ever resume the
@@ -127,7 +163,7 @@ class MultipartSender:
             f"starting the upload of {job.target}",
             Bucket=job.bucket,
             Key=job.key,
-            Metadata=job.multipart_metadata(self.plan),
+            Metadata=object_metadata(self.plan, job.expected_md5, job.expected_etag),
             **job.object_arguments(),
             **checksum,
         )
@@ -160,7 +196,7 @@ class MultipartSender:
             MultipartUpload={"Parts": [s.completed_part() for s in sent]},
         )
         if response is None:  # a retry of a completion whose first response was lost, or someone aborted it
-            if job.completed_elsewhere(etag, self.plan.file_size):
+            if self._completed_elsewhere(etag):
                 job.log.warning(
                     "completing %s answered NoSuchUpload, but the object is there with ETag %s and %d bytes: "
                     "the first completion landed and its response was lost",
@@ -173,13 +209,21 @@ class MultipartSender:
                 f"multipart upload {self.upload_id} of {job.target} vanished before it was completed (aborted "
                 "by a lifecycle rule or by hand); the next attempt starts a new upload."
             )
-        job.version_id = version_of(response)
+        self.version_id = version_of(response)
         returned = normalize_etag(response.get("ETag", ""))
         if returned and returned != etag:
             raise IntegrityError(
                 f"S3 completed {job.target} with ETag {returned}, but the parts read locally give {etag}. "
                 "The object is corrupt; re-run the backup."
             )
+
+    def _completed_elsewhere(self, etag: str) -> bool:
+        """After ``NoSuchUpload`` on completion: did our completion land (its response lost)?"""
+        job = self.job
+        final = remote.head(job.access, job.bucket, job.key)
+        if final is not None:
+            self.version_id = final.version_id
+        return final is not None and normalize_etag(final.etag) == etag and final.size == self.plan.file_size
 
     def _after_failure(self, error: BaseException) -> None:
         """Abort only what can never become a true object; keep everything else for a resume."""
@@ -219,33 +263,24 @@ class MultipartSender:
             )
 
     def _send_parts(self, in_s3: dict[int, RemotePart]) -> list[SentPart]:
-        """Hash and send (or re-check) every part on a bounded pool; stop all at the first failure."""
+        """Hash and send (or re-check) every part on a bounded pool; stop all at the first failure.
+
+        After a failed part the others are waited for, so that none lands after an abort. After an
+        interruption (a timeout, a kill, a lost lease) the upload is kept for a resume, and a part stuck on
+        the network must not hold the task past its deadline: they are not waited for.
+        """
         stop = threading.Event()
-        pool = ThreadPoolExecutor(max_workers=self.job.max_concurrency, thread_name_prefix="kraken-part")
-        futures: list[Future[SentPart]] = [
-            pool.submit(self._send_part, part, in_s3.get(part.number), stop) for part in self.plan.parts()
-        ]
-        settled = False  # every part finished, or one failed: nothing may land after an abort
-        try:
-            while True:
-                done, pending = wait(futures, timeout=1.0, return_when=FIRST_EXCEPTION)
-                failed = [f for f in done if not f.cancelled() and f.exception() is not None]
-                if failed:
-                    settled = True
-                    raise _first_real_error(failed)
-                if not pending:
-                    settled = True
-                    return [future.result() for future in futures]
-                if self.job.cancel.is_set():
-                    raise BackupInterrupted(
-                        f"upload of {self.job.target} stopped: the attempt was interrupted"
-                    )
-        finally:
-            # Stop the other parts at their next block. After a failed part, wait for them, so that none lands
-            # after an abort. After an interruption (a timeout, a kill, a lost lease) the upload is kept for a
-            # resume, and a part stuck on the network must not hold the task past its deadline: do not wait.
-            stop.set()
-            pool.shutdown(wait=settled, cancel_futures=True)
+        target = self.job.target
+        return run_until_first_failure(
+            [partial(self._send_part, part, in_s3.get(part.number), stop) for part in self.plan.parts()],
+            workers=self.job.max_concurrency,
+            name="kraken-part",
+            stop=stop,
+            cancel=self.job.cancel,
+            interrupted=lambda: BackupInterrupted(f"upload of {target} stopped: the attempt was interrupted"),
+            cause=_first_real_error,
+            wait_after_interruption=False,
+        )
 
     def _send_part(self, part: Part, in_s3: RemotePart | None, stop: threading.Event) -> SentPart:
         job = self.job
@@ -259,7 +294,7 @@ class MultipartSender:
             if in_s3 is not None and in_s3.size == part.length:
                 body.drain()
                 if in_s3.etag == body.hexdigest():
-                    self.reporter.add(part.length)
+                    job.reporter.add(part.length)
                     return SentPart(part, in_s3.etag, body.digest(), reused=True, crc32=in_s3.crc32)
                 job.log.info("part %d in S3 differs from the local part; sending it again", part.number)
             body.seek(0)
@@ -275,7 +310,7 @@ class MultipartSender:
                         Body=body,
                         ContentLength=part.length,
                     )
-            except KrakenBackupError:
+            except Exception:  # not only ours: awscrt (botocore's signer) wraps the body's failure in its own
                 if stop.is_set() or isinstance(body.failure, UploadStopped):
                     raise UploadStopped("stopped") from None
                 body.raise_failure()
@@ -286,14 +321,13 @@ class MultipartSender:
                     f"S3 acknowledged part {part.number} of {job.target} with ETag {returned}, but the bytes "
                     f"read have MD5 {body.hexdigest()}: corrupted in transit or the file changed."
                 )
-            self.reporter.add(part.length)  # acknowledged by S3, and proven
+            job.reporter.add(part.length)  # acknowledged by S3, and proven
             return SentPart(part, returned, body.digest(), reused=False, crc32=response.get("ChecksumCRC32"))  # type: ignore[union-attr]
         finally:
             body.close()
 
 
-def _first_real_error(failed: list[Future[SentPart]]) -> BaseException:
+def _first_real_error(errors: list[BaseException]) -> BaseException:
     """The error that stopped the parts, not the ``UploadStopped`` of the parts it stopped."""
-    errors = [f.exception() for f in failed]
-    real = [e for e in errors if e is not None and not isinstance(e, UploadStopped)]
+    real = [e for e in errors if not isinstance(e, UploadStopped)]
     return real[0] if real else BackupInterrupted("the upload was stopped before every part was sent")

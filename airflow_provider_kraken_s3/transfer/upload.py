@@ -12,35 +12,28 @@ after that proof, so only then may an object carry ``kraken-md5``; a single PUT'
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from airflow_provider_kraken_s3.core.decision import (
-    META_MD5,
-    META_PART_SIZE,
-    META_RCLONE_MD5,
     Decision,
     Expectation,
     RemoteObject,
+    UploadAction,
     after_hashing,
     cannot_compare,
     decide,
     one_part_etag,
     prove,
 )
-from airflow_provider_kraken_s3.core.decision import (
-    UploadAction as Action,
-)
 from airflow_provider_kraken_s3.core.errors import (
-    BackupInterrupted,
     IntegrityError,
     KrakenBackupError,
     LocalFileChangedError,
@@ -48,23 +41,17 @@ from airflow_provider_kraken_s3.core.errors import (
 )
 from airflow_provider_kraken_s3.core.etag import etag_part_count, normalize_etag
 from airflow_provider_kraken_s3.core.log import Log
-from airflow_provider_kraken_s3.core.parts import MIB, Part, PartPlan, plan_parts
+from airflow_provider_kraken_s3.core.parts import MIB, PartPlan, plan_parts
 from airflow_provider_kraken_s3.transfer import buckets, remote
 from airflow_provider_kraken_s3.transfer.access import S3Access
 from airflow_provider_kraken_s3.transfer.hashing import compute_s3_etag_and_md5, compute_s3_etags
 from airflow_provider_kraken_s3.transfer.multipart import MultipartSender
 from airflow_provider_kraken_s3.transfer.progress import ProgressReporter, kv
-from airflow_provider_kraken_s3.transfer.streams import (
-    PartBody,
-    UploadStopped,
-    check_unchanged,
-    local_read_error,
-    stat_or_fail,
-)
+from airflow_provider_kraken_s3.transfer.shipment import Shipment, UploadIdCallback
+from airflow_provider_kraken_s3.transfer.single_put import put_single
+from airflow_provider_kraken_s3.transfer.streams import local_read_error, stat_or_fail
 
-#: ``on_upload_id(upload_id, part_size)``: a multipart upload was started or resumed (persist it before any
-#: part is sent), or ``(None, part_size)`` once it is completed or aborted.
-UploadIdCallback = Callable[[str | None, int], None]
+__all__ = ["UploadIdCallback", "UploadResult", "VerifiedUpload"]
 
 
 @dataclass(frozen=True)
@@ -106,6 +93,8 @@ class VerifiedUpload:
     :param check_after: HEAD the object after the upload (off when the caller lists the whole set instead).
     :param budget: a semaphore bounding the requests in flight across all files of a set.
     :param cancel: set from outside (a task timeout, a lost lease) to stop at the next block.
+
+    These are the inputs; running the upload changes none of them.
     """
 
     access: S3Access
@@ -132,8 +121,6 @@ class VerifiedUpload:
     #: The record holds evidence against the object (a deep verify found other bytes behind its ETag): what
     #: S3 shows proves nothing, and the verified local bytes replace it as a new version.
     distrusted: str | None = None
-    #: The version the upload created (set when S3 answers the PUT or the completion).
-    version_id: str | None = field(default=None, init=False)
 
     @property
     def target(self) -> str:
@@ -153,18 +140,16 @@ class VerifiedUpload:
     def _run(self) -> UploadResult:
         started = time.monotonic()
         stat = stat_or_fail(self.path)
-        plan = self._plan(stat.st_size)
-        expected = self._expectation(plan)
+        plan, expected = self._plan(stat.st_size)
         found = None if self.known_absent else remote.head(self.access, self.bucket, self.key)
-        decision = self._decide(found, expected)
+        decision, versioned = self._decide(found, expected)
         for note in decision.notes:
             self.log.warning("%s: %s", self.target, note)
-        if decision.action is Action.HASH_FIRST:
-            decision, plan = self._hash_first(found, expected, decision, plan)  # type: ignore[arg-type]
-        if decision.action is Action.REFUSE:
+        if decision.action is UploadAction.HASH_FIRST:
+            decision, plan = self._hash_first(found, expected, decision, plan, versioned)  # type: ignore[arg-type]
+        if decision.action is UploadAction.REFUSE:
             raise ObjectConflictError(f"{self.target}: {decision.reason}")
-        if decision.action is Action.SKIP:
-            self.version_id = found.version_id  # type: ignore[union-attr]
+        if decision.action is UploadAction.SKIP:
             return self._finish(
                 found.etag,  # type: ignore[union-attr]
                 plan,
@@ -172,92 +157,92 @@ class VerifiedUpload:
                 skipped=True,
                 reason=decision.reason,
                 bytes_read=plan.file_size if decision.part_sizes else 0,
+                version_id=found.version_id,  # type: ignore[union-attr]
             )
-        if decision.action is Action.REPLACE:
+        if decision.action is UploadAction.REPLACE:
             self.log.warning("REPLACING %s: %s", self.target, decision.reason)
             if not plan.is_multipart:
-                self._prove_before_put(plan)
-        return self._send(stat, plan, expected, started, decision)
+                self._prove_before_put(plan, expected)
+        return self._send(self._shipment(stat, plan, expected), started, decision)
 
     # ------------------------------------------------------------------ deciding
 
-    def _plan(self, size: int) -> PartPlan:
-        plan = plan_parts(size, self.part_size, fixed=self.expected_etag is not None)
+    def _plan(self, size: int) -> tuple[PartPlan, Expectation]:
+        """The part plan, and what the bytes must prove under it."""
+        etag = self.expected_etag
+        plan = plan_parts(size, self.part_size, fixed=etag is not None)
         if note := plan.describe_adjustment():
             self.log.warning("%s: %s", self.path.name, note)
-        one_part = (
-            self.expected_etag is not None
-            and self.expected_md5 is not None
-            and not plan.is_multipart
-            and one_part_etag(self.expected_md5) == normalize_etag(self.expected_etag)
-        )
+        md5 = self.expected_md5
         if (
-            one_part
-        ):  # a one-part multipart ETag (…-1) follows from the MD5: a single PUT is proven against it
-            self.expected_etag = None
-        if self.expected_etag is not None and etag_part_count(self.expected_etag) != (
-            plan.part_count if plan.is_multipart else None
+            etag is not None
+            and md5 is not None
+            and not plan.is_multipart
+            and one_part_etag(md5) == normalize_etag(etag)
         ):
+            etag = None  # a one-part multipart ETag (…-1) follows from the MD5: a single PUT is proven against it
+        if etag is not None and etag_part_count(etag) != (plan.part_count if plan.is_multipart else None):
             raise IntegrityError(
                 f"{self.path} has {size} bytes, which at {plan.part_size_mib} MiB parts does not give the "
-                f"{etag_part_count(self.expected_etag) or 1} part(s) of the expected ETag {self.expected_etag}: "
+                f"{etag_part_count(etag) or 1} part(s) of the expected ETag {etag}: "
                 "the local file differs from the inventory (truncated or replaced?)."
             )
-        return plan
+        part_size = plan.part_size if etag else None
+        return plan, Expectation(size=plan.file_size, md5=md5, etag=etag, part_size=part_size)
 
-    def _expectation(self, plan: PartPlan) -> Expectation:
-        return Expectation(
-            size=plan.file_size,
-            md5=self.expected_md5,
-            etag=self.expected_etag,
-            part_size=plan.part_size if self.expected_etag else None,
-        )
-
-    def _decide(self, found: RemoteObject | None, expected: Expectation) -> Decision:
+    def _decide(self, found: RemoteObject | None, expected: Expectation) -> tuple[Decision, bool]:
+        """The decision, and whether the bucket keeps versions (asked of S3 only when it matters)."""
         if found is not None and self.distrusted:
-            return Decision(
-                Action.REPLACE,
+            decision = Decision(
+                UploadAction.REPLACE,
                 f"{self.distrusted}; its ETag proves nothing, the verified local bytes replace it",
                 replaced_etag=normalize_etag(found.etag),
             )
+            return decision, bool(self.versioned)
         if found is None or prove(found, expected) is not None:
-            return decide(found, expected, versioned=False)
+            return decide(found, expected, versioned=False), bool(self.versioned)
         hint = None
         if found.is_multipart and found.size == expected.size and found.part_size_hint is None:
             hint = remote.part_size_from_s3(self.access, self.bucket, self.key, found)
-        if self.versioned is None:
-            self.versioned = buckets.is_versioned(self.access, self.bucket, self.log)
-        return decide(found, expected, versioned=self.versioned, part_size_hint=hint)
+        versioned = self.versioned
+        if versioned is None:
+            versioned = buckets.is_versioned(self.access, self.bucket, self.log)
+        return decide(found, expected, versioned=versioned, part_size_hint=hint), versioned
 
     def _hash_first(
-        self, found: RemoteObject, expected: Expectation, decision: Decision, plan: PartPlan
+        self, found: RemoteObject, expected: Expectation, decision: Decision, plan: PartPlan, versioned: bool
     ) -> tuple[Decision, PartPlan]:
         """Hash the local file at the object's candidate part sizes (one read) and decide again from both."""
         self.log.info("%s: %s", self.target, decision.reason)
         sizes = [size for size in decision.part_sizes if self._fits(plan.file_size, size)]
         if not sizes:  # hints S3 cannot have used: nothing to compare with
-            return cannot_compare(found, expected, versioned=bool(self.versioned)), plan
-        try:
+            return cannot_compare(found, expected, versioned=versioned), plan
+        with self._reading():
             local_etags, local_md5 = compute_s3_etags(self.path, sizes, cancel=self.cancel)
-        except FileNotFoundError as error:
-            raise LocalFileChangedError(f"{self.path} disappeared while it was hashed") from error
-        except OSError as error:
-            raise local_read_error(self.path, error) from error
-        versioned = bool(self.versioned)
         if etag_part_count(found.etag) == 1:  # one part: the ETag follows from the whole-file MD5
             local_etags = {size: one_part_etag(local_md5) for size in local_etags}
         for size, local_etag in local_etags.items():
             after = after_hashing(
                 found, expected, local_etag=local_etag, local_md5=local_md5, versioned=versioned
             )
-            if after.action is Action.REFUSE and expected.md5 not in (None, local_md5):
+            if after.action is UploadAction.REFUSE and expected.md5 not in (None, local_md5):
                 raise IntegrityError(f"{self.path}: {after.reason}")
-            if after.action is Action.SKIP:
+            if after.action is UploadAction.SKIP:
                 proven = plan_parts(plan.file_size, size, fixed=True)
-                return Decision(Action.SKIP, after.reason, part_sizes=(size,)), proven
+                return Decision(UploadAction.SKIP, after.reason, part_sizes=(size,)), proven
         if decision.part_size_known:  # hashed at the object's own part size: a difference was shown
             return after, plan
         return cannot_compare(found, expected, versioned=versioned), plan  # no guess matched
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Hashing the local file: its disappearance or a read error said as what it means."""
+        try:
+            yield
+        except FileNotFoundError as error:
+            raise LocalFileChangedError(f"{self.path} disappeared while it was hashed") from error
+        except OSError as error:
+            raise local_read_error(self.path, error) from error
 
     @staticmethod
     def _fits(file_size: int, part_size: int) -> bool:
@@ -267,35 +252,48 @@ class VerifiedUpload:
             return False
         return True
 
-    def _prove_before_put(self, plan: PartPlan) -> None:
+    def _prove_before_put(self, plan: PartPlan, expected: Expectation) -> None:
         """A single PUT replaces the object the moment it lands, and not every store checks Content-MD5:
         before replacing anything with one, prove the local file is the inventory's."""
-        expected = self.expected_md5 or self.expected_etag
-        if expected is None:
+        want = expected.md5 or expected.etag
+        if want is None:
             return
-        _, local_md5 = self._hash(plan.part_size)
-        if local_md5 != expected:
+        with self._reading():
+            _, local_md5 = compute_s3_etag_and_md5(self.path, plan.part_size, cancel=self.cancel)
+        if local_md5 != want:
             raise IntegrityError(
-                f"{self.path} has MD5 {local_md5}, but {expected} was expected: the local copy is not the "
+                f"{self.path} has MD5 {local_md5}, but {want} was expected: the local copy is not the "
                 f"acquired file, so it must not replace {self.target}. Restore it from the instrument."
             )
 
-    def _hash(self, part_size: int) -> tuple[str, str]:
-        try:
-            return compute_s3_etag_and_md5(self.path, part_size, cancel=self.cancel)
-        except FileNotFoundError as error:
-            raise LocalFileChangedError(f"{self.path} disappeared while it was hashed") from error
-        except OSError as error:
-            raise local_read_error(self.path, error) from error
-
     # ------------------------------------------------------------------ sending
 
-    def _send(
-        self, stat: os.stat_result, plan: PartPlan, expected: Expectation, started: float, decision: Decision
-    ) -> UploadResult:
+    def _shipment(self, stat: os.stat_result, plan: PartPlan, expected: Expectation) -> Shipment:
+        """Everything a sender needs, fixed from here on."""
         reporter = ProgressReporter(
             self.log if plan.is_multipart else _QUIET, self.key, plan.file_size, callback=self.progress
         )  # no progress lines for a file of one part: its summary line says it all
+        return Shipment(
+            access=self.access,
+            path=self.path,
+            stat=stat,
+            plan=plan,
+            bucket=self.bucket,
+            key=self.key,
+            log=self.log,
+            reporter=reporter,
+            cancel=self.cancel,
+            expected_md5=expected.md5,
+            expected_etag=expected.etag,
+            storage_class=self.storage_class,
+            upload_id=self.upload_id,
+            on_upload_id=self.on_upload_id,
+            max_concurrency=self.max_concurrency,
+            budget=self.budget,
+        )
+
+    def _send(self, shipment: Shipment, started: float, decision: Decision) -> UploadResult:
+        plan = shipment.plan
         log_start = (
             self.log.info if plan.is_multipart else self.log.debug
         )  # a small file: its summary says it
@@ -309,80 +307,23 @@ class VerifiedUpload:
                 parts=plan.part_count,
             ),
         )
-        if plan.is_multipart:
-            etag, md5, sent, reused = MultipartSender(self, plan, stat, reporter).run()
-        else:
-            etag, md5, sent, reused = self._put(plan, stat, reporter)
+        sent = MultipartSender(shipment).run() if plan.is_multipart else put_single(shipment)
         if self.check_after:
-            self._check_final(etag, plan.file_size)
+            self._check_final(sent.etag, plan.file_size)
         return self._finish(
-            etag,
+            sent.etag,
             plan,
             started,
             skipped=False,
-            reason="replaced" if decision.action is Action.REPLACE else "uploaded",
+            reason="replaced" if decision.action is UploadAction.REPLACE else "uploaded",
             bytes_read=plan.file_size,
-            bytes_sent=sum(p.length for p in sent),
-            parts_sent=len(sent),
-            parts_reused=reused,
-            md5=md5,
+            bytes_sent=sent.bytes_sent,
+            parts_sent=len(sent.parts_sent),
+            parts_reused=sent.parts_reused,
+            md5=sent.md5,
             replaced_etag=decision.replaced_etag,
+            version_id=sent.version_id,
         )
-
-    def _put(
-        self, plan: PartPlan, stat: os.stat_result, reporter: ProgressReporter
-    ) -> tuple[str, str, list[Part], int]:
-        """Single PUT. Content-MD5 lets S3 refuse wrong bytes; the returned ETag proves what it stored."""
-        expected = self.expected_md5 or self.expected_etag
-        part = next(plan.parts())
-        body = PartBody(self.path, part, should_stop=self.cancel.is_set)
-        extra = self.object_arguments()
-        if expected:
-            extra["ContentMD5"] = base64.b64encode(bytes.fromhex(expected)).decode()
-        try:
-            with self.transfer_slot():
-                response = self.access.call(
-                    "put_object",
-                    f"uploading {self.target}",
-                    Bucket=self.bucket,
-                    Key=self.key,
-                    Body=body,
-                    ContentLength=plan.file_size,
-                    **extra,
-                )
-        except IntegrityError as error:
-            raise IntegrityError(
-                f"S3 refused {self.target}: the bytes read from {self.path} do not have the expected MD5 "
-                f"{expected}. Nothing was stored; the local file differs from the inventory."
-            ) from error
-        except (KrakenBackupError, UploadStopped):
-            # The cancel is heard inside the body: botocore wraps that in a network error when it reads while
-            # sending, but lets it through as it is when it reads to compute a checksum first.
-            if isinstance(body.failure, UploadStopped):
-                raise BackupInterrupted(
-                    f"upload of {self.target} stopped before it completed: the attempt was interrupted"
-                ) from None
-            body.raise_failure()
-            raise
-        finally:
-            body.close()
-        check_unchanged(self.path, stat)
-        md5 = body.hexdigest()
-        self.version_id = remote.version_of(response)  # type: ignore[arg-type]
-        reporter.add(plan.file_size)
-        returned = normalize_etag(response["ETag"])  # type: ignore[index]
-        if returned != md5:
-            raise IntegrityError(
-                f"S3 stored {self.target} with ETag {returned}, but the bytes read from {self.path} have MD5 "
-                f"{md5}: the data was corrupted in transit. The object is not a backup; re-run the backup."
-            )
-        if expected and md5 != expected:
-            raise IntegrityError(
-                f"{self.path} was read with MD5 {md5}, but {expected} was expected: the local file differs "
-                f"from the inventory, and {self.target} now holds those bytes (not recorded as a backup; a "
-                "versioned bucket keeps the previous version). Restore the file from the instrument and re-run."
-            )
-        return md5, md5, [part], 0
 
     def _check_final(self, etag: str, size: int) -> None:
         final = remote.head(self.access, self.bucket, self.key)
@@ -392,53 +333,6 @@ class VerifiedUpload:
                 f"{self.target} reports {found} after the upload, expected ETag {etag} and {size} bytes; the "
                 "object is corrupt or was replaced concurrently. Re-run the backup."
             )
-
-    def transfer_slot(self) -> AbstractContextManager[Any]:
-        """One place in the set's shared budget of requests in flight (no limit without a budget)."""
-        return self.budget if self.budget is not None else nullcontext()
-
-    def object_arguments(self) -> dict[str, Any]:
-        """Arguments every new object gets, whichever way it is uploaded."""
-        return {"StorageClass": self.storage_class} if self.storage_class else {}
-
-    def multipart_metadata(self, plan: PartPlan) -> dict[str, str]:
-        """Hints for later readers, set where the object cannot complete unverified (multipart only).
-
-        ``kraken-md5`` and rclone's ``md5chksum`` (base64) carry the inventory MD5, so ``rclone check`` can
-        compare our objects without downloading them — only when that MD5 is computed from the bytes sent
-        and checked before completion (no precomputed ETag): a claim nobody checked could be false.
-        ``kraken-part-size`` says how to recompute the ETag.
-        """
-        metadata = {META_PART_SIZE: str(plan.part_size)}
-        if self.expected_md5 and self.expected_etag is None:  # the whole-file MD5 is computed and checked
-            metadata[META_MD5] = self.expected_md5
-            metadata[META_RCLONE_MD5] = base64.b64encode(bytes.fromhex(self.expected_md5)).decode()
-        return metadata
-
-    def existing_parts(self, plan: PartPlan) -> tuple[str | None, dict[int, remote.RemotePart]]:
-        """The upload to resume (id and its parts in S3), or ``(None, {})`` when there is none left."""
-        if self.upload_id is None:
-            return None, {}
-        parts = remote.list_parts(self.access, self.bucket, self.key, self.upload_id)
-        if parts is None:
-            self.log.warning(
-                "upload id %s of %s no longer exists; starting a new upload", self.upload_id, self.target
-            )
-            return None, {}
-        self.log.info(
-            "resuming multipart upload %s",
-            kv(
-                target=self.target, upload_id=self.upload_id, parts_in_s3=len(parts), part_size=plan.part_size
-            ),
-        )
-        return self.upload_id, parts
-
-    def completed_elsewhere(self, etag: str, size: int) -> bool:
-        """After ``NoSuchUpload`` on completion: did our completion land (its response lost)?"""
-        final = remote.head(self.access, self.bucket, self.key)
-        if final is not None:
-            self.version_id = final.version_id
-        return final is not None and normalize_etag(final.etag) == etag and final.size == size
 
     def _finish(self, etag: str, plan: PartPlan, started: float, *, skipped: bool, reason: str, **facts: Any):
         result = UploadResult(
@@ -452,7 +346,6 @@ class VerifiedUpload:
             seconds=time.monotonic() - started,
             reason=reason,
             md5=facts.pop("md5", None) or self.expected_md5,
-            version_id=self.version_id,
             **facts,
         )
         seconds = max(result.seconds, 1e-9)

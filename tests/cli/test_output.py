@@ -17,8 +17,15 @@ from airflow_provider_kraken_s3.cli import output
 from airflow_provider_kraken_s3.cli.main import main
 from airflow_provider_kraken_s3.cli.output import ExitCode, MiBColumn, MiBSpeedColumn, Output
 from airflow_provider_kraken_s3.core.parts import MIB
+from kraken_standins import mongo as standin_mongo
 from tests.cli.test_cli import multipart_etag
 from tests.conftest import random_bytes
+from tests.dag_runner import REPO_ROOT
+
+_WITH_STANDIN = (
+    "import sys; sys.argv[0] = 'kraken-s3'; from kraken_standins.mongo import install; install(); "
+    "from airflow_provider_kraken_s3.cli.main import main; raise SystemExit(main())"
+)
 
 
 class Terminal(io.StringIO):
@@ -129,11 +136,12 @@ def test_no_airflow_lines_on_stderr_without_verbose(moto_server, tmp_path) -> No
     env = {
         "PATH": "/usr/bin:/bin",
         "AIRFLOW_HOME": str(tmp_path / "home"),
-        "AIRFLOW_CONN_KRAKEN_MONGO_DEFAULT": json.dumps(
-            {"conn_type": "kraken_mongo", "host": "mongomock://localhost", "schema": "k"}
-        ),
+        "AIRFLOW_CONN_KRAKEN_MONGO_DEFAULT": json.dumps(standin_mongo.connection("k")),
+        "PYTHONPATH": str(REPO_ROOT),
     }
-    script = [sys.executable, "-m", "airflow_provider_kraken_s3.cli.main"]
+    # The console script's own entry point, in a process that first installs the in-memory MongoDB stand-in
+    # behind the mongomock:// connection (as a deployment would point it at a MongoDB server).
+    script = [sys.executable, "-c", _WITH_STANDIN]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*script, *args], capture_output=True, text=True, env=env, check=False)
@@ -148,7 +156,11 @@ def test_no_airflow_lines_on_stderr_without_verbose(moto_server, tmp_path) -> No
     )
     empty = run("audit")
     assert empty.returncode == ExitCode.NOTHING_CHECKED
-    ours = [line for line in empty.stderr.splitlines() if "kraken_mongo points at the embedded" not in line]
+    ours = [
+        line
+        for line in empty.stderr.splitlines()
+        if "kraken_mongo points at an in-memory MongoDB stand-in" not in line
+    ]
     assert ours == [line for line in ours if line.startswith("warning: no upload_done")], empty.stderr
     verbose = run("audit", "-v")
     assert "audit summary" in verbose.stderr  # the services' INFO lines, and Airflow's, with -v

@@ -257,9 +257,9 @@ def test_json_lines_parse_and_carry_every_field() -> None:
 def test_table_aligns_columns_hides_ok_rows_and_ends_with_the_summary() -> None:
     findings, summary = sample()
     lines = render_table(findings, summary).splitlines()
-    assert lines[0].split() == ["STATUS", "RAW", "FILE", "KEY", "EXPECTED", "FOUND", "DETAIL"]
+    assert lines[0].split() == ["STATUS", "RAW", "FILE", "KEY", "EXPECTED", "FOUND", "PROOF", "DETAIL"]
     assert [line.split()[0] for line in lines[1:3]] == ["MISSING", "EXTRA"]
-    for column in ("RAW FILE", "KEY", "EXPECTED", "FOUND", "DETAIL"):
+    for column in ("RAW FILE", "KEY", "EXPECTED", "FOUND", "PROOF", "DETAIL"):
         start = lines[0].index(column)
         assert all(line[start - 2 : start] == "  " and line[start] != " " for line in lines[1:3]), column
     assert lines[-2:] == ["", summary.describe()]

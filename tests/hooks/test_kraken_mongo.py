@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from typing import Any
 
@@ -15,6 +17,7 @@ from airflow_provider_kraken_s3.core.errors import InvalidInputError, MongoUnava
 from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook, KrakenMongoSettings
 from airflow_provider_kraken_s3.records import store
 from airflow_provider_kraken_s3.records.models import KRAKEN_DB_ALIAS, RawFile
+from kraken_standins.mongo import InMemoryMongoClient
 from tests.conftest_mongo import (
     KRAKEN_MONGO_CONN_ENV,
     disconnect_kraken_alias,
@@ -235,17 +238,35 @@ def test_unknown_option_is_invalid_input(monkeypatch) -> None:
 # --- connecting ------------------------------------------------------------------------------------
 
 
-def test_embedded_mode_kwargs(monkeypatch) -> None:
+def test_a_registered_scheme_connects_with_its_client_class(monkeypatch) -> None:
     kwargs = _settings(monkeypatch, host="mongomock://localhost", schema="k").connect_kwargs()
     assert kwargs["host"] == "mongodb://localhost"
-    assert kwargs["mongo_client_class"] is mongomock.MongoClient
+    assert kwargs["mongo_client_class"] is InMemoryMongoClient
+
+
+def test_an_unregistered_scheme_is_refused_naming_the_known_ones(monkeypatch) -> None:
+    with pytest.raises(
+        InvalidInputError, match=r"host scheme 'montydb' is not one of \['mongodb', 'mongodb\+srv'"
+    ):
+        _settings(monkeypatch, host="montydb://localhost", schema="k")
+
+
+def test_the_runtime_package_imports_no_stand_in() -> None:
+    """mongomock and moto are test and demo stand-ins: the provider's modules never import them."""
+    code = (
+        "import sys, airflow_provider_kraken_s3.hooks.kraken_mongo, airflow_provider_kraken_s3.records.lease, "
+        "airflow_provider_kraken_s3.operators.raw_file_backup, airflow_provider_kraken_s3.cli.main; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'mongomock', 'moto', 'kraken_standins'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 @mongomock_only
 def test_connect_registers_our_alias(kraken_mongo) -> None:
     assert kraken_mongo.connect() == KRAKEN_DB_ALIAS
     client = mongoengine.get_connection(alias=KRAKEN_DB_ALIAS)
-    assert isinstance(client, mongomock.MongoClient)
+    assert isinstance(client, InMemoryMongoClient)
     assert mongoengine.get_db(alias=KRAKEN_DB_ALIAS).name == kraken_mongo.get_connection_settings().database
 
 

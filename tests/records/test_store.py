@@ -375,7 +375,9 @@ def test_not_connected_is_a_clear_error() -> None:
 @mongomock_only
 def test_a_missing_raw_file_in_the_embedded_store_says_why_it_may_be_missing(kraken_mongo, task_log) -> None:
     """Under a real scheduler the embedded store is empty in each task's process: say so, not only "the id"."""
-    with pytest.raises(RawFileNotFoundError, match=r"embedded MongoDB .*per process.*MongoDB server"):
+    with pytest.raises(
+        RawFileNotFoundError, match=r"in-memory MongoDB stand-in, per process.*MongoDB server"
+    ):
         store.get_raw_file("not-here.raw")
 
 
@@ -384,6 +386,6 @@ def test_the_embedded_store_warning_is_said_once_per_store(monkeypatch, caplog) 
     try:
         KrakenMongoHook().connect()
         KrakenMongoHook().connect()
-        assert caplog.text.count("embedded MongoDB (mongomock://)") == 1
+        assert caplog.text.count("in-memory MongoDB stand-in (mongomock://)") == 1
     finally:
         disconnect_kraken_alias()

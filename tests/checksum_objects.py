@@ -1,0 +1,70 @@
+"""Objects with additional checksums, made with a plain boto3 client as our uploads and other tools make them."""
+
+from __future__ import annotations
+
+import base64
+import zlib
+
+from awscrt import checksums as crt
+
+PART = 5 * 1024**2
+
+
+def crc64(data: bytes) -> str:
+    """S3's base64 CRC64NVME of ``data``."""
+    return base64.b64encode(crt.crc64nvme(data).to_bytes(8, "big")).decode()
+
+
+def crc32(data: bytes) -> str:
+    """S3's base64 CRC32 of ``data``."""
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+
+def upload_full_object(client, bucket: str, key: str, data: bytes, part_size: int = PART) -> None:
+    """As our uploads do: a single PUT, or a FULL_OBJECT CRC64NVME multipart upload."""
+    if len(data) <= part_size:
+        client.put_object(Bucket=bucket, Key=key, Body=data, ChecksumAlgorithm="CRC64NVME")
+        return
+    upload = client.create_multipart_upload(
+        Bucket=bucket, Key=key, ChecksumAlgorithm="CRC64NVME", ChecksumType="FULL_OBJECT"
+    )["UploadId"]
+    parts = []
+    for number, offset in enumerate(range(0, len(data), part_size), start=1):
+        answer = client.upload_part(
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload,
+            PartNumber=number,
+            Body=data[offset : offset + part_size],
+            ChecksumAlgorithm="CRC64NVME",
+        )
+        parts.append(
+            {"PartNumber": number, "ETag": answer["ETag"], "ChecksumCRC64NVME": answer["ChecksumCRC64NVME"]}
+        )
+    client.complete_multipart_upload(
+        Bucket=bucket,
+        Key=key,
+        UploadId=upload,
+        MultipartUpload={"Parts": parts},
+        ChecksumType="FULL_OBJECT",
+        ChecksumCRC64NVME=crc64(data),
+    )
+
+
+def upload_composite_crc32(client, bucket: str, key: str, data: bytes, part_size: int = PART) -> None:
+    """As ``aws s3 cp`` and boto3's ``upload_file`` do: a COMPOSITE CRC32 multipart upload."""
+    upload = client.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="CRC32")["UploadId"]
+    parts = []
+    for number, offset in enumerate(range(0, len(data), part_size), start=1):
+        answer = client.upload_part(
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload,
+            PartNumber=number,
+            Body=data[offset : offset + part_size],
+            ChecksumAlgorithm="CRC32",
+        )
+        parts.append({"PartNumber": number, "ETag": answer["ETag"], "ChecksumCRC32": answer["ChecksumCRC32"]})
+    client.complete_multipart_upload(
+        Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}
+    )
