@@ -14,7 +14,7 @@ same object, against the same server:
   to check a backup by hand.
 
 Both downloaders use the same range size (8 MiB, s3transfer's default chunk) and concurrency, so S3 sees
-the same requests. Everything else follows ``bench_upload.py`` (its helpers are imported): one
+the same requests. Everything else follows ``bench_upload.py`` (both measure with ``measure.py``): one
 ``moto_server`` on loopback, one object of random bytes uploaded once, every measurement in a fresh child
 process (RSS, CPU and I/O are that download's alone), the downloaded file removed (and out of the page
 cache) after each run, methods interleaved, medians over the undisturbed runs, noisy runs redone while the
@@ -31,48 +31,39 @@ wall ≤ 1.05× ``download_file``, peak RSS growth ≤ 100 MiB, and below ``down
 from __future__ import annotations
 
 import argparse
-import gc
-import json
-import os
-import platform
-import resource
-import statistics
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench_upload import (
+from measure import (
     MIB,
-    RESULT_MARKER,
     NoisePolicy,
-    RssSampler,
     Target,
+    add_common_args,
     child_env,
-    cpu_seconds,
+    context_sentence,
     evict_from_page_cache,
-    machine_busy_seconds,
+    interleaved_rounds,
     make_test_file,
     markdown_table,
-    max_rss_bytes,
     md5_pass,
     md5sum,
-    measure_quietly,
-    minor_faults,
-    proc_io,
+    measured,
+    medians,
+    noisy_count,
+    print_child_result,
+    run_measured_child,
     s3_client,
     scratch_dir,
-    undisturbed,
+    targets_table,
+    write_json,
 )
 
 BUCKET = "kraken-bench-verify"
 KEY = "bench/object.raw"
 RANGE_SIZE = 8 * MIB
-CHILD_TIMEOUT_S = 900
 
 DEEP = "deep_verify"
 DOWNLOAD = "download_file"
@@ -102,18 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--part-size-mib", type=int, default=100, help="part size of the upload and its ETag (default 100)"
     )
     parser.add_argument("--concurrency", type=int, default=4, help="ranged GETs in flight (default 4)")
-    parser.add_argument(
-        "--repeat",
-        type=int,
-        default=5,
-        help="runs per method; median (default 5: single runs spread by ±5 %%)",
-    )
-    parser.add_argument("--json", type=Path, help="also write every number to this JSON file")
-    parser.add_argument("--quiet-wait", type=float, default=15.0, help="wait for idle CPUs up to this (s)")
-    parser.add_argument(
-        "--noisy-retries", type=int, default=1, help="redo a disturbed measurement this often"
-    )
-    parser.add_argument("--budget-s", type=float, default=400.0, help="stop waiting/redoing after this (s)")
+    add_common_args(parser, repeat=5, repeat_help=": single runs spread by ±5 %%")
     parser.add_argument("--tmp-dir", type=Path, help="where to write files (a real disk; default $TMPDIR)")
     for name in ("--child", "--endpoint", "--dest", "--expected-md5", "--expected-etag", "--moto-pid"):
         parser.add_argument(name, help=argparse.SUPPRESS)
@@ -121,11 +101,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ---------------------------------------------------------------------------------------------- child side
-
-
-def children_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def make_downloader(args: argparse.Namespace) -> Callable[[], str | None]:
@@ -175,46 +150,11 @@ def make_downloader(args: argparse.Namespace) -> Callable[[], str | None]:
 
 
 def run_child(args: argparse.Namespace) -> None:
-    """One download, its measurements printed as the last stdout line (``RESULT {...}``)."""
+    """One download, its measurements printed as the last stdout line."""
     download = make_downloader(args)
-    gc.collect()
-    import psutil
-
-    moto = psutil.Process(int(args.moto_pid))
-    rss_before = psutil.Process().memory_info().rss
-    maxrss_before = max_rss_bytes()
-    busy0, moto0 = machine_busy_seconds(), moto.cpu_times()
-    user0, sys0 = cpu_seconds()
-    kids0 = children_cpu_seconds()
-    faults0 = minor_faults()
-    io0 = proc_io()
-    with RssSampler() as sampler:
-        started = time.perf_counter()
+    with measured(int(args.moto_pid)) as result:
         md5 = download()
-        wall = time.perf_counter() - started
-    user1, sys1 = cpu_seconds()
-    kids = children_cpu_seconds() - kids0
-    io1 = proc_io()
-    busy1, moto1 = machine_busy_seconds(), moto.cpu_times()
-    moto_cpu = (moto1.user - moto0.user) + (moto1.system - moto0.system)
-    own = (user1 - user0) + (sys1 - sys0) + kids
-    maxrss_after = max_rss_bytes()
-    peak = max(sampler.peak, maxrss_after if maxrss_after > maxrss_before else 0)
-    result = {
-        "method": args.child,
-        "wall_s": wall,
-        "cpu_s": own,
-        "moto_cpu_s": moto_cpu,
-        "others_cpu_s": max(0.0, (busy1 - busy0) - own - moto_cpu),
-        "minor_faults": minor_faults() - faults0,
-        "rss_before": rss_before,
-        "peak_rss": peak,
-        "rss_growth": peak - rss_before,
-        "write_bytes": io1["write_bytes"] - io0["write_bytes"],
-        "wchar": io1["wchar"] - io0["wchar"],
-        "md5": md5,
-    }
-    print(RESULT_MARKER + json.dumps(result), flush=True)
+    print_child_result({"method": args.child, **result, "md5": md5})
 
 
 # ---------------------------------------------------------------------------------------------- parent
@@ -234,18 +174,11 @@ def run_download_child(setup: dict[str, Any], method: str) -> dict[str, Any]:
         "--moto-pid", str(setup["moto_pid"]),
     ]  # fmt: skip
     try:
-        done = subprocess.run(
-            command, env=setup["env"], capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, check=False
-        )
+        return run_measured_child(command, setup["env"], method)
     finally:
         if dest.exists():
             evict_from_page_cache(dest)  # its dirty pages would otherwise be written during the next run
             dest.unlink()
-    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_MARKER)]
-    if done.returncode != 0 or not lines:
-        tail = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
-        raise RuntimeError(f"child {method} failed (exit {done.returncode}):\n{tail}")
-    return json.loads(lines[-1][len(RESULT_MARKER) :])
 
 
 def upload_object(endpoint: str, path: Path, part_size: int) -> str:
@@ -261,16 +194,6 @@ def upload_object(endpoint: str, path: Path, part_size: int) -> str:
 
 FIELDS = ("wall_s", "cpu_s", "moto_cpu_s", "others_cpu_s", "minor_faults", "rss_before", "peak_rss",
           "rss_growth", "write_bytes", "wchar")  # fmt: skip
-
-
-def medians(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:
-    table = {}
-    for method, results in runs.items():
-        usable = undisturbed(results)
-        table[method] = {name: statistics.median(r[name] for r in usable) for name in FIELDS}
-        table[method]["runs"] = len(usable)
-        table[method]["noisy"] = all(r["noisy"] for r in usable)
-    return table
 
 
 def result_table(table: dict[str, dict[str, float]], size: int) -> str:
@@ -307,22 +230,9 @@ def evaluate(table: dict[str, dict[str, float]]) -> list[Target]:
             VS_MD5SUM_MAX,
             False,
             "×",
+            strict=True,
         ),
     ]
-
-
-def targets_table(targets: list[Target]) -> str:
-    rows = [
-        [
-            t.name,
-            f"{t.value:.2f}{t.unit}",
-            f"≤ {t.limit:.2f}{t.unit}",
-            "PASS" if t.passed else "MISS",
-            t.margin,
-        ]
-        for t in targets
-    ]
-    return markdown_table(["target", "measured", "target", "result", "headroom"], rows)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -356,51 +266,29 @@ def main(args: argparse.Namespace) -> int:
                 "etag": etag,
                 "moto_pid": server.process.pid,
             }
-            runs: dict[str, list[dict[str, Any]]] = {method: [] for method in METHODS}
-            for round_number in range(1, args.repeat + 1):
-                for method in METHODS:
-                    result = measure_quietly(
-                        lambda method=method: run_download_child(setup, method), LABELS[method], policy
-                    )
-                    runs[method].append(result)
-                    print(
-                        f"  round {round_number}/{args.repeat} {LABELS[method]:<50} {result['wall_s']:7.2f} s wall "
-                        f"{result['cpu_s']:6.2f} s CPU +{result['rss_growth'] / MIB:6.1f} MiB RSS "
-                        f"moto {result['moto_cpu_s']:5.2f} s CPU, others {result['others_cpu_s']:4.1f} s CPU",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-    table = medians(runs)
+            runs = interleaved_rounds(
+                METHODS, args.repeat, lambda method: run_download_child(setup, method), LABELS, policy
+            )
+    table = medians(runs, FIELDS)
     targets = evaluate(table)
-    noisy = sum(run["noisy"] for method_runs in runs.values() for run in method_runs)
-    import boto3
-    import botocore
-
     print()
     print(
         f"{size / MIB:.0f} MiB random object ({args.part_size_mib} MiB parts), {RANGE_SIZE // MIB} MiB ranges, "
         f"concurrency {args.concurrency} for both downloaders, median of {args.repeat} run(s) each in a fresh "
-        f"process, one moto_server on loopback; {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"boto3 {boto3.__version__}, botocore {botocore.__version__}. "
-        + (
-            f"WARNING: {noisy} measurement(s) kept although other processes used the CPUs during them."
-            if noisy
-            else "No measurement was disturbed by other processes."
-        )
+        f"process, one moto_server on loopback; {context_sentence(noisy_count(*runs.values()))}"
     )
     print()
     print(result_table(table, size))
     print()
     print(targets_table(targets))
-    if args.json:
-        report = {
-            "parameters": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "object_size": size,
-            "runs": runs,
-            "median": table,
-            "targets": [{**asdict(t), "passed": t.passed, "margin": t.margin} for t in targets],
-        }
-        args.json.write_text(json.dumps(report, indent=2))
+    write_json(
+        args.json,
+        args,
+        object_size=size,
+        runs=runs,
+        median=table,
+        targets=[t.as_dict() for t in targets],
+    )
     return 0 if all(t.passed for t in targets) else 1
 
 

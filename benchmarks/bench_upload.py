@@ -36,37 +36,44 @@ Run: ``.venv/bin/python benchmarks/bench_upload.py [--size-mib 1024] [--part-siz
 from __future__ import annotations
 
 import argparse
-import gc
-import hashlib
-import json
-import os
-import platform
-import resource
 import statistics
-import subprocess
 import sys
-import tempfile
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-MIB = 1024**2
-MB = 10**6
-WRITE_CHUNK = 64 * MIB
-HASH_BLOCK = 4 * MIB
-RESULT_MARKER = "RESULT "
+from measure import (
+    MB,
+    MIB,
+    NoisePolicy,
+    Target,
+    add_common_args,
+    child_env,
+    context_sentence,
+    evict_from_page_cache,
+    interleaved_rounds,
+    make_test_file,
+    markdown_table,
+    md5_pass,
+    md5sum,
+    measure_quietly,
+    measured,
+    medians,
+    noisy_count,
+    print_child_result,
+    run_measured_child,
+    s3_client,
+    scratch_dir,
+    targets_table,
+    timed,
+    undisturbed,
+    write_json,
+)
+
 BUCKET = "kraken-bench"
 HASH_ROUNDS = 3
-CHILD_TIMEOUT_S = 900
-RSS_SAMPLE_INTERVAL_S = 0.01
-QUIET_CPU_PERCENT = 25.0
-#: A measurement is redone when other processes used more than this share of the machine's CPU during it.
-NOISE_SHARE = 0.10
 
 #: Measured upload methods, in table order.
 HOOK = "upload_verified"
@@ -103,35 +110,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size-mib", type=int, default=1024, help="test file size (default 1024)")
     parser.add_argument("--part-size-mib", type=int, default=500, help="part size P (default 500)")
     parser.add_argument("--concurrency", type=int, default=4, help="parts in flight C (default 4)")
-    parser.add_argument(
-        "--repeat",
-        type=int,
-        default=5,
-        help="runs per upload method; median (default 5: one moto run spreads by ±30 %%, a median of 2 is noise)",
-    )
-    parser.add_argument("--json", type=Path, help="also write every number to this JSON file")
+    add_common_args(parser, repeat=5, repeat_help=": one moto run spreads by ±30 %%, a median of 2 is noise")
     parser.add_argument(
         "--no-tuned-boto3",
         action="store_true",
         help="skip the informational boto3 row that uses the hook's client config",
-    )
-    parser.add_argument(
-        "--quiet-wait",
-        type=float,
-        default=15.0,
-        help="before each measurement wait up to this many seconds for other processes to go idle (default 15)",
-    )
-    parser.add_argument(
-        "--noisy-retries",
-        type=int,
-        default=1,
-        help="redo a measurement this often if other processes used the CPUs during it (default 1)",
-    )
-    parser.add_argument(
-        "--budget-s",
-        type=float,
-        default=400.0,
-        help="stop waiting for quiet and redoing noisy measurements after this many seconds (default 400)",
     )
     parser.add_argument(
         "--tmp-dir", type=Path, help="where to write the test file (a real disk, not tmpfs; default $TMPDIR)"
@@ -150,152 +133,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-# ---------------------------------------------------------------------------------------------- shared helpers
-
-
-def proc_io() -> dict[str, int]:
-    """This process's I/O counters: ``read_bytes`` (from the block device) and ``rchar`` (via syscalls)."""
-    with open("/proc/self/io") as handle:
-        return {key: int(value) for key, value in (line.split(": ") for line in handle if line.strip())}
-
-
-def evict_from_page_cache(path: Path) -> None:
-    """Drop the file's cached pages so the next read comes from disk (needs the data synced first)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-
-def cpu_seconds() -> tuple[float, float]:
-    """User and system CPU seconds of this process, all threads."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime, usage.ru_stime
-
-
-def minor_faults() -> int:
-    """Page faults served without I/O: mostly first touches of freshly allocated memory (system CPU)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-
-def max_rss_bytes() -> int:
-    """Lifetime peak RSS; ``ru_maxrss`` is in KiB on Linux."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def connection_json(endpoint_url: str) -> str:
-    """The ``aws`` Airflow connection the hook reads (same form as ``tests/conftest.py``)."""
-    extra = {"endpoint_url": endpoint_url, "region_name": "us-east-1"}
-    return json.dumps({"conn_type": "aws", "login": "testing", "password": "testing", "extra": extra})
-
-
-def s3_client(endpoint_url: str, config: Any = None) -> Any:
-    """A boto3 S3 client for the moto server; ``config=None`` keeps every boto3 default."""
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=config,
-    )
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all CPUs spent on anything but idling since boot (to find out what *others* used)."""
-    import psutil
-
-    times = psutil.cpu_times()
-    return times.user + times.nice + times.system + times.irq + times.softirq
-
-
-def is_noisy(result: dict[str, Any]) -> bool:
-    return result["others_cpu_s"] > NOISE_SHARE * result["wall_s"] * (os.cpu_count() or 1)
-
-
-@dataclass(frozen=True)
-class NoisePolicy:
-    """How hard to try for undisturbed measurements on a shared machine, within a time budget."""
-
-    quiet_wait: float
-    retries: int
-    deadline: float  # time.monotonic() after which we neither wait nor redo
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> NoisePolicy:
-        return cls(args.quiet_wait, args.noisy_retries, time.monotonic() + args.budget_s)
-
-    def may_wait(self) -> bool:
-        return time.monotonic() < self.deadline
-
-
-def measure_quietly(measure: Callable[[], dict[str, Any]], what: str, policy: NoisePolicy) -> dict[str, Any]:
-    """Run ``measure`` when the machine is idle; redo it if other processes took CPU while it ran."""
-    attempt = 0
-    while True:
-        attempt += 1
-        busy = wait_for_quiet(policy.quiet_wait if policy.may_wait() else 0.0)
-        result = measure()
-        result.update(busy_before_pct=busy, attempt=attempt, noisy=is_noisy(result))
-        redo = result["noisy"] and attempt <= policy.retries and policy.may_wait()
-        if result["noisy"]:
-            print(
-                f"  {what}: other processes used {result['others_cpu_s']:.1f} CPU s during it "
-                f"({result['wall_s']:.1f} s wall), {'redoing' if redo else 'kept, flagged as noisy'}",
-                file=sys.stderr,
-                flush=True,
-            )
-        if not redo:
-            return result
-
-
-def wait_for_quiet(max_wait: float) -> float:
-    """Wait (up to ``max_wait`` s) until the machine's CPUs are mostly idle; return the busy % last seen.
-
-    Other work on a small machine (a test suite, a build) steals CPU from the client *and* from moto and
-    skews both sides unevenly; waiting is cheap, and the value is recorded so a noisy run is visible.
-    """
-    import psutil
-
-    deadline = time.monotonic() + max_wait
-    busy = psutil.cpu_percent(interval=0.5)
-    while busy > QUIET_CPU_PERCENT and time.monotonic() < deadline:
-        busy = psutil.cpu_percent(interval=1.0)
-    return busy
-
-
 # ---------------------------------------------------------------------------------------------- child side
-
-
-class RssSampler:
-    """Samples RSS in a thread: ``ru_maxrss`` is a lifetime peak and may predate the upload."""
-
-    def __init__(self, interval: float = RSS_SAMPLE_INTERVAL_S) -> None:
-        import psutil
-
-        self._process = psutil.Process()
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
-        self.peak = self._process.memory_info().rss
-        self.samples = 0
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            self.peak = max(self.peak, self._process.memory_info().rss)
-            self.samples += 1
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._process.memory_info().rss)
 
 
 def make_uploader(args: argparse.Namespace) -> Callable[[], str | None]:
@@ -352,123 +190,33 @@ def make_uploader(args: argparse.Namespace) -> Callable[[], str | None]:
 
 
 def run_child(args: argparse.Namespace) -> None:
-    """Do one upload and print its measurements as the last stdout line (``RESULT {...}``)."""
+    """Do one upload and print its measurements as the last stdout line."""
     upload = make_uploader(args)
     evict_from_page_cache(Path(args.path))
-    gc.collect()
-    import psutil
-
-    moto = psutil.Process(int(args.moto_pid))
-    rss_before = psutil.Process().memory_info().rss
-    maxrss_before = max_rss_bytes()
-    busy0, moto0 = machine_busy_seconds(), moto.cpu_times()
-    user0, sys0 = cpu_seconds()
-    faults0 = minor_faults()
-    io0 = proc_io()
-    with RssSampler() as sampler:
-        started = time.perf_counter()
+    with measured(int(args.moto_pid)) as result:
         etag = upload()
-        wall = time.perf_counter() - started
-    user1, sys1 = cpu_seconds()
-    faults1 = minor_faults()
-    io1 = proc_io()
-    busy1, moto1 = machine_busy_seconds(), moto.cpu_times()
-    moto_user, moto_sys = moto1.user - moto0.user, moto1.system - moto0.system
-    maxrss_after = max_rss_bytes()
-    # ru_maxrss is exact but lifetime-wide: it only speaks for the upload if the upload raised it.
-    peak_during = max(sampler.peak, maxrss_after if maxrss_after > maxrss_before else 0)
-    result = {
-        "method": args.child,
-        "wall_s": wall,
-        "cpu_user_s": user1 - user0,
-        "cpu_sys_s": sys1 - sys0,
-        "cpu_s": (user1 - user0) + (sys1 - sys0),
-        # moto is the server: its CPU, mostly kernel time for memory, is what bounds the wall time here.
-        "moto_cpu_s": moto_user + moto_sys,
-        "moto_user_s": moto_user,
-        "moto_sys_s": moto_sys,
-        "others_cpu_s": max(0.0, (busy1 - busy0) - (user1 - user0) - (sys1 - sys0) - moto_user - moto_sys),
-        "minor_faults": faults1 - faults0,
-        "rss_before": rss_before,
-        "peak_rss": peak_during,
-        "rss_growth": peak_during - rss_before,
-        "maxrss_lifetime": maxrss_after,
-        "rss_samples": sampler.samples,
-        "read_bytes": io1["read_bytes"] - io0["read_bytes"],
-        "rchar": io1["rchar"] - io0["rchar"],
-        "etag": etag,
-    }
-    sys.stdout.flush()
-    print(RESULT_MARKER + json.dumps(result), flush=True)
-
-
-# ---------------------------------------------------------------------------------------------- parent: file
-
-
-def make_test_file(directory: Path, size: int) -> Path:
-    """Random (incompressible) bytes, synced so the page cache can be dropped before each upload."""
-    path = directory / "bench.raw"
-    with open(path, "wb") as handle:
-        remaining = size
-        while remaining:
-            chunk = os.urandom(min(WRITE_CHUNK, remaining))
-            handle.write(chunk)
-            remaining -= len(chunk)
-        handle.flush()
-        os.fsync(handle.fileno())
-    return path
-
-
-def md5_pass(path: Path) -> tuple[str, float, float]:
-    """hashlib MD5 over the file on one thread: (hex, CPU seconds, wall seconds), the cost of one pass."""
-    digest = hashlib.md5()
-    buffer = bytearray(HASH_BLOCK)
-    view = memoryview(buffer)
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    with open(path, "rb", buffering=0) as handle:
-        while got := handle.readinto(buffer):
-            digest.update(view[:got])
-    return digest.hexdigest(), time.process_time() - cpu0, time.perf_counter() - wall0
+    print_child_result({"method": args.child, **result, "etag": etag})
 
 
 # ---------------------------------------------------------------------------------------------- parent: hashing
-
-
-def timed(action: Callable[[], Any]) -> tuple[Any, float]:
-    started = time.perf_counter()
-    value = action()
-    return value, time.perf_counter() - started
-
-
-def md5sum(path: Path) -> str:
-    output = subprocess.run(["md5sum", str(path)], check=True, capture_output=True, text=True).stdout
-    return output.split()[0]
-
-
-def children_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def hash_round(path: Path, part_size: int) -> dict[str, Any]:
     """One timing of each hasher, back to back, plus the CPU other processes used meanwhile."""
     from airflow_provider_kraken_s3.transfer.hashing import compute_s3_etag, compute_s3_etag_and_md5
 
-    busy0, own0 = machine_busy_seconds(), time.process_time() + children_cpu_seconds()
-    started = time.perf_counter()
-    tool_md5, md5sum_s = timed(lambda: md5sum(path))
-    etag, etag_s = timed(lambda: compute_s3_etag(path, part_size))
-    (both_etag, both_md5), etag_md5_s = timed(lambda: compute_s3_etag_and_md5(path, part_size))
-    wall = time.perf_counter() - started
-    own = time.process_time() + children_cpu_seconds() - own0
+    with measured(sample_rss=False) as result:
+        tool_md5, md5sum_s = timed(lambda: md5sum(path))
+        etag, etag_s = timed(lambda: compute_s3_etag(path, part_size))
+        (both_etag, both_md5), etag_md5_s = timed(lambda: compute_s3_etag_and_md5(path, part_size))
     if both_md5 != tool_md5 or both_etag != etag:
         raise RuntimeError("hashers disagree: md5sum vs compute_s3_etag_and_md5, or the two ETags")
     return {
         "md5sum": md5sum_s,
         "etag": etag_s,
         "etag_md5": etag_md5_s,
-        "wall_s": wall,
-        "others_cpu_s": max(0.0, machine_busy_seconds() - busy0 - own),
+        "wall_s": result["wall_s"],
+        "others_cpu_s": result["others_cpu_s"],
         "md5_hex": tool_md5,
         "etag_hex": etag,
     }
@@ -516,19 +264,6 @@ class UploadSetup:
     moto_pid: int
 
 
-def child_env(endpoint: str, airflow_home: Path) -> dict[str, str]:
-    """Airflow reads its config at import: a throwaway home, test mode, our connection via env var."""
-    return {
-        **os.environ,
-        "AIRFLOW_HOME": str(airflow_home),
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW_CONN_AWS_DEFAULT": connection_json(endpoint),
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "PYTHONUNBUFFERED": "1",
-    }
-
-
 def run_upload_child(setup: UploadSetup, method: str, key: str) -> dict[str, Any]:
     command = [
         sys.executable,
@@ -543,14 +278,7 @@ def run_upload_child(setup: UploadSetup, method: str, key: str) -> dict[str, Any
         "--expected-etag", setup.precomputed_etag,
         "--moto-pid", str(setup.moto_pid),
     ]  # fmt: skip
-    done = subprocess.run(
-        command, env=setup.env, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, check=False
-    )
-    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_MARKER)]
-    if done.returncode != 0 or not lines:
-        tail = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
-        raise RuntimeError(f"child {method} failed (exit {done.returncode}):\n{tail}")
-    return json.loads(lines[-1][len(RESULT_MARKER) :])
+    return run_measured_child(command, setup.env, method)
 
 
 def run_one_upload(setup: UploadSetup, client: Any, method: str, expected_etag: str) -> dict[str, Any]:
@@ -578,24 +306,13 @@ def bench_uploads(
     """Interleave the methods in every round so a slow phase of the machine hits all of them alike."""
     client = s3_client(setup.endpoint)
     client.create_bucket(Bucket=BUCKET)
-    runs: dict[str, list[dict[str, Any]]] = {method: [] for method in methods}
-    for round_number in range(1, args.repeat + 1):
-        for method in methods:
-            result = measure_quietly(
-                lambda method=method: run_one_upload(setup, client, method, expected_etag),
-                LABELS[method],
-                policy,
-            )
-            runs[method].append(result)
-            print(
-                f"  round {round_number}/{args.repeat} {LABELS[method]:<48} {result['wall_s']:7.2f} s wall "
-                f"{result['cpu_s']:6.2f} s CPU ({result['minor_faults'] / 1000:.0f}k faults) "
-                f"+{result['rss_growth'] / MIB:6.1f} MiB RSS  "
-                f"moto {result['moto_cpu_s']:5.2f} s CPU, others {result['others_cpu_s']:4.1f} s CPU",
-                file=sys.stderr,
-                flush=True,
-            )
-    return runs
+    return interleaved_rounds(
+        methods,
+        args.repeat,
+        lambda method: run_one_upload(setup, client, method, expected_etag),
+        LABELS,
+        policy,
+    )
 
 
 NUMERIC_FIELDS = (
@@ -615,46 +332,7 @@ NUMERIC_FIELDS = (
 IO_FIELDS = ("read_bytes", "rchar")
 
 
-def undisturbed(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The runs no other process disturbed, or all of them if every run was disturbed."""
-    return [r for r in results if not r["noisy"]] or results
-
-
-def medians(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:
-    """Per-method medians of every number, over the undisturbed runs (``noisy`` = none was)."""
-    table: dict[str, dict[str, float]] = {}
-    for method, results in runs.items():
-        usable = undisturbed(results)
-        table[method] = {
-            field: statistics.median(r[field] for r in usable) for field in NUMERIC_FIELDS + IO_FIELDS
-        }
-        table[method]["runs"] = len(usable)
-        table[method]["noisy"] = all(r["noisy"] for r in usable)
-    return table
-
-
 # ---------------------------------------------------------------------------------------------- targets
-
-
-@dataclass(frozen=True)
-class Target:
-    name: str
-    value: float
-    limit: float
-    higher_is_better: bool
-    unit: str
-
-    @property
-    def passed(self) -> bool:
-        return self.value >= self.limit if self.higher_is_better else self.value <= self.limit
-
-    @property
-    def margin(self) -> str:
-        """How far from the limit, in percent of it (positive = headroom, negative = missed by)."""
-        if not self.limit:
-            return "n/a"
-        headroom = (self.value - self.limit) if self.higher_is_better else (self.limit - self.value)
-        return f"{headroom / self.limit * 100:+.1f}%"
 
 
 def evaluate_targets(
@@ -683,15 +361,6 @@ def evaluate_targets(
 
 
 # ---------------------------------------------------------------------------------------------- output
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)) + " |"
-
-    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(row) for row in rows)])
 
 
 def upload_table(upload: dict[str, dict[str, float]], size: int) -> str:
@@ -737,46 +406,15 @@ def hashing_table(hashing: dict[str, Any]) -> str:
     return markdown_table(["hashing (warm cache, median of 3)", "s", "MB/s", "×md5sum"], rows)
 
 
-def targets_table(targets: list[Target]) -> str:
-    comparator = {True: "≥", False: "≤"}
-    rows = [
-        [
-            t.name,
-            f"{t.value:.2f}{t.unit}",
-            f"{comparator[t.higher_is_better]} {t.limit:.2f}{t.unit}",
-            "PASS" if t.passed else "MISS",
-            t.margin,
-        ]
-        for t in targets
-    ]
-    return markdown_table(["target", "measured", "target", "result", "headroom"], rows)
-
-
 def context_line(args: argparse.Namespace, size: int, disk_note: str, noisy: int) -> str:
-    import boto3
-    import botocore
-
-    noise = (
-        f"WARNING: {noisy} measurement(s) kept although other processes used over "
-        f"{NOISE_SHARE:.0%} of the CPUs during them (see --json). "
-        if noisy
-        else f"No measurement was disturbed by other processes (< {NOISE_SHARE:.0%} of the CPUs). "
-    )
     return (
         f"{size / MIB:.0f} MiB random file, {args.part_size_mib} MiB parts, concurrency {args.concurrency}, "
         f"median of {args.repeat} upload(s) each in a fresh process, one moto_server on loopback (HTTP); "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, boto3 {boto3.__version__}, "
-        f"botocore {botocore.__version__}. {noise}{disk_note}"
+        f"{context_sentence(noisy)} {disk_note}"
     )
 
 
 # ---------------------------------------------------------------------------------------------- main
-
-
-@contextmanager
-def scratch_dir(parent: Path | None) -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="kraken-bench-", dir=parent) as name:
-        yield Path(name)
 
 
 def disk_counter(upload_runs: dict[str, list[dict[str, Any]]]) -> tuple[str, str]:
@@ -822,13 +460,11 @@ def main(args: argparse.Namespace) -> int:
                 moto_pid=server.process.pid,
             )
             runs = bench_uploads(setup, methods, args, hashing["etag"], policy)
-    upload = medians(runs)
+    upload = medians(runs, NUMERIC_FIELDS + IO_FIELDS)
     disk_field, disk_note = disk_counter(runs)
     targets = evaluate_targets(hashing, upload, size, disk_field)
     print()
-    noisy = sum(r["noisy"] for r in hashing["rounds"]) + sum(
-        run["noisy"] for method_runs in runs.values() for run in method_runs
-    )
+    noisy = noisy_count(hashing["rounds"], *runs.values())
     print(context_line(args, size, disk_note, noisy))
     print()
     print(upload_table(upload, size))
@@ -838,17 +474,16 @@ def main(args: argparse.Namespace) -> int:
     print(f"One MD5 pass (hashlib, one thread, warm cache): {hashing['md5_pass_cpu_s']:.2f} s CPU.")
     print()
     print(targets_table(targets))
-    if args.json:
-        report = {
-            "parameters": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "file_size": size,
-            "disk_counter": disk_field,
-            "hashing": hashing,
-            "upload_runs": runs,
-            "upload_median": upload,
-            "targets": [{**asdict(t), "passed": t.passed, "margin": t.margin} for t in targets],
-        }
-        args.json.write_text(json.dumps(report, indent=2))
+    write_json(
+        args.json,
+        args,
+        file_size=size,
+        disk_counter=disk_field,
+        hashing=hashing,
+        upload_runs=runs,
+        upload_median=upload,
+        targets=[t.as_dict() for t in targets],
+    )
     return 0 if all(t.passed for t in targets) else 1
 
 

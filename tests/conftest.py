@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -36,6 +37,52 @@ pytest_plugins = ["tests.conftest_mongo"]
 # complaint that generating examples was slow.
 settings.register_profile("kraken", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("kraken")
+# The fast loop (-m "not slow") tries fewer examples per property; the full run, and CI, keep Hypothesis's 100.
+settings.register_profile("kraken-quick", parent=settings.get_profile("kraken"), max_examples=20)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if "not slow" in (config.option.markexpr or "") and not config.getoption("hypothesis_profile", None):
+        settings.load_profile("kraken-quick")
+
+
+def _cheaper_aws_clients() -> None:
+    """Make the Amazon provider's clients cheaper to create in this process; what they do is unchanged.
+
+    Every ``AwsBaseHook`` connection builds a new boto3 session, and with it a new botocore loader that parses
+    the S3 model and the endpoint rules from JSON again, then walks the call stack with ``inspect.stack()``
+    (which reads source lines and maps every frame to its module) to name the calling operator in the
+    User-Agent. Under pytest's deep stacks that was over half the time of a typical operator test. Here the
+    loader (static data, cached per data path) is shared between sessions, and the caller is found by
+    walking the frames: the same name, without the source lines.
+    """
+    import botocore.loaders
+    import botocore.session
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    loaders: dict[object, botocore.loaders.Loader] = {}
+
+    def shared_loader(session: botocore.session.Session) -> botocore.loaders.Loader:
+        data_path = session.get_config_variable("data_path")
+        if data_path not in loaders:
+            loaders[data_path] = botocore.loaders.create_loader(data_path)
+        return loaders[data_path]
+
+    def register_data_loader(self: botocore.session.Session) -> None:
+        self._components.lazy_register_component("data_loader", lambda: shared_loader(self))
+
+    def find_operator_class_name(target_function_name: str) -> str | None:
+        frame = sys._getframe(1)
+        while frame is not None and frame.f_code.co_name != target_function_name:
+            frame = frame.f_back
+        return None if frame is None else type(frame.f_locals["self"]).__name__
+
+    botocore.session.Session._register_data_loader = register_data_loader  # type: ignore[method-assign]
+    if hasattr(AwsBaseHook, "_find_operator_class_name"):
+        AwsBaseHook._find_operator_class_name = staticmethod(find_operator_class_name)  # type: ignore[method-assign]
+
+
+_cheaper_aws_clients()
 
 
 def aws_connection_json(endpoint_url: str, **config_kwargs: object) -> str:
@@ -67,13 +114,8 @@ def aws_conn(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> str:
 
 @pytest.fixture
 def s3_client(moto_server: MotoServer):
-    return boto3.client(
-        "s3",
-        endpoint_url=moto_server.url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    """A plain boto3 client straight to the moto server, for arranging and checking."""
+    return client_for(moto_server.url)
 
 
 @pytest.fixture
@@ -121,15 +163,20 @@ def random_bytes(size: int, seed: int = 0) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
-def client_for(url: str):
-    """A boto3 S3 client for ``url`` (moto, or a FaultProxy in front of it) that retries once."""
+def client_for(url: str, *, attempts: int = 3):
+    """The tests' boto3 S3 client for ``url`` (moto, or a proxy in front of it): test credentials, botocore's
+    standard retry mode, at most ``attempts`` attempts per call.
+
+    ``total_max_attempts`` counts the first attempt too (botocore's ``max_attempts`` counts retries:
+    ``max_attempts=1`` means two attempts), which is what tests that count requests at a proxy count.
+    """
     return boto3.client(
         "s3",
         endpoint_url=url,
         region_name="us-east-1",
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
-        config=Config(retries={"mode": "standard", "max_attempts": 2}),
+        config=Config(retries={"mode": "standard", "total_max_attempts": attempts}),
     )
 
 
@@ -178,6 +225,21 @@ def task_log(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str
     return text
 
 
+@pytest.fixture
+def stage(tmp_path: Path, kraken_mongo):
+    """``stage(raw_file_id, {relative path: size}, *, with_etag=False, **fields)`` → the backup folder
+    (``tmp_path/backup``) after :func:`tests.staging.stage_raw_file` (project P1234 unless ``fields`` say
+    otherwise). ``with_etag`` adds alphakraken's precomputed ETag at 5 MiB parts to the inventory."""
+    from tests.staging import stage_raw_file
+
+    def make(raw_file_id: str, sizes: dict[str, int], *, with_etag: bool = False, **fields) -> Path:
+        base = tmp_path / "backup"
+        stage_raw_file(base, raw_file_id, sizes, etag_part_size=5 * 1024**2 if with_etag else None, **fields)
+        return base
+
+    return make
+
+
 #: Bucket and part size of :func:`backed_up` (project P1234, bucket prefix "kraken-cli").
 BACKED_UP_BUCKET = "kraken-cli-p1234"
 BACKED_UP_PART = 5 * 1024**2
@@ -188,7 +250,7 @@ def backed_up(aws_conn, s3_client, kraken_mongo, tmp_path: Path):
     """``backed_up(raw_file_id, {relative path: size})`` → the backup folder, after a real verified backup
     (RawFileS3BackupOperator → moto_server, RawFile in mongomock), for tests of what comes after a backup."""
     from airflow_provider_kraken_s3.operators.raw_file_backup import RawFileS3BackupOperator
-    from tests.conftest_mongo import stage_raw_file
+    from tests.staging import stage_raw_file
 
     s3_client.create_bucket(Bucket=BACKED_UP_BUCKET)
 

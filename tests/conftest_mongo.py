@@ -19,14 +19,11 @@ Fixtures:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import random
 import uuid
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import mongoengine
@@ -134,27 +131,6 @@ def insert_raw_file(
     document.update(extra_fields or {})
     RawFile._get_collection().insert_one(document)
     return RawFile.objects.get(id=raw_file_id)
-
-
-def stage_raw_file(
-    base: Path, raw_file_id: str, sizes: Mapping[str, int], **fields: Any
-) -> dict[str, list[Any]]:
-    """Write a raw file's files under ``base`` (random bytes, the same for the same id) and insert its RawFile
-    with their sizes and MD5s, as alphakraken leaves it after the local copy; return its ``file_info``.
-
-    ``fields`` override the RawFile's (``project_id``, ``instrument_id``, ``created_at``, ...).
-    """
-    file_info: dict[str, list[Any]] = {}
-    for index, (relative, size) in enumerate(sizes.items()):
-        path = base / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = random.Random(f"{raw_file_id}/{index}").randbytes(size)
-        path.write_bytes(data)
-        file_info[relative] = [size, hashlib.md5(data).hexdigest()]
-    insert_raw_file(
-        raw_file_id, size=sum(sizes.values()), backup_base_path=str(base), file_info=file_info, **fields
-    )
-    return file_info
 
 
 @pytest.fixture

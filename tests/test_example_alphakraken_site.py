@@ -20,6 +20,8 @@ from tests.alphakraken_site import CLUSTER_ROOT, settings_yaml, their_acquisitio
 from tests.conftest_mongo import set_record
 from tests.dag_runner import load_mongo_dump, mongo_snapshot, run_dag, task_states
 
+pytestmark = pytest.mark.slow  # five full DAG runs, each in an Airflow subprocess
+
 PREFIX = "kraken-dag-site"  # its own buckets: the operator tests of this site use kraken-site-*
 BUCKET = "kraken-dag-site-p1234"
 FALLBACK_BUCKET = "kraken-dag-site--fallback"

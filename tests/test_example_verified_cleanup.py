@@ -27,7 +27,8 @@ from tests.dag_runner import (
     task_states,
     xcom_return_value,
 )
-from tests.sensors.test_backup_verified import PART, etag_of, run_backup, stage_raw_file
+from tests.sensors.test_backup_verified import PART, etag_of, run_backup
+from tests.staging import stage_with_bucket
 
 DAG_FILE = EXAMPLE_DAGS / "verified_cleanup.py"
 SENSOR = "clean_up.verify_backup"
@@ -134,10 +135,10 @@ def test_plan_local_deletion_refuses_anything_doubtful(dag_module, tmp_path) -> 
 @pytest.fixture
 def backed_up(tmp_path, s3_client, aws_conn, kraken_mongo, kraken_db):
     """Two raw files backed up for real: ``ok.d`` (verified) and ``bad.raw`` (tampered in S3 after DONE)."""
-    ok = stage_raw_file(
+    ok = stage_with_bucket(
         tmp_path, s3_client, "ok.d", {"ok.d/analysis.tdf": 1500, "ok.d/analysis.tdf_bin": PART + 5}
     )
-    bad = stage_raw_file(tmp_path, s3_client, "bad.raw", {"bad.raw": 2048})
+    bad = stage_with_bucket(tmp_path, s3_client, "bad.raw", {"bad.raw": 2048})
     run_backup("ok.d")
     run_backup("bad.raw")
     s3_client.put_object(Bucket=bad.bucket, Key="bad.raw", Body=b"overwritten by mistake")

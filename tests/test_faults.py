@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import random
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
 
-import boto3
-import botocore.config
 import pytest
 from botocore.exceptions import ClientError, ConnectionClosedError
 
+from kraken_standins.s3 import MotoServer
+from tests.conftest import client_for, random_bytes
 from tests.faults import (
     FaultProxy,
     FaultProxyError,
@@ -33,37 +30,7 @@ from tests.faults import (
     rewrite_etag,
 )
 
-if TYPE_CHECKING:  # only the fixture's type: the proxy does not depend on the package under refactor
-    from kraken_standins.s3 import MotoServer
-
 PART = 256 * 1024  # moto_server runs with S3_UPLOAD_PART_MIN_SIZE=256, so small parts keep tests fast
-
-
-@pytest.fixture
-def proxy(moto_server: MotoServer) -> Iterator[FaultProxy]:
-    fault_proxy = FaultProxy(moto_server.port)
-    with fault_proxy.running():
-        yield fault_proxy
-
-
-def client_via(proxy: FaultProxy, attempts: int = 3):
-    """A boto3 S3 client whose every request goes through the proxy, making at most ``attempts`` attempts.
-
-    botocore's ``max_attempts`` counts retries (``max_attempts=1`` means two attempts); ``total_max_attempts``
-    counts the first attempt too, which is what the assertions below count.
-    """
-    return boto3.client(
-        "s3",
-        endpoint_url=proxy.url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=botocore.config.Config(retries={"mode": "standard", "total_max_attempts": attempts}),
-    )
-
-
-def data_of(size: int, seed: int = 0) -> bytes:
-    return random.Random(seed).randbytes(size)
 
 
 def md5_etag(data: bytes) -> str:
@@ -93,8 +60,8 @@ def upload_multipart(client, bucket: str, key: str, data: bytes) -> tuple[list[s
 
 def test_idle_proxy_is_transparent(proxy: FaultProxy, bucket: str) -> None:
     """Without faults, objects, ETags and sizes are exactly what moto produces, single- and multipart."""
-    client = client_via(proxy)
-    small, large = data_of(300_000, seed=1), data_of(2 * PART + 1234, seed=2)
+    client = client_for(proxy.url)
+    small, large = random_bytes(300_000, seed=1), random_bytes(2 * PART + 1234, seed=2)
 
     assert client.put_object(Bucket=bucket, Key="small.raw", Body=small)["ETag"] == md5_etag(small)
     assert client.get_object(Bucket=bucket, Key="small.raw")["Body"].read() == small
@@ -121,7 +88,7 @@ def test_idle_proxy_is_transparent(proxy: FaultProxy, bucket: str) -> None:
 
 def test_chunked_request_body_and_keep_alive(proxy: FaultProxy, bucket: str) -> None:
     """A chunked body is de-chunked on the way; HEAD and GET then reuse the same client connection."""
-    data = data_of(100_000, seed=3)
+    data = random_bytes(100_000, seed=3)
     connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
     try:
         chunks = (data[i : i + 7_000] for i in range(0, len(data), 7_000))
@@ -144,10 +111,10 @@ def test_chunked_request_body_and_keep_alive(proxy: FaultProxy, bucket: str) -> 
 
 def test_flip_byte_corrupts_the_stored_part(proxy: FaultProxy, s3_client, bucket: str) -> None:
     """The flipped byte reaches moto, which stores it and reports the ETag of what it received."""
-    data = data_of(3 * PART, seed=4)
+    data = random_bytes(3 * PART, seed=4)
     fault = proxy.add(flip_byte("UploadPart", part_number=2, offset=1000))
 
-    etags, _ = upload_multipart(client_via(proxy), bucket, "flipped.raw", data)
+    etags, _ = upload_multipart(client_for(proxy.url), bucket, "flipped.raw", data)
 
     parts = split(data)
     assert etags[0] == md5_etag(parts[0]) and etags[2] == md5_etag(parts[2])
@@ -162,13 +129,13 @@ def test_flip_byte_corrupts_the_stored_part(proxy: FaultProxy, s3_client, bucket
 
 def test_rewrite_etag_changes_the_reply_not_the_object(proxy: FaultProxy, s3_client, bucket: str) -> None:
     """The client is told a wrong ETag (header, and Complete's XML body) while moto keeps the right one."""
-    client = client_via(proxy)
-    data = data_of(10_000, seed=5)
+    client = client_for(proxy.url)
+    data = random_bytes(10_000, seed=5)
     proxy.add(rewrite_etag("PutObject", "0" * 32))
     proxy.add(rewrite_etag("CompleteMultipartUpload", "f" * 32 + "-2"))
 
     assert client.put_object(Bucket=bucket, Key="single.raw", Body=data)["ETag"] == f'"{"0" * 32}"'
-    _, completed = upload_multipart(client, bucket, "multi.raw", data_of(PART + 10, seed=6))
+    _, completed = upload_multipart(client, bucket, "multi.raw", random_bytes(PART + 10, seed=6))
 
     assert completed["ETag"] == f'"{"f" * 32}-2"'
     assert s3_client.head_object(Bucket=bucket, Key="single.raw")["ETag"] == md5_etag(data)
@@ -179,10 +146,10 @@ def test_rewrite_etag_changes_the_reply_not_the_object(proxy: FaultProxy, s3_cli
 
 def test_one_injected_slowdown_is_absorbed_by_a_retry(proxy: FaultProxy, s3_client, bucket: str) -> None:
     """``times=1``: botocore retries the 503 and the second attempt reaches moto."""
-    data = data_of(5_000, seed=7)
+    data = random_bytes(5_000, seed=7)
     proxy.add(respond("PutObject", 503, "SlowDown"))
 
-    client_via(proxy, attempts=3).put_object(Bucket=bucket, Key="retried.raw", Body=data)
+    client_for(proxy.url, attempts=3).put_object(Bucket=bucket, Key="retried.raw", Body=data)
 
     attempts = proxy.records("PutObject")
     assert [(r.status, r.faults) for r in attempts] == [(503, ["Respond"]), (200, [])]
@@ -196,7 +163,7 @@ def test_persistent_slowdown_surfaces_after_the_last_attempt(
     proxy.add(respond("PutObject", 503, "SlowDown", message="Please reduce your request rate.", times=None))
 
     with pytest.raises(ClientError) as raised:
-        client_via(proxy, attempts=2).put_object(Bucket=bucket, Key="refused.raw", Body=b"x")
+        client_for(proxy.url, attempts=2).put_object(Bucket=bucket, Key="refused.raw", Body=b"x")
 
     assert raised.value.response["Error"] == {
         "Code": "SlowDown",
@@ -209,7 +176,7 @@ def test_persistent_slowdown_surfaces_after_the_last_attempt(
 
 def test_non_retryable_error_surfaces_on_the_first_attempt(proxy: FaultProxy, bucket: str) -> None:
     """A 404 NoSuchUpload is final for botocore: one attempt, however many are allowed."""
-    client = client_via(proxy, attempts=3)
+    client = client_for(proxy.url, attempts=3)
     upload_id = client.create_multipart_upload(Bucket=bucket, Key="gone.raw")["UploadId"]
     proxy.add(respond("UploadPart", 404, "NoSuchUpload", times=None))
 
@@ -221,11 +188,11 @@ def test_non_retryable_error_surfaces_on_the_first_attempt(proxy: FaultProxy, bu
 
 def test_lost_complete_response_leaves_the_object_in_place(proxy: FaultProxy, s3_client, bucket: str) -> None:
     """The client sees a dropped connection, yet moto completed the upload: the ambiguous case to recover."""
-    data = data_of(PART + 100, seed=8)
+    data = random_bytes(PART + 100, seed=8)
     proxy.add(lose_response("CompleteMultipartUpload"))
 
     with pytest.raises(ConnectionClosedError):
-        upload_multipart(client_via(proxy, attempts=1), bucket, "lost.raw", data)
+        upload_multipart(client_for(proxy.url, attempts=1), bucket, "lost.raw", data)
 
     assert [(r.status, r.faults) for r in proxy.records("CompleteMultipartUpload")] == [
         (None, ["LoseResponse"])
@@ -235,9 +202,9 @@ def test_lost_complete_response_leaves_the_object_in_place(proxy: FaultProxy, s3
 
 def test_hold_and_after_order_concurrent_parts(proxy: FaultProxy, bucket: str) -> None:
     """Part 1 is held at the proxy until part 2 has been acknowledged, so part 2 finishes first for sure."""
-    client = client_via(proxy)
+    client = client_for(proxy.url)
     upload_id = client.create_multipart_upload(Bucket=bucket, Key="ordered.raw")["UploadId"]
-    parts = split(data_of(2 * PART, seed=9))
+    parts = split(random_bytes(2 * PART, seed=9))
     part_1_acknowledged, part_2_acknowledged = threading.Event(), threading.Event()
     acknowledged: list[int | None] = []
     proxy.add(hold("UploadPart", part_2_acknowledged, part_number=1))
@@ -266,26 +233,25 @@ def test_hold_and_after_order_concurrent_parts(proxy: FaultProxy, bucket: str) -
 
 def test_delay_slows_the_matching_request_only(proxy: FaultProxy, bucket: str) -> None:
     """A delay on one key's HeadObject leaves other operations at full speed (for timeout tests)."""
-    client = client_via(proxy)
+    client = client_for(proxy.url)
     client.put_object(Bucket=bucket, Key="k", Body=b"x")
     proxy.add(delay("HeadObject", 0.5, key="k"))
 
-    started = time.monotonic()
     client.head_bucket(Bucket=bucket)
-    unaffected = time.monotonic() - started
+    started = time.monotonic()
     client.head_object(Bucket=bucket, Key="k")
-    delayed = time.monotonic() - started - unaffected
 
-    assert delayed >= 0.5 > unaffected
+    assert time.monotonic() - started >= 0.5  # a lower bound: true however loaded the machine is
     assert [r.faults for r in proxy.records("HeadObject")] == [["Delay"]]
+    assert [r.faults for r in proxy.records("HeadBucket")] == [[]]  # the other request was not delayed
 
 
 def test_records_carry_operation_parts_and_headers(proxy: FaultProxy, bucket: str) -> None:
     """Tests assert on what was sent: part numbers, upload id, decoded keys, signed headers."""
-    client = client_via(proxy)
+    client = client_for(proxy.url)
     key = "run 1/file+name é.raw"
     client.put_object(Bucket=bucket, Key=key, Body=b"abc", ExpectedBucketOwner="123456789012")
-    upload_multipart(client, bucket, key, data_of(PART + 1, seed=10))
+    upload_multipart(client, bucket, key, random_bytes(PART + 1, seed=10))
 
     put = proxy.records("PutObject")[0]
     assert (put.bucket, put.key, put.method) == (bucket, key, "PUT")
@@ -344,5 +310,5 @@ def test_a_failing_callback_fails_the_running_block(moto_server: MotoServer, buc
 
     proxy.add(after("HeadBucket", check))
     with pytest.raises(FaultProxyError) as raised, proxy.running():
-        client_via(proxy).head_bucket(Bucket=bucket)
+        client_for(proxy.url).head_bucket(Bucket=bucket)
     assert isinstance(raised.value.__cause__, AssertionError)

@@ -24,7 +24,7 @@ from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
 from airflow_provider_kraken_s3.transfer.hashing import compute_s3_etag, compute_s3_etag_and_md5
 from kraken_standins.s3 import MotoServer
 from tests.conftest import aws_connection_json
-from tests.proxy import CuttingProxy
+from tests.faults import CuttingProxy
 
 PART = 5 * MIB
 
@@ -361,6 +361,7 @@ def test_an_inventory_etag_of_one_part_uploads_as_a_single_put(hook, s3_client, 
     assert result.etag == md5 == s3_etag(s3_client, bucket, "w.raw")
 
 
+@pytest.mark.slow  # a 150 MiB upload
 def test_progress_counts_acknowledged_parts_in_at_most_twenty_lines(
     hook, bucket, make_file, task_log
 ) -> None:

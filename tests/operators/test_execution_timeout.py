@@ -17,7 +17,8 @@ import pytest
 from tests.conftest import aws_connection_json
 from tests.dag_runner import load_mongo_dump, mongo_snapshot, run_dag
 from tests.faults import FaultProxy, hold
-from tests.sensors.test_backup_verified import PART, stage_raw_file
+from tests.sensors.test_backup_verified import PART
+from tests.staging import stage_with_bucket
 
 pytestmark = pytest.mark.slow  # airflow dags test in a subprocess
 
@@ -27,7 +28,7 @@ DAGS = Path(__file__).resolve().parents[1] / "dags"
 def test_execution_timeout_ends_as_a_true_resumable_failure(
     moto_server, s3_client, tmp_path, kraken_mongo, kraken_db, aws_conn
 ) -> None:
-    staged = stage_raw_file(tmp_path, s3_client, "slow.raw", {"slow.raw": 3 * PART})
+    staged = stage_with_bucket(tmp_path, s3_client, "slow.raw", {"slow.raw": 3 * PART})
     never = threading.Event()
     proxy = FaultProxy(moto_server.port)
     proxy.add(hold("UploadPart", never, part_number=2, timeout=45))

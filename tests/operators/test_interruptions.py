@@ -18,7 +18,7 @@ from airflow_provider_kraken_s3.records.models import BackupStatus, RawFile
 from airflow_provider_kraken_s3.transfer import hashing, upload
 from airflow_provider_kraken_s3.transfer.streams import STREAM_BLOCK, PartBody
 from tests.conftest import put_object
-from tests.conftest_mongo import stage_raw_file
+from tests.staging import stage_raw_file
 
 PART = 5 * MIB
 PREFIX = "kraken-lab"

@@ -7,6 +7,7 @@ global one (which is a no-op unless a lineage reader such as the OpenLineage pro
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import random
@@ -24,7 +25,6 @@ import airflow_provider_kraken_s3
 from airflow_provider_kraken_s3.links import S3BackupLink, backup_url
 from airflow_provider_kraken_s3.operators.raw_file_backup import RawFileS3BackupOperator
 from kraken_standins.airflow_cli import airflow_dags_test
-from tests.conftest_mongo import stage_raw_file
 from tests.dag_runner import latest_run_id
 
 PREFIX = "kraken-lin"
@@ -42,15 +42,9 @@ def project_bucket(s3_client) -> str:
 
 
 @pytest.fixture
-def stage(tmp_path: Path, kraken_mongo):
-    """Write a raw file's files under a backup folder and insert its RawFile with their sizes and MD5s."""
-
-    def make(raw_file_id: str, sizes: dict[str, int]) -> Path:
-        base = tmp_path / "backup"
-        stage_raw_file(base, raw_file_id, sizes, project_id=PROJECT)
-        return base
-
-    return make
+def stage(stage):
+    """The shared ``stage`` (tests/conftest.py), for this module's project."""
+    return functools.partial(stage, project_id=PROJECT)
 
 
 @pytest.fixture

@@ -19,35 +19,12 @@ from airflow_provider_kraken_s3.transfer.hashing import compute_s3_etag
 from airflow_provider_kraken_s3.transfer.progress import ProgressReporter
 from tests.conftest import aws_connection_json
 from tests.conftest_mongo import insert_raw_file
-from tests.proxy import CuttingProxy
+from tests.faults import CuttingProxy
 
 PART = 5 * MIB
 PREFIX = "kraken-lab"
 PROJECT = "P1234"
 BUCKET = "kraken-lab-p1234"
-
-
-@pytest.fixture
-def stage(tmp_path: Path, kraken_mongo):
-    """Write a raw file's files under a backup folder and insert its RawFile with a real inventory."""
-
-    def make(raw_file_id: str, sizes: dict[str, int], *, with_etag: bool = False, **fields) -> Path:
-        base = tmp_path / "backup"
-        file_info = {}
-        for index, (relative, size) in enumerate(sizes.items()):
-            path = base / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            data = random.Random(f"{raw_file_id}/{index}").randbytes(size)
-            path.write_bytes(data)
-            entry = [size, hashlib.md5(data).hexdigest()]
-            if with_etag:
-                entry.append(f"{compute_s3_etag(path, PART)}__{PART // MIB}")
-            file_info[relative] = entry
-        values = {"project_id": PROJECT, "backup_base_path": str(base), "file_info": file_info, **fields}
-        insert_raw_file(raw_file_id, size=sum(sizes.values()), **values)
-        return base
-
-    return make
 
 
 def operator(raw_file_id: str, **kwargs) -> RawFileS3BackupOperator:
@@ -126,6 +103,7 @@ def test_done_row_is_rechecked_not_trusted(aws_conn, s3_client, project_bucket, 
     assert result["bytes_uploaded"] == 1000 and etag_of(s3_client, "d1.raw")
 
 
+@pytest.mark.slow  # a 30 MiB upload cut and resumed; the fast loop keeps the hook's resume test
 def test_resume_across_a_retry(moto_server, monkeypatch, s3_client, project_bucket, stage) -> None:
     stage("big.raw", {"big.raw": 6 * PART})
     proxy = CuttingProxy(moto_server.port, cut_after=3 * PART)

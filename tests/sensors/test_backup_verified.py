@@ -1,6 +1,6 @@
 """S3BackupVerifiedSensor against moto server (real HTTP) and mongomock, with DONE rows made by the operator.
 
-``stage_raw_file`` and ``run_backup`` are also used by the trigger and example-DAG tests.
+``run_backup`` is also used by the trigger and example-DAG tests.
 """
 
 from __future__ import annotations
@@ -8,11 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import random
-import uuid
-from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from airflow.providers.common.compat.sdk import (
@@ -25,7 +21,6 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_kraken_s3.core.decision import META_MD5
 from airflow_provider_kraken_s3.core.errors import MongoUnavailableError
-from airflow_provider_kraken_s3.core.naming import bucket_name
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.core.verdict import DISAGREES_PREFIX
 from airflow_provider_kraken_s3.operators.raw_file_backup import RawFileS3BackupOperator
@@ -35,43 +30,9 @@ from airflow_provider_kraken_s3.sensors.backup_verified import S3BackupVerifiedS
 from airflow_provider_kraken_s3.triggers.backup_verified import BackupVerifiedTrigger
 from tests.conftest import aws_connection_json
 from tests.conftest_mongo import insert_raw_file, set_record
+from tests.staging import PREFIX, Staged, stage_with_bucket
 
 PART = 5 * MIB
-PREFIX = "kraken-lab"
-
-
-@dataclass
-class Staged:
-    """A raw file as alphakraken leaves it after the local copy: files on disk and a RawFile document."""
-
-    raw_file_id: str
-    project_id: str
-    bucket: str
-    backup_dir: Path  # backup_base_path: what the operator uploads
-    instrument_dir: Path  # the instrument's copy of the same files (what the cleanup DAG deletes)
-    sizes: dict[str, int]
-
-    def file_data(self, relative: str) -> bytes:
-        return (self.backup_dir / relative).read_bytes()
-
-
-def stage_raw_file(root: Path, s3_client, raw_file_id: str, sizes: dict[str, int], **fields) -> Staged:
-    """Write the files (backup pool and instrument copies), create the project bucket, insert the RawFile."""
-    project = f"p{uuid.uuid4().hex[:10]}"
-    bucket = bucket_name(PREFIX, project)
-    s3_client.create_bucket(Bucket=bucket)
-    backup_dir, instrument_dir = root / "backup", root / "instrument"
-    file_info = {}
-    for index, (relative, size) in enumerate(sizes.items()):
-        data = random.Random(f"{raw_file_id}/{index}").randbytes(size)
-        for base in (backup_dir, instrument_dir):
-            path = base / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-        file_info[relative] = [size, hashlib.md5(data).hexdigest()]
-    values = {"project_id": project, "backup_base_path": str(backup_dir), "file_info": file_info, **fields}
-    insert_raw_file(raw_file_id, size=sum(sizes.values()), **values)
-    return Staged(raw_file_id, project, bucket, backup_dir, instrument_dir, dict(sizes))
 
 
 def run_backup(raw_file_id: str) -> dict:
@@ -99,7 +60,7 @@ def etag_of(s3_client, bucket: str, key: str) -> str:
 @pytest.fixture
 def staged(tmp_path, s3_client, kraken_mongo) -> Staged:
     """``s.raw``: one multipart-sized file (3 parts), not yet backed up."""
-    return stage_raw_file(tmp_path, s3_client, "s.raw", {"s.raw": 2 * PART + 3})
+    return stage_with_bucket(tmp_path, s3_client, "s.raw", {"s.raw": 2 * PART + 3})
 
 
 # ------------------------------------------------------------------ success
@@ -124,7 +85,7 @@ def test_done_and_in_s3_succeeds_with_what_was_verified(
 
 def test_folder_raw_file_every_object_verified(aws_conn, s3_client, tmp_path, kraken_mongo) -> None:
     sizes = {"b.d/analysis.tdf": 1000, "b.d/analysis.tdf_bin": PART + 7, "b.d/sub/x.method": 0}
-    staged = stage_raw_file(tmp_path, s3_client, "b.d", sizes)
+    staged = stage_with_bucket(tmp_path, s3_client, "b.d", sizes)
     run_backup("b.d")
     value = sensor("b.d").execute(context={})  # the normal poke loop (mode="poke")
     assert [o["key"] for o in value["objects"]] == sorted(sizes)
@@ -172,7 +133,7 @@ def test_tampered_object_fails_without_retry(aws_conn, s3_client, staged, kraken
 
 def test_deleted_object_fails(aws_conn, s3_client, tmp_path, kraken_mongo) -> None:
     sizes = {"d.d/a": 10, "d.d/b": 20}
-    staged = stage_raw_file(tmp_path, s3_client, "d.d", sizes)
+    staged = stage_with_bucket(tmp_path, s3_client, "d.d", sizes)
     run_backup("d.d")
     s3_client.delete_object(Bucket=staged.bucket, Key="d.d/b")
     with pytest.raises(
@@ -185,7 +146,7 @@ def test_metadata_contradicting_the_inventory_is_noted_never_decisive(
     aws_conn, s3_client, tmp_path, kraken_mongo, task_log
 ) -> None:
     """Defect 2: sensor and operator decide alike; the ETag is proof, ``kraken-md5`` a hint."""
-    staged = stage_raw_file(tmp_path, s3_client, "m.raw", {"m.raw": 100})
+    staged = stage_with_bucket(tmp_path, s3_client, "m.raw", {"m.raw": 100})
     run_backup("m.raw")
     head = s3_client.head_object(Bucket=staged.bucket, Key="m.raw")
     assert META_MD5 not in head["Metadata"]  # a single-part object's ETag already is its MD5

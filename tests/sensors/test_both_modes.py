@@ -13,7 +13,8 @@ from airflow_provider_kraken_s3.core.verdict import Outcome, SensorStep
 from airflow_provider_kraken_s3.records.models import BackupStatus
 from airflow_provider_kraken_s3.triggers.backup_verified import BackupVerifiedTrigger
 from tests.conftest_mongo import set_record
-from tests.sensors.test_backup_verified import PART, run_backup, sensor, stage_raw_file
+from tests.sensors.test_backup_verified import PART, run_backup, sensor
+from tests.staging import stage_with_bucket
 
 
 def poke_round(**kwargs) -> Outcome:
@@ -27,25 +28,25 @@ def deferred_round(**kwargs) -> Outcome:
 
 
 def _done(s3_client, tmp_path) -> dict:
-    stage_raw_file(tmp_path, s3_client, "v.d", {"v.d/a": 10, "v.d/b": PART + 3})
+    stage_with_bucket(tmp_path, s3_client, "v.d", {"v.d/a": 10, "v.d/b": PART + 3})
     run_backup("v.d")
     return {"raw_file_id": "v.d"}
 
 
 def _in_progress(s3_client, tmp_path) -> dict:
-    stage_raw_file(tmp_path, s3_client, "v.raw", {"v.raw": 10})
+    stage_with_bucket(tmp_path, s3_client, "v.raw", {"v.raw": 10})
     set_record("v.raw", backup_status=BackupStatus.IN_PROGRESS)
     return {"raw_file_id": "v.raw"}
 
 
 def _failed(s3_client, tmp_path, fail_on_failed: bool) -> dict:
-    stage_raw_file(tmp_path, s3_client, "v.raw", {"v.raw": 10})
+    stage_with_bucket(tmp_path, s3_client, "v.raw", {"v.raw": 10})
     set_record("v.raw", backup_status=BackupStatus.FAILED, s3_backup_details="boom")
     return {"raw_file_id": "v.raw", "fail_on_failed": fail_on_failed}
 
 
 def _tampered(s3_client, tmp_path) -> dict:
-    staged = stage_raw_file(tmp_path, s3_client, "v.raw", {"v.raw": 10})
+    staged = stage_with_bucket(tmp_path, s3_client, "v.raw", {"v.raw": 10})
     run_backup("v.raw")
     s3_client.put_object(Bucket=staged.bucket, Key="v.raw", Body=b"other bytes")
     return {"raw_file_id": "v.raw"}
@@ -53,7 +54,7 @@ def _tampered(s3_client, tmp_path) -> dict:
 
 def _set_in_a_missing_bucket(s3_client, tmp_path) -> dict:
     """The case the two modes disagreed on: FAIL when poking, WAIT when deferred."""
-    staged = stage_raw_file(tmp_path, s3_client, "v.d", {"v.d/a": 10, "v.d/b": 20})
+    staged = stage_with_bucket(tmp_path, s3_client, "v.d", {"v.d/a": 10, "v.d/b": 20})
     run_backup("v.d")
     for key in ("v.d/a", "v.d/b"):
         s3_client.delete_object(Bucket=staged.bucket, Key=key)
@@ -67,14 +68,14 @@ def _set_in_a_missing_bucket(s3_client, tmp_path) -> dict:
 
 def _project_reassigned_after_done(s3_client, tmp_path) -> dict:
     """The manifest says where the objects are; a changed project_id must not send readers elsewhere."""
-    stage_raw_file(tmp_path, s3_client, "v.raw", {"v.raw": PART + 1})
+    stage_with_bucket(tmp_path, s3_client, "v.raw", {"v.raw": PART + 1})
     run_backup("v.raw")
     set_record("v.raw", project_id="_FALLBACK")
     return {"raw_file_id": "v.raw"}
 
 
 def _explicit_missing(s3_client, tmp_path) -> dict:
-    staged = stage_raw_file(tmp_path, s3_client, "v.raw", {"v.raw": 10})
+    staged = stage_with_bucket(tmp_path, s3_client, "v.raw", {"v.raw": 10})
     return {
         "raw_file_id": None,
         "bucket": staged.bucket,

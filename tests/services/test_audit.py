@@ -21,8 +21,9 @@ from airflow_provider_kraken_s3.records.models import BackupStatus, RawFile
 from airflow_provider_kraken_s3.records.queries import RecordFilter, done_records
 from airflow_provider_kraken_s3.services.audit import iter_audit, run_audit
 from tests.conftest import aws_connection_json
-from tests.conftest_mongo import insert_raw_file, stage_raw_file
+from tests.conftest_mongo import insert_raw_file
 from tests.faults import FaultProxy, respond
+from tests.staging import stage_raw_file
 
 PART = 5 * MIB
 JANUARY = datetime(2024, 1, 10, tzinfo=timezone.utc)

@@ -4,7 +4,6 @@ with the RawFile in mongomock. What is asserted is the record, the objects in S3
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
 
@@ -15,7 +14,6 @@ from airflow_provider_kraken_s3.records.lease import Attempt
 from airflow_provider_kraken_s3.records.models import BackupStatus, RawFile
 from airflow_provider_kraken_s3.services.backup import RawFileBackup
 from airflow_provider_kraken_s3.transfer.hashing import compute_s3_etag
-from tests.conftest_mongo import stage_raw_file
 from tests.faults import respond
 
 PART = 5 * MIB
@@ -33,14 +31,9 @@ def record(raw_file_id: str) -> dict:
 
 
 @pytest.fixture
-def staged(kraken_mongo, project_bucket, tmp_path: Path):
-    """``staged(raw_file_id, {path: size})`` → the backup folder, with the RawFile as alphakraken leaves it."""
-
-    def stage(raw_file_id: str, sizes: dict[str, int]) -> Path:
-        base = tmp_path / "backup"
-        stage_raw_file(base, raw_file_id, sizes, project_id="P1234")
-        return base
-
+def staged(stage, project_bucket):
+    """``staged(raw_file_id, {path: size})`` → the backup folder, with the RawFile as alphakraken leaves it
+    (the shared ``stage`` fixture, project P1234), and the project's bucket."""
     return stage
 
 

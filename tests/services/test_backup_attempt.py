@@ -18,7 +18,7 @@ from airflow_provider_kraken_s3.operators.raw_file_backup import RawFileS3Backup
 from airflow_provider_kraken_s3.records import store
 from airflow_provider_kraken_s3.records.models import BackupStatus, RawFile
 from airflow_provider_kraken_s3.transfer.progress import ProgressReporter
-from tests.conftest_mongo import stage_raw_file
+from tests.staging import stage_raw_file
 
 PART = 5 * MIB
 BUCKET = "kraken-lab-p1234"

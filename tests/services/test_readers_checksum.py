@@ -465,7 +465,7 @@ def test_sse_c_backup_deep_verify_and_restore_send_the_key_and_keep_it_to_themse
 
     from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
     from airflow_provider_kraken_s3.operators.raw_file_backup import RawFileS3BackupOperator
-    from tests.conftest_mongo import stage_raw_file
+    from tests.staging import stage_raw_file
 
     key = bytes(range(100, 132))
     key_text = base64.b64encode(key).decode()

@@ -28,8 +28,7 @@ from airflow_provider_kraken_s3.services.reconcile import (
 )
 from tests.conftest import aws_connection_json
 from tests.conftest_mongo import insert_raw_file, set_record
-from tests.faults import Fault, FaultProxy, ProxiedResponse, RequestRecord, Respond
-from tests.proxy import CuttingProxy
+from tests.faults import CuttingProxy, Fault, FaultProxy, ProxiedResponse, RequestRecord, Respond
 
 PART = 5 * MIB
 DEAD = "upload_to_s3/scheduled__2024-01-01/try1#0123456789ab"

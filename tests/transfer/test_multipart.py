@@ -147,12 +147,11 @@ def test_an_interruption_keeps_the_upload_and_does_not_wait_for_a_stuck_part(
         cancel.set()
 
     threading.Thread(target=cancel_once_only_part_2_is_in_flight, daemon=True).start()
-    started = time.monotonic()
     try:
         with pytest.raises(BackupInterrupted, match="interrupted"):
             MultipartSender(shipment(path, cancel=cancel, on_upload_id=told(ids), max_concurrency=3)).run()
-        assert time.monotonic() - started < 10  # not held by the part stuck on the network
-        assert proxy.records("UploadPart", part_number=2)[0].status is None  # still in flight
+        # not held by the part stuck on the network: it is still in flight (held for up to 30 s)
+        assert proxy.records("UploadPart", part_number=2)[0].status is None
     finally:
         release.set()
     upload_id = ids[-1][0]

@@ -5,18 +5,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import time
+import threading
+from collections.abc import Callable
 
 import pytest
 from airflow.triggers.base import BaseTrigger
 
 import airflow_provider_kraken_s3.services.verify as verify_service
-from airflow_provider_kraken_s3.core.verdict import DISAGREES_PREFIX
+from airflow_provider_kraken_s3.core.verdict import DISAGREES_PREFIX, Outcome, SensorStep
 from airflow_provider_kraken_s3.records.models import BackupStatus
 from airflow_provider_kraken_s3.services.verify import VerificationRound
 from airflow_provider_kraken_s3.triggers.backup_verified import CLASSPATH, BackupVerifiedTrigger
 from tests.conftest_mongo import set_record
-from tests.sensors.test_backup_verified import PART, etag_of, run_backup, stage_raw_file
+from tests.sensors.test_backup_verified import PART, etag_of, run_backup
+from tests.staging import stage_with_bucket
 
 
 def _import(classpath: str):
@@ -37,9 +39,34 @@ def fire(trigger: BaseTrigger) -> dict:
     return asyncio.run(_first_event(trigger))
 
 
+def fire_counting_rounds(
+    trigger: BackupVerifiedTrigger, between: dict[int, Callable[[], object]] | None = None
+) -> tuple[dict, list[Outcome]]:
+    """Run the trigger to its event, recording the outcome of every round it polled.
+
+    ``between[n]`` runs right after round ``n`` decided (before the trigger acts on that outcome), so round
+    ``n + 1`` is the first to see its effect: the test says in which round the world changes instead of
+    sleeping and hoping the trigger polled in between. Use ``poll_interval=0``: the rounds then follow each
+    other at once.
+    """
+    outcomes: list[Outcome] = []
+    real_check = trigger.check_once
+
+    async def counted_check() -> Outcome:
+        outcome = await real_check()
+        outcomes.append(outcome)
+        step = (between or {}).get(len(outcomes))
+        if step is not None:
+            step()  # blocks the loop briefly; the trigger is between rounds meanwhile
+        return outcome
+
+    trigger.check_once = counted_check  # type: ignore[method-assign]
+    return fire(trigger), outcomes
+
+
 @pytest.fixture
 def staged(tmp_path, s3_client, kraken_mongo):
-    return stage_raw_file(tmp_path, s3_client, "t.raw", {"t.raw": PART + 11})
+    return stage_with_bucket(tmp_path, s3_client, "t.raw", {"t.raw": PART + 11})
 
 
 # ------------------------------------------------------------------ serialisation
@@ -185,24 +212,16 @@ def test_success_event_carries_the_xcom(aws_conn, s3_client, staged, kraken_db) 
 
 
 def test_waits_while_not_done_then_succeeds(aws_conn, staged) -> None:
-    async def scenario():
-        task = asyncio.create_task(
-            _first_event(
-                BackupVerifiedTrigger(verification=VerificationRound(raw_file_id="t.raw"), poll_interval=0.1)
-            )
-        )
-        await asyncio.sleep(0.6)
-        assert not task.done()  # several rounds: not DONE yet, so no event
-        set_record(
-            "t.raw", backup_status=BackupStatus.FAILED, s3_backup_details="transient, try 1 of 3"
-        )  # FAILED: still waiting by default
-        await asyncio.sleep(0.4)
-        assert not task.done()
-        run_backup("t.raw")  # blocks the loop briefly; the trigger is asleep meanwhile
-        return await task
+    def failed_once() -> None:  # FAILED: still waiting by default
+        set_record("t.raw", backup_status=BackupStatus.FAILED, s3_backup_details="transient, try 1 of 3")
 
-    event = asyncio.run(scenario())
+    trigger = BackupVerifiedTrigger(raw_file_id="t.raw", poll_interval=0)
+    event, rounds = fire_counting_rounds(trigger, {3: failed_once, 5: lambda: run_backup("t.raw")})
     assert event["status"] == "success" and event["xcom"]["raw_file_id"] == "t.raw"
+    assert len(rounds) == 6  # rounds 1-3: not DONE yet; 4-5: FAILED; 6: backed up, so the event
+    assert [r.action for r in rounds[:5]] == [SensorStep.WAIT] * 5
+    assert all("FAILED" not in r.message.upper() for r in rounds[:3])
+    assert all("transient, try 1 of 3" in r.message for r in rounds[3:5])
 
 
 def test_tampered_after_done_gives_error_event(aws_conn, s3_client, staged) -> None:
@@ -253,34 +272,32 @@ def test_unexpected_exception_gives_retryable_error_event(aws_conn, staged, monk
 
 
 def test_mongo_reads_do_not_block_the_event_loop(aws_conn, staged, monkeypatch) -> None:
-    """The blocking store read runs in a thread: other coroutines keep running meanwhile."""
-    real = verify_service.read_raw_file_record
+    """The blocking store read runs in a thread: the event loop runs other work while it is in progress.
 
-    def slow(connect, mongo_conn_id, raw_file_id):
-        time.sleep(0.8)
+    The read does not return until the loop has run a callback scheduled from inside it. Were the read run
+    on the loop's own thread, that callback could only run after the read returned: the wait times out and
+    the trigger reports the error instead of success.
+    """
+    real = verify_service.read_raw_file_record
+    loop_ran_meanwhile = threading.Event()
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    def read_needing_the_loop(connect, mongo_conn_id, raw_file_id):
+        loops[0].call_soon_threadsafe(loop_ran_meanwhile.set)
+        if not loop_ran_meanwhile.wait(timeout=30):
+            raise AssertionError("the event loop did not run while the RawFile was being read")
         return real(connect, mongo_conn_id, raw_file_id)
 
-    monkeypatch.setattr(verify_service, "read_raw_file_record", slow)
+    monkeypatch.setattr(verify_service, "read_raw_file_record", read_needing_the_loop)
     run_backup("t.raw")
 
     async def scenario():
-        ticks = 0
+        loops.append(asyncio.get_running_loop())
+        return await _first_event(BackupVerifiedTrigger(raw_file_id="t.raw", poll_interval=0))
 
-        async def ticker():
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.05)
-                ticks += 1
-
-        ticking = asyncio.create_task(ticker())
-        event = await _first_event(
-            BackupVerifiedTrigger(verification=VerificationRound(raw_file_id="t.raw"), poll_interval=0.1)
-        )
-        ticking.cancel()
-        return event, ticks
-
-    event, ticks = asyncio.run(scenario())
-    assert event["status"] == "success" and ticks >= 8
+    event = asyncio.run(scenario())
+    assert event["status"] == "success", event
+    assert loop_ran_meanwhile.is_set()
 
 
 # ------------------------------------------------------------------ run(): explicit mode
@@ -290,20 +307,17 @@ def test_explicit_mode_waits_for_missing_objects_then_succeeds(aws_conn, s3_clie
     data = b"explicit"
     etag = hashlib.md5(data).hexdigest()
 
-    async def scenario():
-        trigger = BackupVerifiedTrigger(
-            verification=VerificationRound(
-                bucket=bucket, keys=["e/k"], expected_etags={"e/k": etag}, expected_sizes={"e/k": 8}
-            ),
-            poll_interval=0.1,
-        )
-        task = asyncio.create_task(_first_event(trigger))
-        await asyncio.sleep(0.5)
-        assert not task.done()
-        s3_client.put_object(Bucket=bucket, Key="e/k", Body=data)
-        return await task
-
-    event = asyncio.run(scenario())
+    trigger = BackupVerifiedTrigger(
+        bucket=bucket,
+        keys=["e/k"],
+        expected_etags={"e/k": etag},
+        expected_sizes={"e/k": 8},
+        poll_interval=0,
+    )
+    event, rounds = fire_counting_rounds(
+        trigger, {3: lambda: s3_client.put_object(Bucket=bucket, Key="e/k", Body=data)}
+    )
+    assert [r.action for r in rounds] == [SensorStep.WAIT] * 3 + [SensorStep.SUCCESS]  # missing, then there
     assert event["status"] == "success"
     assert event["xcom"]["objects"] == [{"key": "e/k", "etag": etag, "size": 8}]
     assert event["xcom"]["raw_file_id"] is None
