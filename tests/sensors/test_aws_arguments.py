@@ -23,7 +23,8 @@ from airflow_provider_kraken_s3.services.verify import VerificationRound
 from airflow_provider_kraken_s3.triggers.backup_verified import CLASSPATH, BackupVerifiedTrigger
 from tests.conftest import aws_connection_json
 from tests.faults import FaultProxy, RequestRecord, respond
-from tests.sensors.test_backup_verified import PART, etag_of, run_backup, sensor, stage_raw_file
+from tests.sensors.test_backup_verified import PART, etag_of, run_backup, sensor
+from tests.staging import stage_with_bucket as stage_raw_file
 
 MARK = "kraken-sensor-test/1"
 AWS_ARGUMENTS = {
