@@ -40,7 +40,7 @@ class S3BackupAuditOperator(AwsBaseOperator[KrakenS3Hook]):
     :param max_workers: records checked at once.
     :param allow_empty: succeed when no record matches. By default an audit that checked nothing fails
         (without retries): a filter that matches nothing, or a task reading an empty or wrong database (an
-        embedded store under a scheduler, a misconfigured connection), must not look like a healthy archive.
+        in-memory store under a scheduler, a misconfigured connection), must not look like a healthy archive.
     :param mongo_conn_id: connection of alphakraken's MongoDB.
 
     ``aws_conn_id``, ``region_name``, ``verify`` and ``botocore_config`` are the Amazon provider's
@@ -91,7 +91,7 @@ class S3BackupAuditOperator(AwsBaseOperator[KrakenS3Hook]):
             raise AirflowFailException(
                 f"{report.summary.describe()} (filter {record_filter.query() or 'none'}; connection '{self.mongo_conn_id}'). "
                 "Nothing was checked: check the filter and that the connection reads alphakraken's database "
-                "(an embedded mongomock store is empty in every task a scheduler runs); set allow_empty=True "
+                "(an in-memory stand-in store is empty in every task a scheduler runs); set allow_empty=True "
                 "when no record is expected."
             )
         if report.ok:
