@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import random
+import shutil
 import sys
 import tempfile
 import uuid
@@ -13,8 +15,11 @@ from pathlib import Path
 
 import pytest
 
-# Airflow reads its configuration at import time: give the test run its own home and no examples.
-os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="kraken-airflow-home-"))
+# Airflow reads its configuration at import time: give the test run its own home (removed when the run ends)
+# and no examples.
+if "AIRFLOW_HOME" not in os.environ:
+    os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="kraken-airflow-home-")
+    atexit.register(shutil.rmtree, os.environ["AIRFLOW_HOME"], ignore_errors=True)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 # Airflow 2.11 deprecates timers in seconds (3.x measures in milliseconds): opt in, as a 2.11 deployment should.

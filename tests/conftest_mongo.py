@@ -46,7 +46,7 @@ WIRE_URI = os.environ.get("KRAKEN_TEST_MONGO_URI", "").strip()
 
 #: For the few tests about mongomock itself (the embedded mode), which a server cannot exercise.
 mongomock_only = pytest.mark.skipif(
-    bool(WIRE_URI), reason="about the embedded mongomock store; KRAKEN_TEST_MONGO_URI points at a server"
+    bool(WIRE_URI), reason="about the in-memory mongomock stand-in; KRAKEN_TEST_MONGO_URI points at a server"
 )
 
 

@@ -21,9 +21,11 @@ tests share that server.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -69,6 +71,7 @@ def airflow_executable(python: str = sys.executable) -> str:
 def default_airflow_home(python: str = sys.executable) -> Path:
     if python not in _default_homes:
         _default_homes[python] = Path(tempfile.mkdtemp(prefix="kraken-dag-runner-"))
+        atexit.register(shutil.rmtree, _default_homes[python], ignore_errors=True)
     return _default_homes[python]
 
 

@@ -125,6 +125,7 @@ def verify(args: argparse.Namespace, out: Output) -> ExitCode:
     if args.deep:
         return _deep_verify(args, out)
     from airflow_provider_kraken_s3.services.verify import (
+        VerificationRound,
         fetch_remote,
         objects_to_check,
         read_raw_file_record,
@@ -132,9 +133,7 @@ def verify(args: argparse.Namespace, out: Output) -> ExitCode:
 
     access, connect = _hooks(args)
     record = read_raw_file_record(connect, args.mongo_conn_id, args.raw_file_id)
-    target = objects_to_check(
-        record, fail_on_failed=True, bucket=None, keys=None, expected_etags=None, expected_sizes=None
-    )
+    target = objects_to_check(record, VerificationRound(raw_file_id=record.id, fail_on_failed=True))
     if isinstance(target, tuple):
         bucket, objects = target
         outcome = conclude(

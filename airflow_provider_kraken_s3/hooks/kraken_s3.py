@@ -7,12 +7,11 @@ and how it is proven lives in :mod:`airflow_provider_kraken_s3.transfer` (no Air
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from botocore.config import Config
@@ -153,7 +152,7 @@ class KrakenS3Hook(S3Hook):
             region=self.conn_config.region_name,
             declare_checksums=getattr(self.config, "request_checksum_calculation", None) != "when_required",
             without_streamed_checksums=self._client_without_streamed_checksums,
-            log=cast("logging.Logger", self.log),
+            log=self.log,
             sse_customer_key=self.sse_customer_key(),
         )
 
@@ -163,9 +162,7 @@ class KrakenS3Hook(S3Hook):
 
     def create_backup_bucket(self, bucket: str, *, tags: dict[str, str] | None = None) -> None:
         """Create a private, versioned, encrypted, tagged bucket (see :func:`..transfer.buckets.create_backup_bucket`)."""
-        buckets.create_backup_bucket(
-            self.access(), bucket, tags=tags or {}, log=cast("logging.Logger", self.log)
-        )
+        buckets.create_backup_bucket(self.access(), bucket, tags=tags or {}, log=self.log)
 
     def head(self, bucket: str, key: str) -> RemoteObject | None:
         """ETag, size and user metadata of an object, or None when there is none."""
@@ -223,7 +220,7 @@ class KrakenS3Hook(S3Hook):
             bucket=bucket,
             key=key,
             part_size=part_size,
-            log=cast("logging.Logger", self.log),
+            log=self.log,
             expected_etag=expected_etag,
             expected_md5=expected_md5.strip().lower() if expected_md5 else None,
             upload_id=upload_id,

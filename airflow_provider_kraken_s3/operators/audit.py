@@ -7,12 +7,13 @@ aborts of orphan multipart uploads.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator
+from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
+from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 from airflow_provider_kraken_s3.core.audit import render_table
 from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook, connect
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class S3BackupAuditOperator(BaseOperator):
+class S3BackupAuditOperator(AwsBaseOperator[KrakenS3Hook]):
     """Check every ``upload_done`` RawFile (filtered) against S3: missing, different and extra objects.
 
     One listing per set and a HEAD per single file, several records at a time; nothing is downloaded (for
@@ -39,10 +40,15 @@ class S3BackupAuditOperator(BaseOperator):
     :param max_workers: records checked at once.
     :param allow_empty: succeed when no record matches. By default an audit that checked nothing fails
         (without retries): a filter that matches nothing, or a task reading an empty or wrong database (an
-        embedded store under a scheduler, a misconfigured connection), must not look like a healthy archive.
+        in-memory store under a scheduler, a misconfigured connection), must not look like a healthy archive.
+    :param mongo_conn_id: connection of alphakraken's MongoDB.
+
+    ``aws_conn_id``, ``region_name``, ``verify`` and ``botocore_config`` are the Amazon provider's
+    (``AwsBaseOperator``, hook :class:`~airflow_provider_kraken_s3.hooks.kraken_s3.KrakenS3Hook`).
     """
 
-    template_fields: Sequence[str] = ("project_ids", "instrument_ids")
+    aws_hook_class = KrakenS3Hook
+    template_fields: Sequence[str] = aws_template_fields("project_ids", "instrument_ids")
     ui_color = "#d6e9f8"
 
     def __init__(
@@ -53,7 +59,6 @@ class S3BackupAuditOperator(BaseOperator):
         created_within: timedelta | None = None,
         max_workers: int = 8,
         allow_empty: bool = False,
-        aws_conn_id: str | None = "aws_default",
         mongo_conn_id: str = KrakenMongoHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
@@ -65,7 +70,6 @@ class S3BackupAuditOperator(BaseOperator):
         self.created_within = created_within
         self.max_workers = max_workers
         self.allow_empty = allow_empty
-        self.aws_conn_id = aws_conn_id
         self.mongo_conn_id = mongo_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -75,11 +79,11 @@ class S3BackupAuditOperator(BaseOperator):
             project_ids=tuple(self.project_ids), instrument_ids=tuple(self.instrument_ids), created_from=since
         )
         report = run_audit(
-            KrakenS3Hook(aws_conn_id=self.aws_conn_id).access(),
+            self.hook.access(),
             record_filter,
             max_workers=self.max_workers,
             keep_ok=False,
-            log=cast("logging.Logger", self.log),
+            log=self.log,
         )
         self.log.info("audit report:\n%s", render_table(report.findings, report.summary))
         summary = report.summary.as_dict()
@@ -87,7 +91,7 @@ class S3BackupAuditOperator(BaseOperator):
             raise AirflowFailException(
                 f"{report.summary.describe()} (filter {record_filter.query() or 'none'}; connection '{self.mongo_conn_id}'). "
                 "Nothing was checked: check the filter and that the connection reads alphakraken's database "
-                "(an embedded mongomock store is empty in every task a scheduler runs); set allow_empty=True "
+                "(an in-memory stand-in store is empty in every task a scheduler runs); set allow_empty=True "
                 "when no record is expected."
             )
         if report.ok:
@@ -102,7 +106,7 @@ class S3BackupAuditOperator(BaseOperator):
         )
 
 
-class S3BackupReconcileOperator(BaseOperator):
+class S3BackupReconcileOperator(AwsBaseOperator[KrakenS3Hook]):
     """Tidy what dead attempts left: stuck records to ``upload_failed``; orphan multipart uploads listed.
 
     A record whose attempt's lease expired without an outcome (a killed worker) is marked ``upload_failed``
@@ -114,9 +118,14 @@ class S3BackupReconcileOperator(BaseOperator):
     :param buckets: buckets to look for orphan uploads in, besides every bucket a RawFile names (templated).
     :param orphan_age: incomplete uploads younger than this are left alone.
     :param abort_orphans: abort the orphans found (default: only list them).
+    :param mongo_conn_id: connection of alphakraken's MongoDB.
+
+    ``aws_conn_id``, ``region_name``, ``verify`` and ``botocore_config`` are the Amazon provider's
+    (``AwsBaseOperator``, hook :class:`~airflow_provider_kraken_s3.hooks.kraken_s3.KrakenS3Hook`).
     """
 
-    template_fields: Sequence[str] = ("buckets",)
+    aws_hook_class = KrakenS3Hook
+    template_fields: Sequence[str] = aws_template_fields("buckets")
     ui_color = "#d6e9f8"
 
     def __init__(
@@ -125,7 +134,6 @@ class S3BackupReconcileOperator(BaseOperator):
         buckets: Sequence[str] = (),
         orphan_age: timedelta = DEFAULT_ORPHAN_AGE,
         abort_orphans: bool = False,
-        aws_conn_id: str | None = "aws_default",
         mongo_conn_id: str = KrakenMongoHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
@@ -133,17 +141,16 @@ class S3BackupReconcileOperator(BaseOperator):
         self.buckets = buckets
         self.orphan_age = orphan_age
         self.abort_orphans = abort_orphans
-        self.aws_conn_id = aws_conn_id
         self.mongo_conn_id = mongo_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
         connect(self.mongo_conn_id)
         report = Reconciler(
-            KrakenS3Hook(aws_conn_id=self.aws_conn_id).access(),
+            self.hook.access(),
             buckets=tuple(self.buckets),
             orphan_age=self.orphan_age,
             abort=self.abort_orphans,
-            log=cast("logging.Logger", self.log),
+            log=self.log,
         ).run()
         self.log.info("%s", report.describe())
         if not report.ok:

@@ -7,12 +7,13 @@ metadata.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
+from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
+from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_kraken_s3.core.deep_verify import DeepVerifyOutcome
 from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook, connect
@@ -24,32 +25,36 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class BackupReaderOperator(BaseOperator):
+class BackupReaderOperator(AwsBaseOperator[KrakenS3Hook]):
     """What the operators that download backups (deep verify, restore) share: the two connections, the ranged GETs in flight, and stopping when killed.
 
+    Amazon provider operators (``AwsBaseOperator``, hook
+    :class:`~airflow_provider_kraken_s3.hooks.kraken_s3.KrakenS3Hook`): ``aws_conn_id``, ``region_name``,
+    ``verify`` and ``botocore_config`` are theirs.
+
     :param max_concurrency: ranged GETs in flight.
+    :param mongo_conn_id: connection of alphakraken's MongoDB.
     """
 
+    aws_hook_class = KrakenS3Hook
     ui_color = "#c9e4d2"
 
     def __init__(
         self,
         *,
         max_concurrency: int = 4,
-        aws_conn_id: str | None = "aws_default",
         mongo_conn_id: str = KrakenMongoHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.max_concurrency = max_concurrency
-        self.aws_conn_id = aws_conn_id
         self.mongo_conn_id = mongo_conn_id
         self._cancel = threading.Event()  # set by on_kill: the download stops at its next chunk
 
     def _connect(self) -> S3Access:
         """MongoDB connected (the services read and write RawFiles) and S3 access, at the start of a run."""
         connect(self.mongo_conn_id)
-        return KrakenS3Hook(aws_conn_id=self.aws_conn_id).access()
+        return self.hook.access()
 
     def on_kill(self) -> None:
         self._cancel.set()
@@ -74,7 +79,7 @@ class S3BackupDeepVerifyOperator(BackupReaderOperator):
     :param max_concurrency: ranged GETs in flight.
     """
 
-    template_fields: Sequence[str] = ("raw_file_id", "project_id", "instrument_id")
+    template_fields: Sequence[str] = aws_template_fields("raw_file_id", "project_id", "instrument_id")
 
     def __init__(
         self,
@@ -107,7 +112,7 @@ class S3BackupDeepVerifyOperator(BackupReaderOperator):
                 self.raw_file_id,
                 max_concurrency=self.max_concurrency,
                 cancel=self._cancel,
-                log=cast("logging.Logger", self.log),
+                log=self.log,
             )
             self.log.info("%s", report.summary())
             reports, result = [report], report.as_dict()
@@ -120,7 +125,7 @@ class S3BackupDeepVerifyOperator(BackupReaderOperator):
                 instrument_id=self.instrument_id,
                 max_concurrency=self.max_concurrency,
                 cancel=self._cancel,
-                log=cast("logging.Logger", self.log),
+                log=self.log,
             )
             reports, result = list(sample.reports), sample.as_dict()
         for report in reports:

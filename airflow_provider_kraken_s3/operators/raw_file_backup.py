@@ -9,22 +9,22 @@ the "S3 backup" link. A failed attempt reports neither.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
+from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
+from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.providers.common.compat.lineage.hook import get_hook_lineage_collector
 from airflow.providers.common.compat.sdk import (
     AirflowFailException,
     AirflowSkipException,
-    BaseOperator,
     Stats,
 )
 
 from airflow_provider_kraken_s3.core.errors import InvalidInputError, NothingToBackUp, PermanentBackupError
-from airflow_provider_kraken_s3.core.settings import resolve_settings, validate_arguments
+from airflow_provider_kraken_s3.core.settings import BackupSettings, resolve_settings, validate_arguments
 from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook
 from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
 from airflow_provider_kraken_s3.links import S3BackupLink, backup_url
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 STATS_PREFIX = "kraken_s3.backup"
 
 
-class RawFileS3BackupOperator(BaseOperator):
+class RawFileS3BackupOperator(AwsBaseOperator[KrakenS3Hook]):
     """Back up one raw file (all of its files) to ``{bucket_prefix}-{project_id}`` and record the truth.
 
     ``DONE`` is written only when every file is in S3 and proven equal to the inventory (S3's ETags against
@@ -47,13 +47,22 @@ class RawFileS3BackupOperator(BaseOperator):
     S3 already proves. Permanent problems fail the task without retries; transient ones are re-raised so
     Airflow retries; a timeout or kill is recorded as FAILED ("will resume") before the task ends.
 
+    Built on the Amazon provider's ``AwsBaseOperator`` (hook: :class:`KrakenS3Hook`), so ``aws_conn_id``,
+    ``region_name``, ``verify`` and ``botocore_config`` mean what they mean on every Amazon operator.
+
     :param raw_file_id: id of the ``RawFile`` document (templated).
-    :param aws_conn_id: Airflow ``aws`` connection (credentials, region, endpoint).
+    :param aws_conn_id: Airflow ``aws`` connection (credentials, region, endpoint) (templated).
     :param mongo_conn_id: Airflow connection of alphakraken's MongoDB (``kraken_mongo`` or ``mongo`` type).
     :param backup_type: ``s3`` or ``local`` (then the task is skipped); overrides ``settings_path``, where a
         missing ``backup.backup_type`` means ``local`` as in alphakraken (templated).
     :param bucket_prefix: bucket prefix; the bucket is ``{prefix}-{project_id}``, normalised (templated).
-    :param region_name: region of the bucket; overrides the connection's (templated).
+    :param region_name: region of the bucket; overrides the settings file's ``backup.s3.region``, which
+        overrides the connection's (templated).
+    :param verify: verify TLS certificates: ``False`` not to, or the path of a CA bundle; None: the
+        connection's, else botocore's default (templated).
+    :param botocore_config: botocore ``Config`` arguments (``retries``, ``read_timeout``, ``user_agent_extra``,
+        …) for this task's client; they replace the connection's ``config_kwargs`` and are merged over the
+        hook's defaults (:attr:`KrakenS3Hook.default_client_config`).
     :param part_size: multipart part size in bytes (default 100 MiB, alphakraken's), unless a file's inventory
         fixes it.
     :param settings_path: alphakraken-style YAML (``backup: {backup_type, s3: {region, bucket_prefix}}``,
@@ -75,11 +84,11 @@ class RawFileS3BackupOperator(BaseOperator):
         of it while the upload runs); a killed worker's claim expires after it.
     """
 
-    template_fields: Sequence[str] = (
+    aws_hook_class = KrakenS3Hook
+    template_fields: Sequence[str] = aws_template_fields(
         "raw_file_id",
         "backup_type",
         "bucket_prefix",
-        "region_name",
         "settings_path",
         "storage_class",
         "worker_backup_path",
@@ -91,11 +100,9 @@ class RawFileS3BackupOperator(BaseOperator):
         self,
         *,
         raw_file_id: str,
-        aws_conn_id: str = KrakenS3Hook.default_conn_name,
         mongo_conn_id: str = KrakenMongoHook.default_conn_name,
         backup_type: str | None = None,
         bucket_prefix: str | None = None,
-        region_name: str | None = None,
         part_size: int | None = None,
         settings_path: str | None = None,
         create_bucket_if_missing: bool | None = None,
@@ -107,21 +114,19 @@ class RawFileS3BackupOperator(BaseOperator):
         lease_ttl: timedelta = DEFAULT_TTL,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**kwargs)  # aws_conn_id, region_name, verify, botocore_config: the Amazon base's
         validate_arguments(
             backup_type=backup_type,
             bucket_prefix=bucket_prefix,
-            region_name=region_name,
+            region_name=self.region_name,
             part_size=part_size,
             storage_class=storage_class,
             worker_backup_path=worker_backup_path,
         )
         self.raw_file_id = raw_file_id
-        self.aws_conn_id = aws_conn_id
         self.mongo_conn_id = mongo_conn_id
         self.backup_type = backup_type
         self.bucket_prefix = bucket_prefix
-        self.region_name = region_name
         self.part_size = part_size
         self.settings_path = settings_path
         self.create_bucket_if_missing = create_bucket_if_missing
@@ -133,6 +138,19 @@ class RawFileS3BackupOperator(BaseOperator):
         self.lease_ttl = lease_ttl
         self._cancel = threading.Event()
         self._outcome: BackupOutcome | None = None  # a verified backup of this run: its lineage
+        self._settings: BackupSettings | None = None  # resolved by execute: the hook's region comes from it
+
+    @property
+    def _hook_parameters(self) -> dict[str, Any]:
+        """The Amazon base's hook arguments, the region as the settings resolved it (argument, else the
+        settings file's, else the connection's), and the hook's own upload options."""
+        region = self._settings.region_name if self._settings is not None else self.region_name
+        return {
+            **super()._hook_parameters,
+            "region_name": region,
+            "max_concurrency": self.max_concurrency,
+            "expected_bucket_owner": self.expected_bucket_owner,
+        }
 
     def execute(self, context: Context) -> dict[str, Any]:
         try:
@@ -148,6 +166,8 @@ class RawFileS3BackupOperator(BaseOperator):
             )
         except InvalidInputError as error:
             raise AirflowFailException(f"invalid backup settings: {error}") from error
+        self._settings = settings
+        self.__dict__.pop("hook", None)  # a hook built before the settings were known has another region
         if settings.backup_type != "s3":
             why = (
                 f"backup_type is {settings.backup_type!r} ({settings.backup_type_source}), not 's3': no S3 backup "
@@ -160,12 +180,7 @@ class RawFileS3BackupOperator(BaseOperator):
         mongo = KrakenMongoHook(mongo_conn_id=self.mongo_conn_id)
         mongo.connect()
         mongo.check_reachable()  # unreachable: MongoUnavailableError naming host and database; Airflow retries
-        s3 = KrakenS3Hook(
-            aws_conn_id=self.aws_conn_id,
-            region_name=settings.region_name,
-            max_concurrency=self.max_concurrency,
-            expected_bucket_owner=self.expected_bucket_owner,
-        )
+        s3 = self.hook
         try_number, max_tries = _tries(context, self.retries)
         backup = RawFileBackup(
             raw_file_id=self.raw_file_id,
@@ -176,7 +191,7 @@ class RawFileS3BackupOperator(BaseOperator):
                 ttl=self.lease_ttl,
                 takes_over=_earlier_tries(context, self.task_id, try_number),
             ),
-            log=cast("logging.Logger", self.log),
+            log=self.log,
             max_concurrency=self.max_concurrency,
             tries=(try_number, max_tries),
             cancel=self._cancel,

@@ -5,10 +5,10 @@ A thin face over :mod:`..services.restore`.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
+from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_kraken_s3.core.errors import PermanentBackupError
@@ -31,9 +31,12 @@ class RawFileS3RestoreOperator(BackupReaderOperator):
     :param destination: folder to restore into, at the inventory's relative paths (templated).
     :param overwrite: replace existing files that differ from the inventory.
     :param max_concurrency: ranged GETs in flight.
+
+    ``aws_conn_id``, ``region_name``, ``verify`` and ``botocore_config`` are the Amazon provider's (see
+    :class:`~.deep_verify.BackupReaderOperator`).
     """
 
-    template_fields: Sequence[str] = ("raw_file_id", "destination")
+    template_fields: Sequence[str] = aws_template_fields("raw_file_id", "destination")
 
     def __init__(self, *, raw_file_id: str, destination: str, overwrite: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -51,7 +54,7 @@ class RawFileS3RestoreOperator(BackupReaderOperator):
                 overwrite=self.overwrite,
                 max_concurrency=self.max_concurrency,
                 cancel=self._cancel,
-                log=cast("logging.Logger", self.log),
+                log=self.log,
             )
             self.log.info("%s", report.summary())
             report.check()

@@ -12,12 +12,14 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.amazon.aws.sensors.base_aws import AwsBaseSensor
+from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.providers.common.compat.sdk import (
     AirflowException,
     AirflowFailException,
     AirflowSensorTimeout,
-    BaseSensorOperator,
     PokeReturnValue,
+    conf,
 )
 
 from airflow_provider_kraken_s3.core.errors import (
@@ -30,7 +32,7 @@ from airflow_provider_kraken_s3.core.verdict import (
 )
 from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook, connect
 from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
-from airflow_provider_kraken_s3.services.verify import validate_mode, verify_once
+from airflow_provider_kraken_s3.services.verify import VerificationRound, validate_mode, verify_once
 from airflow_provider_kraken_s3.triggers.backup_verified import BackupVerifiedTrigger
 
 if TYPE_CHECKING:
@@ -48,7 +50,7 @@ def _is_concrete(value: Any) -> bool:
     return value is None or isinstance(value, (int, float))
 
 
-class S3BackupVerifiedSensor(BaseSensorOperator):
+class S3BackupVerifiedSensor(AwsBaseSensor[KrakenS3Hook]):
     """Succeed once a backup is verifiably in S3; return what was verified.
 
     Two modes (exactly one):
@@ -65,18 +67,30 @@ class S3BackupVerifiedSensor(BaseSensorOperator):
     Returns (XCom) ``{"bucket", "raw_file_id", "objects": [{"key", "etag", "size"[, "path"]}],
     "verified_at"}`` (``path`` is the file_info path, in RawFile mode; ``verified_at`` ISO 8601 UTC).
 
+    Built on the Amazon provider's ``AwsBaseSensor`` (hook: :class:`KrakenS3Hook`): ``aws_conn_id``,
+    ``region_name``, ``verify`` and ``botocore_config`` are theirs and reach the S3 client of every round,
+    poking or deferred.
+
     :param raw_file_id: id of the RawFile (templated).
     :param mongo_conn_id: connection of alphakraken's MongoDB.
-    :param aws_conn_id: Airflow ``aws`` connection.
+    :param aws_conn_id: Airflow ``aws`` connection (templated).
+    :param region_name: region of the S3 client; overrides the connection's (templated).
+    :param verify: verify TLS certificates: ``False`` not to, or the path of a CA bundle (templated).
+    :param botocore_config: botocore ``Config`` arguments for the client (``retries``, timeouts, …).
     :param fail_on_failed: fail (with the recorded ``s3_backup_details``) as soon as the record is FAILED.
     :param bucket: explicit mode: the bucket (templated).
     :param keys: explicit mode: object keys (templated).
     :param expected_etags: explicit mode: key → ETag (templated).
     :param expected_sizes: explicit mode, optional: key → size in bytes (templated).
     :param deferrable: wait in the triggerer (:class:`BackupVerifiedTrigger`) instead of a worker slot.
+        None (default): Airflow's ``[operators] default_deferrable`` (False when unset), read when the
+        sensor is created, the default every Amazon provider sensor has.
     """
 
-    template_fields: Sequence[str] = ("raw_file_id", "bucket", "keys", "expected_etags", "expected_sizes")
+    aws_hook_class = KrakenS3Hook
+    template_fields: Sequence[str] = aws_template_fields(
+        "raw_file_id", "bucket", "keys", "expected_etags", "expected_sizes"
+    )
     ui_color = "#b5e3c3"
 
     def __init__(
@@ -84,13 +98,12 @@ class S3BackupVerifiedSensor(BaseSensorOperator):
         *,
         raw_file_id: str | None = None,
         mongo_conn_id: str = KrakenMongoHook.default_conn_name,
-        aws_conn_id: str | None = "aws_default",
         fail_on_failed: bool = False,
         bucket: str | None = None,
         keys: Sequence[str] | None = None,
         expected_etags: Mapping[str, str] | None = None,
         expected_sizes: Mapping[str, int] | None = None,
-        deferrable: bool = False,
+        deferrable: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -102,13 +115,14 @@ class S3BackupVerifiedSensor(BaseSensorOperator):
                 raise ValueError(str(error)) from error
         self.raw_file_id = raw_file_id
         self.mongo_conn_id = mongo_conn_id
-        self.aws_conn_id = aws_conn_id
         self.fail_on_failed = fail_on_failed
         self.bucket = bucket
         self.keys = keys
         self.expected_etags = expected_etags
         self.expected_sizes = expected_sizes
-        self.deferrable = deferrable
+        if deferrable is None:
+            deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
+        self.deferrable = bool(deferrable)
 
     # ------------------------------------------------------------------ poking
 
@@ -123,38 +137,38 @@ class S3BackupVerifiedSensor(BaseSensorOperator):
         self.log.info("not verified yet: %s", outcome.message)
         return False
 
-    def check(self) -> Outcome:
-        """One verification round (the trigger runs the very same one, in a thread)."""
-        return verify_once(
-            KrakenS3Hook(aws_conn_id=self.aws_conn_id).access,
-            connect,
-            mongo_conn_id=self.mongo_conn_id,
-            raw_file_id=self.raw_file_id,
-            fail_on_failed=self.fail_on_failed,
+    def verification_round(self) -> VerificationRound:
+        """What a round checks, from this sensor's (rendered) arguments."""
+        if self.raw_file_id is not None:
+            return VerificationRound(raw_file_id=self.raw_file_id, fail_on_failed=self.fail_on_failed)
+        return VerificationRound(
             bucket=self.bucket,
             keys=self.keys,
             expected_etags=self.expected_etags,
             expected_sizes=self.expected_sizes,
         )
 
+    def check(self) -> Outcome:
+        """One verification round (the trigger runs the very same one, in a thread).
+
+        A fresh hook per round, as in the trigger: a long wait can outlast temporary credentials.
+        """
+        hook = self.aws_hook_class(**self._hook_parameters)
+        return verify_once(
+            hook.access, connect, mongo_conn_id=self.mongo_conn_id, target=self.verification_round()
+        )
+
     # ------------------------------------------------------------------ deferring
 
     def trigger(self) -> BackupVerifiedTrigger:
         """The trigger that continues this (rendered) sensor's wait in the triggerer."""
-        if self.raw_file_id is not None:
-            return BackupVerifiedTrigger(
-                raw_file_id=self.raw_file_id,
-                mongo_conn_id=self.mongo_conn_id,
-                aws_conn_id=self.aws_conn_id,
-                poll_interval=self.poke_interval,
-                fail_on_failed=self.fail_on_failed,
-            )
         return BackupVerifiedTrigger(
-            bucket=self.bucket,
-            keys=self.keys,
-            expected_etags=self.expected_etags,
-            expected_sizes=self.expected_sizes,
+            verification=self.verification_round(),
+            mongo_conn_id=self.mongo_conn_id,
             aws_conn_id=self.aws_conn_id,
+            region_name=self.region_name,
+            verify=self.verify,
+            botocore_config=self.botocore_config,
             poll_interval=self.poke_interval,
         )
 

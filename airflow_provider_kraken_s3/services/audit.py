@@ -51,6 +51,7 @@ from airflow_provider_kraken_s3.core.audit import (
 )
 from airflow_provider_kraken_s3.core.decision import RemoteObject
 from airflow_provider_kraken_s3.core.errors import BucketNotFoundError, KrakenBackupError
+from airflow_provider_kraken_s3.core.log import Log
 from airflow_provider_kraken_s3.core.proof import checksums_agree
 from airflow_provider_kraken_s3.core.verdict import ExpectedObject, RawFileRecord
 from airflow_provider_kraken_s3.records.queries import DEFAULT_BATCH_SIZE, RecordFilter, done_records
@@ -163,7 +164,7 @@ def run_audit(
     batch_size: int = DEFAULT_BATCH_SIZE,
     keep_ok: bool = True,
     on_record: Callable[[RecordAudit], None] | None = None,
-    log: logging.Logger | None = None,
+    log: Log | None = None,
 ) -> AuditReport:
     """Audit every ``upload_done`` record matching ``record_filter`` (all when None).
 

@@ -15,7 +15,6 @@ The steps, in the order they run:
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from airflow_provider_kraken_s3.core.errors import (
 )
 from airflow_provider_kraken_s3.core.inventory import BackupObject, backup_objects
 from airflow_provider_kraken_s3.core.layout import key_prefix, listing_folder, local_path, project_of
+from airflow_provider_kraken_s3.core.log import Log
 from airflow_provider_kraken_s3.core.manifest import (
     DISTRUSTING_OUTCOMES,
     MANIFEST_FIELD,
@@ -106,7 +106,7 @@ class RawFileBackup:
     settings: BackupSettings
     access: S3Access
     attempt: lease.Attempt
-    log: logging.Logger
+    log: Log
     max_concurrency: int = 4
     tries: tuple[int, int] = (1, 1)
     cancel: threading.Event = field(default_factory=threading.Event)

@@ -36,6 +36,7 @@ from airflow_provider_kraken_s3.core.deep_verify import (
 from airflow_provider_kraken_s3.core.errors import BackupInterrupted, KrakenBackupError, ObjectReplacedError
 from airflow_provider_kraken_s3.core.etag import etag_part_count
 from airflow_provider_kraken_s3.core.inventory import BackupObject
+from airflow_provider_kraken_s3.core.log import Log
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.records import deep_verify as records
 from airflow_provider_kraken_s3.services.objects_job import ObjectRow, ObjectsJob, archived, downloaded, tally
@@ -299,7 +300,7 @@ def deep_verify_raw_file(
     max_concurrency: int = 4,
     range_size: int = RANGE_SIZE,
     cancel: threading.Event | None = None,
-    log: logging.Logger | None = None,
+    log: Log | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> DeepVerifyReport:
     """Download and hash every object of a RawFile's backup and compare it with the inventory.
@@ -368,7 +369,7 @@ def verify_sample(
     instrument_id: str | None = None,
     record: bool = True,
     cancel: threading.Event | None = None,
-    log: logging.Logger | None = None,
+    log: Log | None = None,
     **options: Any,
 ) -> SampleReport:
     """Periodic fixity: deep-verify a fraction or a byte budget of ``upload_done`` raw files, oldest first.

@@ -27,6 +27,7 @@ from airflow_provider_kraken_s3.core.deep_verify import (
 from airflow_provider_kraken_s3.core.errors import InvalidInputError, PermanentBackupError
 from airflow_provider_kraken_s3.core.etag import etag_part_count, parse_precomputed_etag
 from airflow_provider_kraken_s3.core.inventory import BackupObject
+from airflow_provider_kraken_s3.core.log import Log
 from airflow_provider_kraken_s3.core.manifest import etag_info, recorded_backup
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.records import deep_verify as records
@@ -88,7 +89,7 @@ class ObjectsJob:
     max_concurrency: int = 4
     range_size: int = RANGE_SIZE
     cancel: threading.Event = field(default_factory=threading.Event)
-    log: logging.Logger = _log
+    log: Log = _log
     progress: Callable[[int], None] | None = None
 
     def read_backup(self, nothing_to: str) -> RecordedBackup:

@@ -41,6 +41,7 @@ from airflow_provider_kraken_s3.core.errors import (
     S3ErrorKind,
     S3TransientError,
 )
+from airflow_provider_kraken_s3.core.log import Log
 from airflow_provider_kraken_s3.records import lease, queries
 from airflow_provider_kraken_s3.transfer.access import S3Access
 from airflow_provider_kraken_s3.transfer.progress import kv
@@ -192,7 +193,7 @@ class Reconciler:
     unleased_age: timedelta = DEFAULT_UNLEASED_AGE
     abort: bool = False
     dry_run: bool = False
-    log: logging.Logger = _log
+    log: Log = _log
 
     def run(self) -> ReconcileReport:
         report = self.new_report()

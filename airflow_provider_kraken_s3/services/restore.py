@@ -48,6 +48,7 @@ from airflow_provider_kraken_s3.core.errors import (
 )
 from airflow_provider_kraken_s3.core.inventory import BackupObject
 from airflow_provider_kraken_s3.core.layout import local_path
+from airflow_provider_kraken_s3.core.log import Log
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.services.objects_job import ObjectRow, ObjectsJob, archived, downloaded, tally
 from airflow_provider_kraken_s3.transfer.access import S3Access
@@ -376,7 +377,7 @@ def restore_raw_file(
     max_concurrency: int = 4,
     range_size: int = RANGE_SIZE,
     cancel: threading.Event | None = None,
-    log: logging.Logger | None = None,
+    log: Log | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> RestoreReport:
     """Restore every file of a RawFile's backup into ``destination`` (at its inventory paths), verified.

@@ -37,6 +37,7 @@ from airflow_provider_kraken_s3.core.errors import (
     UploadVanishedError,
     classify_s3_error,
 )
+from airflow_provider_kraken_s3.core.log import Log
 
 #: IAM permissions the backup needs, named in every "access denied" message.
 PERMISSIONS = (
@@ -189,7 +190,7 @@ class S3Access:
     region: str | None = None
     declare_checksums: bool = True
     without_streamed_checksums: Callable[[], Any] | None = None
-    log: logging.Logger | None = None
+    log: Log | None = None
     sse_customer_key: SseCustomerKey | None = field(default=None, repr=False)
     _fallback: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 

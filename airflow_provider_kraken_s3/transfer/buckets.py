@@ -7,7 +7,6 @@ refused. Versioning is what makes a REPLACING safe; whether a bucket has it is a
 
 from __future__ import annotations
 
-import logging
 import uuid
 from typing import Any
 
@@ -22,6 +21,7 @@ from airflow_provider_kraken_s3.core.errors import (
     S3ErrorKind,
     TransientBackupError,
 )
+from airflow_provider_kraken_s3.core.log import Log
 from airflow_provider_kraken_s3.transfer.access import PERMISSIONS, S3Access, describe_error
 
 PROJECT_TAG = "project_id"
@@ -52,7 +52,7 @@ def check_bucket(access: S3Access, bucket: str) -> None:
         )
 
 
-def is_versioned(access: S3Access, bucket: str, log: logging.Logger) -> bool:
+def is_versioned(access: S3Access, bucket: str, log: Log) -> bool:
     """Whether the bucket keeps old versions; False (and a warning) when we may not ask."""
     try:
         response = access.call(
@@ -66,7 +66,7 @@ def is_versioned(access: S3Access, bucket: str, log: logging.Logger) -> bool:
     return (response or {}).get("Status") == "Enabled"
 
 
-def check_project(access: S3Access, bucket: str, project_id: str, log: logging.Logger) -> None:
+def check_project(access: S3Access, bucket: str, project_id: str, log: Log) -> None:
     """Refuse a bucket whose ``project_id`` tag names another project (bucket names are lossy)."""
     try:
         response = access.call(
@@ -143,7 +143,7 @@ def _provisioning_steps(tags: dict[str, str]) -> list[tuple[str, dict[str, Any],
     ]
 
 
-def create_backup_bucket(access: S3Access, bucket: str, *, tags: dict[str, str], log: logging.Logger) -> None:
+def create_backup_bucket(access: S3Access, bucket: str, *, tags: dict[str, str], log: Log) -> None:
     """Create a bucket fit for backups: private, versioned, encrypted, tagged, with a lifecycle rule aborting
     multipart uploads left incomplete for 7 days, and public access blocked.
 
@@ -199,7 +199,7 @@ def create_backup_bucket(access: S3Access, bucket: str, *, tags: dict[str, str],
         log.warning("created %s: private, versioned, SSE-S3, public access blocked, tagged %s", where, tags)
 
 
-def _block_public_access(access: S3Access, bucket: str, where: str, log: logging.Logger) -> str | None:
+def _block_public_access(access: S3Access, bucket: str, where: str, log: Log) -> str | None:
     """Block public access, last, then check that the owner can still write; what was applied, or None.
 
     Some stores misapply ``BlockPublicAcls``: Ceph RGW 15/16 then denies the owner's own PutObject and

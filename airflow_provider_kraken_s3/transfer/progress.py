@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
 
+from airflow_provider_kraken_s3.core.log import Log
 from airflow_provider_kraken_s3.core.parts import MIB
 
 
@@ -34,7 +34,7 @@ class ProgressReporter:
 
     def __init__(
         self,
-        log: logging.Logger,
+        log: Log,
         label: str,
         total: int,
         *,

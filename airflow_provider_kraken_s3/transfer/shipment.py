@@ -9,7 +9,6 @@ A sender — :mod:`.single_put` or :mod:`.multipart` — answers with a :class:`
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_kraken_s3.core.checksum import Checksum, Encryption
+from airflow_provider_kraken_s3.core.log import Log
 from airflow_provider_kraken_s3.core.parts import Part, PartPlan
 from airflow_provider_kraken_s3.transfer.access import S3Access
 from airflow_provider_kraken_s3.transfer.progress import ProgressReporter
@@ -46,7 +46,7 @@ class Shipment:
     plan: PartPlan
     bucket: str
     key: str
-    log: logging.Logger
+    log: Log
     reporter: ProgressReporter
     cancel: threading.Event
     expected_md5: str | None = None

@@ -51,6 +51,7 @@ from airflow_provider_kraken_s3.core.errors import (
     UnprovableObjectError,
 )
 from airflow_provider_kraken_s3.core.etag import etag_part_count, normalize_etag
+from airflow_provider_kraken_s3.core.log import Log
 from airflow_provider_kraken_s3.core.parts import MIB, PartPlan, plan_parts
 from airflow_provider_kraken_s3.transfer import buckets, remote
 from airflow_provider_kraken_s3.transfer.access import S3Access
@@ -117,7 +118,7 @@ class VerifiedUpload:
     bucket: str
     key: str
     part_size: int
-    log: logging.Logger
+    log: Log
     expected_etag: str | None = None
     expected_md5: str | None = None
     upload_id: str | None = None

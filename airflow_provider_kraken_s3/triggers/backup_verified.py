@@ -8,14 +8,14 @@ objects, decide), run in a worker thread (``asyncio.to_thread``). One read path,
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_kraken_s3.core.verdict import Outcome, SensorStep, explicit_objects
 from airflow_provider_kraken_s3.hooks.kraken_mongo import KrakenMongoHook, connect
-from airflow_provider_kraken_s3.services.verify import validate_mode, verify_once
+from airflow_provider_kraken_s3.services.verify import VerificationRound, verify_once
 
 CLASSPATH = "airflow_provider_kraken_s3.triggers.backup_verified.BackupVerifiedTrigger"
 
@@ -27,51 +27,60 @@ class BackupVerifiedTrigger(BaseTrigger):
     "retryable": bool}`` (``retryable`` is False for a verdict such as "DONE but S3 disagrees", True for an
     unexpected error inside the trigger). While the backup is not finished it sleeps ``poll_interval``
     seconds and checks again; the task's defer timeout bounds the wait.
+
+    :param verification: what each round checks (a :class:`VerificationRound`, or its :meth:`~VerificationRound.as_dict`).
+    :param aws_conn_id: as on the sensor; with ``region_name``, ``verify`` and ``botocore_config`` it builds
+        the S3 client of every round, so a deferred wait talks to S3 as the poking sensor does.
+    :param legacy: the round's fields as separate arguments (``raw_file_id``, ``fail_on_failed``,
+        ``bucket``, ``keys``, ``expected_etags``, ``expected_sizes``), as triggers serialised before
+        :class:`VerificationRound` existed hold them: such a trigger still resumes.
     """
 
     def __init__(
         self,
         *,
-        raw_file_id: str | None = None,
-        bucket: str | None = None,
-        keys: Sequence[str] | None = None,
-        expected_etags: Mapping[str, str] | None = None,
-        expected_sizes: Mapping[str, int] | None = None,
+        verification: VerificationRound | Mapping[str, Any] | None = None,
         mongo_conn_id: str = KrakenMongoHook.default_conn_name,
         aws_conn_id: str | None = "aws_default",
+        region_name: str | None = None,
+        verify: bool | str | None = None,
+        botocore_config: dict[str, Any] | None = None,
         poll_interval: float = 60.0,
-        fail_on_failed: bool = False,
+        **legacy: Any,
     ) -> None:
         super().__init__()
-        validate_mode(raw_file_id, bucket, keys, expected_etags, expected_sizes)
-        if raw_file_id is None:
-            explicit_objects(keys, expected_etags, expected_sizes)  # type: ignore[arg-type]  # refuse early
-        self.raw_file_id = raw_file_id
-        self.bucket = bucket
-        self.keys = list(keys) if keys is not None else None
-        self.expected_etags = dict(expected_etags) if expected_etags is not None else None
-        self.expected_sizes = dict(expected_sizes) if expected_sizes is not None else None
+        if verification is None:
+            verification = VerificationRound.from_dict(legacy)
+        elif legacy:
+            raise TypeError(f"give the round as verification only, not also as {sorted(legacy)}")
+        elif not isinstance(verification, VerificationRound):
+            verification = VerificationRound.from_dict(verification)
+        if verification.explicit:  # refuse bad objects here, not after a first round in the triggerer
+            explicit_objects(
+                verification.keys,  # type: ignore[arg-type]  # validate_mode: not None in explicit mode
+                verification.expected_etags,  # type: ignore[arg-type]
+                verification.expected_sizes,
+            )
+        self.verification = verification
         self.mongo_conn_id = mongo_conn_id
         self.aws_conn_id = aws_conn_id
+        self.region_name = region_name
+        self.verify = verify
+        self.botocore_config = dict(botocore_config) if botocore_config is not None else None
         self.poll_interval = float(poll_interval)
-        self.fail_on_failed = bool(fail_on_failed)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        """Classpath and the arguments of this mode only (JSON-friendly)."""
-        kwargs: dict[str, Any] = {"aws_conn_id": self.aws_conn_id, "poll_interval": self.poll_interval}
-        if self.raw_file_id is not None:
-            kwargs.update(
-                raw_file_id=self.raw_file_id,
-                mongo_conn_id=self.mongo_conn_id,
-                fail_on_failed=self.fail_on_failed,
-            )
-        else:
-            kwargs.update(
-                bucket=self.bucket,
-                keys=list(self.keys or []),
-                expected_etags=dict(self.expected_etags or {}),
-                expected_sizes=dict(self.expected_sizes) if self.expected_sizes is not None else None,
-            )
+        """Classpath and arguments (JSON-friendly): the round as one dict, the connection's settings."""
+        kwargs: dict[str, Any] = {
+            "verification": self.verification.as_dict(),
+            "aws_conn_id": self.aws_conn_id,
+            "region_name": self.region_name,
+            "verify": self.verify,
+            "botocore_config": self.botocore_config,
+            "poll_interval": self.poll_interval,
+        }
+        if not self.verification.explicit:
+            kwargs["mongo_conn_id"] = self.mongo_conn_id
         return CLASSPATH, kwargs
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -105,16 +114,12 @@ class BackupVerifiedTrigger(BaseTrigger):
         from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
 
         # A fresh hook per round: a wait can outlast temporary credentials.
-        hook = KrakenS3Hook(aws_conn_id=self.aws_conn_id)
+        hook = KrakenS3Hook(
+            aws_conn_id=self.aws_conn_id,
+            region_name=self.region_name,
+            verify=self.verify,
+            config=self.botocore_config,
+        )
         return await asyncio.to_thread(
-            verify_once,
-            hook.access,
-            connect,
-            mongo_conn_id=self.mongo_conn_id,
-            raw_file_id=self.raw_file_id,
-            fail_on_failed=self.fail_on_failed,
-            bucket=self.bucket,
-            keys=self.keys,
-            expected_etags=self.expected_etags,
-            expected_sizes=self.expected_sizes,
+            verify_once, hook.access, connect, mongo_conn_id=self.mongo_conn_id, target=self.verification
         )

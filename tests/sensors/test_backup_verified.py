@@ -278,7 +278,10 @@ def test_templated_arguments_are_validated_after_rendering() -> None:
     check = S3BackupVerifiedSensor(
         task_id="v", bucket="{{ params.bucket }}", keys="{{ params.keys }}", expected_etags={"k": "e"}
     )
-    assert set(check.template_fields) == {"raw_file_id", "bucket", "keys", "expected_etags", "expected_sizes"}
+    assert set(check.template_fields) == {
+        *("raw_file_id", "bucket", "keys", "expected_etags", "expected_sizes"),
+        *("aws_conn_id", "region_name", "verify"),  # the Amazon provider's, as on its own sensors
+    }
     check.keys = "{{ not rendered }}"
     check.expected_etags = {}
     with pytest.raises(AirflowFailException, match="invalid expected objects"):
@@ -307,11 +310,13 @@ def test_deferrable_defers_then_completes_with_the_triggers_event(aws_conn, s3_c
     assert deferred.value.timeout == timedelta(seconds=600)
     trigger = deferred.value.trigger
     assert trigger.serialize()[1] == {
-        "raw_file_id": "s.raw",
+        "verification": {"raw_file_id": "s.raw", "fail_on_failed": False},
         "mongo_conn_id": "kraken_mongo_default",
         "aws_conn_id": "aws_default",
+        "region_name": None,
+        "verify": None,
+        "botocore_config": None,
         "poll_interval": 0.1,
-        "fail_on_failed": False,
     }
     run_backup("s.raw")  # the upload finishes while the task is deferred
     event = _fire(trigger)
@@ -345,11 +350,16 @@ def test_deferrable_explicit_mode_hands_its_objects_to_the_trigger(aws_conn, buc
     with pytest.raises(TaskDeferred) as deferred:
         check.execute(context={})
     assert deferred.value.trigger.serialize()[1] == {
-        "bucket": bucket,
-        "keys": ["k"],
-        "expected_etags": {"k": "e" * 32},
-        "expected_sizes": None,
+        "verification": {
+            "bucket": bucket,
+            "keys": ["k"],
+            "expected_etags": {"k": "e" * 32},
+            "expected_sizes": None,
+        },
         "aws_conn_id": "aws_default",
+        "region_name": None,
+        "verify": None,
+        "botocore_config": None,
         "poll_interval": 0.05,
     }
 

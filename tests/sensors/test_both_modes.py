@@ -4,6 +4,7 @@ must reach the same verdict, since they run the same read path (issue 13: they u
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 
 import pytest
@@ -21,7 +22,9 @@ def poke_round(**kwargs) -> Outcome:
 
 
 def deferred_round(**kwargs) -> Outcome:
-    return asyncio.run(BackupVerifiedTrigger(poll_interval=0.1, **kwargs).check_once())
+    """The sensor's trigger as the triggerer gets it: serialised, through JSON, rebuilt from its classpath."""
+    _, serialized = sensor(**kwargs).trigger().serialize()
+    return asyncio.run(BackupVerifiedTrigger(**json.loads(json.dumps(serialized))).check_once())
 
 
 def _done(s3_client, tmp_path) -> dict:

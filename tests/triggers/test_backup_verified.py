@@ -14,6 +14,7 @@ from airflow.triggers.base import BaseTrigger
 import airflow_provider_kraken_s3.services.verify as verify_service
 from airflow_provider_kraken_s3.core.verdict import DISAGREES_PREFIX, Outcome, SensorStep
 from airflow_provider_kraken_s3.records.models import BackupStatus
+from airflow_provider_kraken_s3.services.verify import VerificationRound
 from airflow_provider_kraken_s3.triggers.backup_verified import CLASSPATH, BackupVerifiedTrigger
 from tests.conftest_mongo import set_record
 from tests.sensors.test_backup_verified import PART, etag_of, run_backup
@@ -75,18 +76,25 @@ def staged(tmp_path, s3_client, kraken_mongo):
     "kwargs",
     [
         {
-            "raw_file_id": "x.raw",
+            "verification": {"raw_file_id": "x.raw", "fail_on_failed": True},
             "mongo_conn_id": "kraken_mongo_prod",
             "aws_conn_id": "aws_backup",
+            "region_name": "eu-central-1",
+            "verify": "/etc/ssl/lab-ca.pem",
+            "botocore_config": {"retries": {"mode": "standard", "max_attempts": 3}},
             "poll_interval": 120.0,
-            "fail_on_failed": True,
         },
         {
-            "bucket": "b",
-            "keys": ["x.d/a", "x.d/b"],
-            "expected_etags": {"x.d/a": "a" * 32, "x.d/b": "b" * 32 + "-2"},
-            "expected_sizes": {"x.d/b": 12},
+            "verification": {
+                "bucket": "b",
+                "keys": ["x.d/a", "x.d/b"],
+                "expected_etags": {"x.d/a": "a" * 32, "x.d/b": "b" * 32 + "-2"},
+                "expected_sizes": {"x.d/b": 12},
+            },
             "aws_conn_id": "aws_default",
+            "region_name": None,
+            "verify": False,
+            "botocore_config": None,
             "poll_interval": 5.0,
         },
     ],
@@ -99,19 +107,84 @@ def test_serialize_round_trip(kwargs) -> None:
     assert serialized == kwargs
     rebuilt = _import(classpath)(**json.loads(json.dumps(serialized)))  # survives JSON, as in the metadata DB
     assert rebuilt.serialize() == (classpath, serialized)
+    assert isinstance(rebuilt.verification, VerificationRound)
+    assert rebuilt.verification == VerificationRound.from_dict(kwargs["verification"])
 
 
-def test_serialize_only_carries_the_modes_arguments() -> None:
-    _, kwargs = BackupVerifiedTrigger(raw_file_id="x.raw").serialize()
-    assert set(kwargs) == {"raw_file_id", "mongo_conn_id", "aws_conn_id", "poll_interval", "fail_on_failed"}
+def test_serialize_carries_the_round_as_one_dict_of_its_modes_fields() -> None:
+    _, kwargs = BackupVerifiedTrigger(verification=VerificationRound(raw_file_id="x.raw")).serialize()
+    assert kwargs["verification"] == {"raw_file_id": "x.raw", "fail_on_failed": False}
+    assert set(kwargs) == {
+        "verification",
+        "mongo_conn_id",
+        "aws_conn_id",
+        "region_name",
+        "verify",
+        "botocore_config",
+        "poll_interval",
+    }
+    _, explicit = BackupVerifiedTrigger(
+        verification=VerificationRound(bucket="b", keys=("k",), expected_etags={"k": "e" * 32})
+    ).serialize()
+    assert "mongo_conn_id" not in explicit  # explicit mode never reads MongoDB
+    assert explicit["verification"] == {
+        "bucket": "b",
+        "keys": ["k"],
+        "expected_etags": {"k": "e" * 32},
+        "expected_sizes": None,
+    }
+
+
+#: What the trigger of the previous release serialised (one argument per field of the round): a task
+#: deferred before an upgrade resumes in the upgraded triggerer from these.
+OLD_RAW_FILE_KWARGS = {
+    "raw_file_id": "t.raw",
+    "mongo_conn_id": "kraken_mongo_default",
+    "aws_conn_id": "aws_default",
+    "poll_interval": 0.1,
+    "fail_on_failed": False,
+}
+
+
+def test_a_trigger_serialised_by_the_previous_release_still_resumes(aws_conn, s3_client, staged) -> None:
+    run_backup("t.raw")
+    trigger = _import(CLASSPATH)(**json.loads(json.dumps(OLD_RAW_FILE_KWARGS)))
+    assert trigger.verification == VerificationRound(raw_file_id="t.raw", fail_on_failed=False)
+    event = fire(trigger)
+    assert event["status"] == "success"
+    assert event["xcom"]["objects"][0]["etag"] == etag_of(s3_client, staged.bucket, "t.raw")
+    assert trigger.serialize()[1]["verification"] == {"raw_file_id": "t.raw", "fail_on_failed": False}
+
+
+def test_an_old_explicit_mode_trigger_still_resumes(aws_conn, s3_client, bucket) -> None:
+    s3_client.put_object(Bucket=bucket, Key="e/k", Body=b"old")
+    etag = hashlib.md5(b"old").hexdigest()
+    old = {
+        "bucket": bucket,
+        "keys": ["e/k"],
+        "expected_etags": {"e/k": etag},
+        "expected_sizes": None,
+        "aws_conn_id": "aws_default",
+        "poll_interval": 0.1,
+    }
+    event = fire(_import(CLASSPATH)(**json.loads(json.dumps(old))))
+    assert event["status"] == "success"
+    assert event["xcom"]["objects"] == [{"key": "e/k", "etag": etag, "size": 3}]
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [{}, {"raw_file_id": "x", "bucket": "b"}, {"bucket": "b", "keys": ["k"], "expected_etags": {}}],
+    ("kwargs", "error"),
+    [
+        ({}, ValueError),
+        ({"raw_file_id": "x", "bucket": "b"}, ValueError),
+        ({"bucket": "b", "keys": ["k"], "expected_etags": {}}, ValueError),
+        ({"verification": {"raw_file_id": "x"}, "raw_file_id": "y"}, TypeError),
+        ({"verification": {"raw_file_id": "x", "colour": "red"}}, TypeError),
+        ({"raw_file": "x"}, TypeError),
+    ],
 )
-def test_refuses_bad_arguments(kwargs) -> None:
-    with pytest.raises(ValueError):
+def test_refuses_bad_arguments(kwargs, error) -> None:
+    with pytest.raises(error):
         BackupVerifiedTrigger(**kwargs)
 
 
@@ -121,7 +194,9 @@ def test_refuses_bad_arguments(kwargs) -> None:
 def test_success_event_carries_the_xcom(aws_conn, s3_client, staged, kraken_db) -> None:
     run_backup("t.raw")
     before = kraken_db.raw_file.find_one({"_id": "t.raw"})
-    event = fire(BackupVerifiedTrigger(raw_file_id="t.raw", poll_interval=0.1))
+    event = fire(
+        BackupVerifiedTrigger(verification=VerificationRound(raw_file_id="t.raw"), poll_interval=0.1)
+    )
     assert event["status"] == "success"
     assert event["xcom"]["objects"] == [
         {
@@ -153,7 +228,9 @@ def test_tampered_after_done_gives_error_event(aws_conn, s3_client, staged) -> N
     run_backup("t.raw")
     recorded = etag_of(s3_client, staged.bucket, "t.raw")
     s3_client.put_object(Bucket=staged.bucket, Key="t.raw", Body=b"x" * 10)
-    event = fire(BackupVerifiedTrigger(raw_file_id="t.raw", poll_interval=0.1))
+    event = fire(
+        BackupVerifiedTrigger(verification=VerificationRound(raw_file_id="t.raw"), poll_interval=0.1)
+    )
     assert event["status"] == "error" and event["retryable"] is False
     assert event["message"].startswith(DISAGREES_PREFIX)
     assert f"t.raw: ETag expected {recorded}, found {hashlib.md5(b'x' * 10).hexdigest()}" in event["message"]
@@ -164,12 +241,18 @@ def test_failed_with_fail_on_failed_gives_error_event(aws_conn, staged) -> None:
     set_record(
         "t.raw", backup_status=BackupStatus.FAILED, s3_backup_details="BucketAccessDeniedError: access denied"
     )
-    event = fire(BackupVerifiedTrigger(raw_file_id="t.raw", poll_interval=0.1, fail_on_failed=True))
+    event = fire(
+        BackupVerifiedTrigger(
+            verification=VerificationRound(raw_file_id="t.raw", fail_on_failed=True), poll_interval=0.1
+        )
+    )
     assert event["status"] == "error" and "access denied" in event["message"] and not event["retryable"]
 
 
 def test_unknown_raw_file_gives_error_event(aws_conn, kraken_mongo) -> None:
-    event = fire(BackupVerifiedTrigger(raw_file_id="typo.raw", poll_interval=0.1))
+    event = fire(
+        BackupVerifiedTrigger(verification=VerificationRound(raw_file_id="typo.raw"), poll_interval=0.1)
+    )
     assert event["status"] == "error" and "No RawFile 'typo.raw'" in event["message"]
 
 
@@ -178,7 +261,9 @@ def test_unexpected_exception_gives_retryable_error_event(aws_conn, staged, monk
         raise RuntimeError("driver bug")
 
     monkeypatch.setattr(verify_service, "read_raw_file_record", broken)
-    event = fire(BackupVerifiedTrigger(raw_file_id="t.raw", poll_interval=0.1))
+    event = fire(
+        BackupVerifiedTrigger(verification=VerificationRound(raw_file_id="t.raw"), poll_interval=0.1)
+    )
     assert event == {
         "status": "error",
         "message": "backup verification trigger failed: RuntimeError: driver bug",
@@ -241,7 +326,8 @@ def test_explicit_mode_waits_for_missing_objects_then_succeeds(aws_conn, s3_clie
 def test_explicit_mode_wrong_object_gives_error_event(aws_conn, s3_client, bucket) -> None:
     s3_client.put_object(Bucket=bucket, Key="e/k", Body=b"other")
     trigger = BackupVerifiedTrigger(
-        bucket=bucket, keys=["e/k"], expected_etags={"e/k": "0" * 32}, poll_interval=0.1
+        verification=VerificationRound(bucket=bucket, keys=["e/k"], expected_etags={"e/k": "0" * 32}),
+        poll_interval=0.1,
     )
     event = fire(trigger)
     assert event["status"] == "error"
@@ -257,7 +343,9 @@ def test_s3_outage_means_wait(moto_server, monkeypatch, bucket) -> None:
         "AIRFLOW_CONN_AWS_DOWN", aws_connection_json("http://127.0.0.1:9", retries={"max_attempts": 1})
     )
     trigger = BackupVerifiedTrigger(
-        bucket=bucket, keys=["k"], expected_etags={"k": "0" * 32}, aws_conn_id="aws_down", poll_interval=0.1
+        verification=VerificationRound(bucket=bucket, keys=["k"], expected_etags={"k": "0" * 32}),
+        aws_conn_id="aws_down",
+        poll_interval=0.1,
     )
     outcome = asyncio.run(trigger.check_once())
     assert outcome.action.value == "wait" and "S3 not answering properly" in outcome.message
