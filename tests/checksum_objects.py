@@ -25,27 +25,13 @@ def upload_full_object(client, bucket: str, key: str, data: bytes, part_size: in
     if len(data) <= part_size:
         client.put_object(Bucket=bucket, Key=key, Body=data, ChecksumAlgorithm="CRC64NVME")
         return
-    upload = client.create_multipart_upload(
-        Bucket=bucket, Key=key, ChecksumAlgorithm="CRC64NVME", ChecksumType="FULL_OBJECT"
-    )["UploadId"]
-    parts = []
-    for number, offset in enumerate(range(0, len(data), part_size), start=1):
-        answer = client.upload_part(
-            Bucket=bucket,
-            Key=key,
-            UploadId=upload,
-            PartNumber=number,
-            Body=data[offset : offset + part_size],
-            ChecksumAlgorithm="CRC64NVME",
-        )
-        parts.append(
-            {"PartNumber": number, "ETag": answer["ETag"], "ChecksumCRC64NVME": answer["ChecksumCRC64NVME"]}
-        )
-    client.complete_multipart_upload(
-        Bucket=bucket,
-        Key=key,
-        UploadId=upload,
-        MultipartUpload={"Parts": parts},
+    _multipart(
+        client,
+        bucket,
+        key,
+        data,
+        part_size,
+        "CRC64NVME",
         ChecksumType="FULL_OBJECT",
         ChecksumCRC64NVME=crc64(data),
     )
@@ -53,7 +39,19 @@ def upload_full_object(client, bucket: str, key: str, data: bytes, part_size: in
 
 def upload_composite_crc32(client, bucket: str, key: str, data: bytes, part_size: int = PART) -> None:
     """As ``aws s3 cp`` and boto3's ``upload_file`` do: a COMPOSITE CRC32 multipart upload."""
-    upload = client.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="CRC32")["UploadId"]
+    _multipart(client, bucket, key, data, part_size, "CRC32")
+
+
+def _multipart(
+    client, bucket: str, key: str, data: bytes, part_size: int, algorithm: str, **complete
+) -> None:
+    """A multipart upload declaring ``algorithm`` on every part; ``complete``: the completion's checksum
+    arguments (a FULL_OBJECT upload names its type at creation and its value at completion)."""
+    kind = {"ChecksumType": complete["ChecksumType"]} if "ChecksumType" in complete else {}
+    upload = client.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm=algorithm, **kind)[
+        "UploadId"
+    ]
+    field = f"Checksum{algorithm}"
     parts = []
     for number, offset in enumerate(range(0, len(data), part_size), start=1):
         answer = client.upload_part(
@@ -62,9 +60,9 @@ def upload_composite_crc32(client, bucket: str, key: str, data: bytes, part_size
             UploadId=upload,
             PartNumber=number,
             Body=data[offset : offset + part_size],
-            ChecksumAlgorithm="CRC32",
+            ChecksumAlgorithm=algorithm,
         )
-        parts.append({"PartNumber": number, "ETag": answer["ETag"], "ChecksumCRC32": answer["ChecksumCRC32"]})
+        parts.append({"PartNumber": number, "ETag": answer["ETag"], field: answer[field]})
     client.complete_multipart_upload(
-        Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}
+        Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}, **complete
     )
