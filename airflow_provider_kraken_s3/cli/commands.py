@@ -20,7 +20,7 @@ from airflow_provider_kraken_s3.core.etag import format_precomputed_etag
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.core.verdict import SensorStep, conclude, verify_objects
 from airflow_provider_kraken_s3.transfer.access import S3Access
-from airflow_provider_kraken_s3.transfer.hashing import compute_s3_etag_and_md5
+from airflow_provider_kraken_s3.transfer.hashing import compute_s3_digests
 
 
 class ConnectionNotDefinedError(PermanentBackupError):
@@ -81,7 +81,10 @@ def files_to_hash(path: Path) -> list[tuple[Path, str]]:
 
 
 def etag(args: argparse.Namespace, out: Output) -> ExitCode:
-    """MD5 and S3 ETag of local files (every file of a folder), from one read of each.
+    """MD5, S3 ETag and full-object CRC64NVME of local files (every file of a folder), from one read of each.
+
+    The CRC64NVME is what S3 keeps beside the ETag of our uploads (``ChecksumCRC64NVME`` on a HEAD with
+    checksum mode): the value to compare with on an SSE-KMS or SSE-C bucket, where the ETag is no MD5.
 
     A file that cannot be read is named on stderr (and as an ``error`` line in ``--json``); the others are
     still hashed and shown, and the exit code says that not all could be.
@@ -99,21 +102,23 @@ def etag(args: argparse.Namespace, out: Output) -> ExitCode:
             try:
                 size = os.stat(path).st_size
                 with out.bytes_progress(f"hashing {path.name}", size) as advance:
-                    etag_value, md5 = compute_s3_etag_and_md5(path, part_size, on_bytes=advance)
+                    digests = compute_s3_digests(path, part_size, on_bytes=advance)
             except OSError as error:
                 reason = error.strerror or str(error)
                 out.note(f"error: cannot read {path}: {reason}")
                 out.record({"path": str(path), "error": reason})
                 unreadable += 1
                 continue
-            alphakraken = format_precomputed_etag(etag_value, part_size)
+            alphakraken = format_precomputed_etag(digests.etag, part_size)
+            crc = digests.checksum
             out.record(
-                {"path": str(path), "size": size, "md5": md5, "etag": etag_value,
-                 "part_size_mib": part_size // MIB, "alphakraken_etag": alphakraken}
+                {"path": str(path), "size": size, "md5": digests.md5, "etag": digests.etag,
+                 "part_size_mib": part_size // MIB, "alphakraken_etag": alphakraken,
+                 "checksum": {"algorithm": crc.algorithm, "value": crc.value}}
             )  # fmt: skip
             blocks.append(
-                (shown, [("bytes", f"{size:,}"), ("MD5", md5), ("ETag", etag_value),
-                         ("alphakraken file_info[2]", alphakraken)])
+                (shown, [("bytes", f"{size:,}"), ("MD5", digests.md5), ("ETag", digests.etag),
+                         ("alphakraken file_info[2]", alphakraken), (crc.algorithm, crc.value)])
             )  # fmt: skip
     if blocks:
         out.fields(f"S3 ETags at {part_size // MIB} MiB parts", blocks)

@@ -97,8 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     etag = sub.add_parser(
         "etag",
         help="the ETag S3 will report for local files (and alphakraken's '<etag>__<MiB>' form)",
-        description="Compute, from the bytes of each file, its MD5 and the multipart ETag S3 reports for it when "
-        "uploaded with the given part size. A folder (a Bruker .d set) stands for every file in it, as the "
+        description="Compute, from the bytes of each file, its MD5, the multipart ETag S3 reports for it when "
+        "uploaded with the given part size, and the full-object CRC64NVME S3 keeps beside it (the proof on "
+        "SSE-KMS and SSE-C buckets, where the ETag is no MD5). A folder (a Bruker .d set) stands for every file in it, as the "
         "backup uploads them. Reads each file once; needs no connection. A file that cannot be read is "
         "reported (exit 3) and the others are still shown.",
     )

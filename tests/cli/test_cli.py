@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from importlib.metadata import entry_points
@@ -19,6 +20,7 @@ from airflow_provider_kraken_s3.cli.main import main
 from airflow_provider_kraken_s3.cli.output import ExitCode
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.records.models import RawFile
+from tests.checksum_objects import crc64
 from tests.conftest import BACKED_UP_BUCKET as BUCKET
 
 
@@ -35,7 +37,7 @@ def multipart_etag(data: bytes, part_size: int) -> str:
     return f"{hashlib.md5(joined).hexdigest()}-{len(parts)}"
 
 
-def test_etag_prints_md5_etag_and_alphakraken_form(make_file, capsys) -> None:
+def test_etag_prints_md5_etag_crc64nvme_and_alphakraken_form(make_file, capsys) -> None:
     path = make_file("x.raw", 12 * MIB + 7)
     data = path.read_bytes()
 
@@ -50,6 +52,7 @@ def test_etag_prints_md5_etag_and_alphakraken_form(make_file, capsys) -> None:
         "etag": expected,
         "part_size_mib": 5,
         "alphakraken_etag": f"{expected}__5",
+        "checksum": {"algorithm": "CRC64NVME", "value": crc64(data)},
     }
 
 
@@ -59,6 +62,7 @@ def test_etag_table_for_people(make_file, capsys) -> None:
     out = capsys.readouterr().out
     digest = hashlib.md5(small.read_bytes()).hexdigest()
     assert f"{digest}__100" in out and "100 MiB parts" in out
+    assert re.search(rf"^  CRC64NVME +{re.escape(crc64(small.read_bytes()))} *$", out, re.MULTILINE)
 
 
 @pytest.mark.parametrize("part_size", ["0", "4", "abc"])
