@@ -73,6 +73,12 @@ class Checksum:
     full_object: bool = True
 
     @property
+    def shown_parts(self) -> int | None:
+        """The part count N a composite value shows as ``…-N`` (None where it shows none: moto drops it)."""
+        count = self.value.partition("-")[2]
+        return int(count) if count.isdigit() else None
+
+    @property
     def field(self) -> str:
         """The request/response field carrying it (``ChecksumCRC64NVME``, …)."""
         return _FIELDS[self.algorithm]

@@ -10,13 +10,14 @@ What S3 computed is one of two things (:func:`compare` weighs both):
 
 - **its ETag**, where that is MD5-derived: without encryption and under SSE-S3, as S3's own response headers
   say (:attr:`RemoteObject.encryption`), never judged by the ETag's shape alone;
-- **its full-object checksum** (CRC64NVME, :mod:`.checksum`), which S3 validated against the value we
-  declared and which survives every encryption mode. Under SSE-KMS and SSE-C the ETag is opaque and ignored:
-  only the checksum can prove. An object S3 keeps no checksum for (Ceph RGW 16, objects written without one)
-  is proven by its ETag as before, and an encrypted one without a checksum cannot be proven at all.
+- **its checksum**, which S3 validated against the uploader's and which survives every encryption mode: our
+  full-object CRC64NVME (:mod:`.checksum`), or another tool's CRC32/CRC32C, computed at the object's part
+  layout (:mod:`.part_layouts`). Under SSE-KMS and SSE-C the ETag is opaque and ignored: only the checksum
+  can prove. An object S3 keeps no checksum for (Ceph RGW 16, objects written without one) is proven by its
+  ETag as before, and an encrypted one without a checksum cannot be proven at all.
 
 Either link proves; a link that was *shown* to differ (another size, a single-part ETag that is not the MD5,
-another full-object checksum of the same algorithm) forbids the proof whatever the other says — evidence is
+another checksum of the same algorithm and kind) forbids the proof whatever the other says — evidence is
 never outweighed.
 
 Object metadata (``kraken-md5``, ``kraken-part-size``), an mtime or a record we wrote are *hints*: a hint may
@@ -25,8 +26,8 @@ the local file only when
 
 - its MD5-derived ETag equals the inventory's precomputed ETag and its size the inventory's size, or
 - it is a single-part object (its ETag *is* the MD5 of its bytes) whose ETag equals the inventory MD5, or
-- its full-object checksum equals one we computed from bytes proven to be the inventory's (the expectation's
-  ``checksum``: the upload's own read, or the manifest's record of it for the sensor).
+- its checksum equals one computed from bytes proven to be the inventory's (the expectation's ``checksum``:
+  the upload's own read, or the manifest's record of it for the sensor; :func:`~.proof.checksums_agree`).
 
 Otherwise the local file has to be hashed (at the object's part size, from a hint, and with the checksum
 where S3 holds one) and the digests compared, or the object is uploaded. The operator (:func:`decide`), the
@@ -39,13 +40,19 @@ Pure module: no Airflow, no boto3, no I/O.
 from __future__ import annotations
 
 import enum
-import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from airflow_provider_kraken_s3.core.checksum import ALGORITHM, Checksum, Encryption
 from airflow_provider_kraken_s3.core.etag import etag_part_count, normalize_etag
+from airflow_provider_kraken_s3.core.part_layouts import (
+    CrcLayout,
+    CrcLayouts,
+    candidate_part_sizes,
+    crc_layouts,
+)
+from airflow_provider_kraken_s3.core.proof import checksums_agree
 
 #: User metadata we write on multipart objects whose whole-file MD5 was verified before completion.
 META_PART_SIZE = "kraken-part-size"
@@ -87,6 +94,8 @@ class RemoteObject:
     checksum: Checksum | None = None
     #: the encryption S3's response declared; under SSE-KMS/SSE-C the ETag proves nothing
     encryption: Encryption = Encryption.NONE
+    #: the part sizes S3 lists (``GetObjectAttributes``), where it was asked (a stored CRC32/CRC32C's layout)
+    parts: tuple[int, ...] = ()
 
     @property
     def is_multipart(self) -> bool:
@@ -110,6 +119,11 @@ class RemoteObject:
         value = self.meta(META_PART_SIZE) or ""
         return int(value) if value.isascii() and value.isdigit() and int(value) > 0 else None
 
+    @property
+    def crc_layouts(self) -> CrcLayouts | None:
+        """Where the local file's CRC compares with S3's stored CRC32/CRC32C (None: S3 stores none)."""
+        return crc_layouts(self.checksum, self.size, listed=self.parts, etag_parts=etag_part_count(self.etag))
+
     def could_have_part_size(self, part_size: int) -> bool:
         """Whether the ETag's part count fits ``part_size``: a hint that does not fit is ignored."""
         count = etag_part_count(self.etag)
@@ -117,14 +131,8 @@ class RemoteObject:
 
 
 def comparable(stored: Checksum | None, ours: Checksum | None) -> bool:
-    """Whether S3's checksum and ours can be compared: both full-object, of the same algorithm."""
-    return (
-        stored is not None
-        and ours is not None
-        and stored.full_object
-        and ours.full_object
-        and stored.algorithm == ours.algorithm
-    )
+    """Whether S3's checksum and ours can be compared (:func:`~.proof.checksums_agree`: same algorithm, kind)."""
+    return ours is not None and checksums_agree(ours, stored) is not None
 
 
 def computable(stored: Checksum | None) -> bool:
@@ -180,20 +188,22 @@ def compare(remote: RemoteObject, expected: Expectation) -> Evidence:
                 differences.append(
                     f"its ETag {remote.etag} (the MD5 of its bytes) differs from the inventory MD5 {expected.md5}"
                 )
-    if comparable(remote.checksum, expected.checksum):
-        stored, ours = remote.checksum, expected.checksum
-        assert stored is not None and ours is not None  # comparable() says so
-        if stored.value == ours.value:
+    stored, ours = remote.checksum, expected.checksum
+    agree = None if ours is None else checksums_agree(ours, stored)
+    if agree is not None:
+        assert stored is not None and ours is not None  # checksums_agree() compared them
+        kind = "full-object" if stored.full_object else "composite"
+        if agree:
             proofs.append(
                 (
                     "checksum",
-                    f"S3's full-object {stored.algorithm} (validated by S3 against the one declared) and size "
+                    f"S3's {kind} {stored.algorithm} (validated by S3 against the one declared) and size "
                     "equal those of the inventory's bytes",
                 )
             )
         else:
             differences.append(
-                f"its full-object {stored.algorithm} {stored.value} differs from the file's {ours.value}"
+                f"its {kind} {stored.algorithm} {stored.value} differs from the file's {ours.value}"
             )
     if differences:
         return Evidence(differs="; ".join(differences))
@@ -254,6 +264,9 @@ def _unprovable(remote: RemoteObject, expected: Expectation) -> str | None:
         )
     if computable(remote.checksum):
         return None  # one local read computes the checksum it holds
+    crc = remote.crc_layouts
+    if crc is not None:  # another tool's CRC32/CRC32C: one local read computes it where its layout is known
+        return crc.unknown or None
     return (
         f"{why}, and its checksum ({remote.checksum}) is not a full-object {ALGORITHM}, which is the one the "
         "local file can be compared with, so it can neither be proven equal nor compared"
@@ -261,11 +274,9 @@ def _unprovable(remote: RemoteObject, expected: Expectation) -> str | None:
 
 
 def stored_checksum(remote: RemoteObject, known: Checksum | None = None) -> Checksum | None:
-    """The checksum a manifest records for a proven object: S3's full-object one (what later readers compare
-    with), or the one already recorded when S3's answer showed none (a listing)."""
-    if remote.checksum is not None and remote.checksum.full_object:
-        return remote.checksum
-    return known
+    """The checksum a manifest records for a proven object: S3's (full-object, or another tool's composite),
+    what later readers compare with; or the one already recorded when S3's answer showed none (a listing)."""
+    return remote.checksum if remote.checksum is not None else known
 
 
 def validated_checksum(remote: RemoteObject, ours: Checksum | None) -> Checksum | None:
@@ -315,36 +326,13 @@ class Decision:
     #: HASH_FIRST: also compute the file's full-object checksum in the same read; S3 holds one to compare
     #: (under SSE-KMS/SSE-C the only thing that can be compared).
     checksum: bool = False
+    #: HASH_FIRST: the layouts to compute another tool's CRC32/CRC32C at in the same read (ETag opaque).
+    layouts: tuple[CrcLayout, ...] = ()
 
     @property
     def part_size(self) -> int | None:
         """The one part size to hash with, when there is exactly one (a hint, or a skip's proven size)."""
         return self.part_sizes[0] if len(self.part_sizes) == 1 else None
-
-
-#: Part sizes uploaders commonly use (MiB): boto3/s3transfer's 8, the AWS CLI's 8 and 16, rclone's 5 and 64,
-#: alphakraken's 100, ours 500. Tried when an object's part size is unknown (no hint, and a store such as Ceph
-#: RGW 16 that ignores HEAD ``partNumber``).
-COMMON_PART_SIZES_MIB = (5, 8, 15, 16, 50, 64, 100, 500)
-
-
-def candidate_part_sizes(size: int, part_count: int) -> tuple[int, ...]:
-    """Common part sizes (bytes, ascending) that cut ``size`` bytes into exactly ``part_count`` parts.
-
-    None for a one-part object: every part size at least the file's gives it, and its ETag follows from the
-    file's MD5 alone (:func:`one_part_etag`).
-    """
-    if size <= 0 or part_count < 2:
-        return ()
-    return tuple(
-        sorted(mib * _MIB for mib in COMMON_PART_SIZES_MIB if -(-size // (mib * _MIB)) == part_count)
-    )
-
-
-def one_part_etag(md5: str) -> str:
-    """The ETag of a multipart upload of one part (``…-1``), from the file's MD5: s3transfer makes these for a
-    file exactly as large as its threshold (alphakraken's uploader at 100 MiB)."""
-    return f"{hashlib.md5(bytes.fromhex(md5)).hexdigest()}-1"
 
 
 def decide(
@@ -372,15 +360,20 @@ def decide(
     if not remote.etag_is_md5_based:
         if evidence.differs is not None:  # another size, or another checksum we already know
             return _replace_or_refuse(remote, expected, versioned, notes, evidence.differs)
-        if by_checksum:  # only the checksum can be compared: one local read computes ours
+        crc = None if by_checksum else remote.crc_layouts  # else another tool's CRC32/CRC32C, if any
+        if by_checksum or (crc is not None and crc.layouts):  # only the checksum can be compared: one read
             return Decision(
                 UploadAction.HASH_FIRST,
                 f"an object of the same size exists whose ETag proves nothing ({_etag_words(remote)}); hashing "
-                f"the local file to compare S3's full-object {ALGORITHM} with the file's",
+                "the local file to compare "
+                + (crc.plan if crc is not None else f"S3's full-object {ALGORITHM} with the file's"),
                 part_sizes=(whole_file,),
                 notes=notes,
                 checksum=True,
+                layouts=crc.layouts if crc is not None else (),
             )
+        if crc is not None:  # a composite whose layout is unknown: nothing to compare, nothing shown
+            return _replace_or_refuse(remote, expected, versioned, notes, crc.unknown)
         return Decision(
             UploadAction.REFUSE,
             f"an object exists where this file belongs and {evidence.unprovable}. It is not replaced blind. "
@@ -502,9 +495,10 @@ def after_hashing(
     local_md5: str,
     versioned: bool,
     local_checksum: Checksum | None = None,
+    at_layouts: Sequence[tuple[CrcLayout, Checksum]] = (),
 ) -> Decision:
     """The decision once the local file was hashed at the object's part size (after ``HASH_FIRST``), and its
-    full-object checksum computed where the decision asked for it.
+    checksums computed where the decision asked: full-object, and the CRC32/CRC32C at each of its layouts.
 
     The local MD5 must be the inventory's first: otherwise the local copy is not the acquired file and
     proves nothing (and must never replace anything). Then a comparable checksum decides (whatever the part
@@ -516,6 +510,12 @@ def after_hashing(
             f"the local file has MD5 {local_md5}, the inventory says {expected.md5}: the local copy is not the "
             "acquired file. Nothing was uploaded; restore it from the instrument.",
         )
+    crc = remote.crc_layouts
+    if crc is not None and at_layouts:  # another tool's CRC32/CRC32C decides, at the layouts tried
+        proof, difference = crc.judge(at_layouts)
+        if proof is not None:
+            return Decision(UploadAction.SKIP, f"already in S3: {proof}, which have the inventory MD5")
+        return _replace_or_refuse(remote, expected, versioned, (), difference)
     if comparable(remote.checksum, local_checksum):
         local = Expectation(size=expected.size, md5=local_md5, checksum=local_checksum)
         evidence = compare(remote, local)

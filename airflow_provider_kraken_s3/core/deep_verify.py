@@ -37,9 +37,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from airflow_provider_kraken_s3.core.checksum import Checksum, Encryption
-from airflow_provider_kraken_s3.core.decision import one_part_etag
 from airflow_provider_kraken_s3.core.errors import InvalidInputError
-from airflow_provider_kraken_s3.core.etag import etag_part_count, normalize_etag
+from airflow_provider_kraken_s3.core.etag import etag_part_count, normalize_etag, one_part_etag
 from airflow_provider_kraken_s3.core.inventory import BackupObject
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.core.proof import describes_bytes, encryption_name

@@ -91,3 +91,9 @@ def format_precomputed_etag(etag: str, part_size: int) -> str:
     if part_size % MIB:
         raise InvalidInputError(f"part size {part_size} bytes is not a whole number of MiB")
     return str(PrecomputedEtag(normalize_etag(etag), part_size // MIB))
+
+
+def one_part_etag(md5: str) -> str:
+    """The ETag of a multipart upload of one part (``…-1``), from the file's MD5: s3transfer makes these for a
+    file exactly as large as its threshold (alphakraken's uploader at 100 MiB)."""
+    return f"{hashlib.md5(bytes.fromhex(md5)).hexdigest()}-1"

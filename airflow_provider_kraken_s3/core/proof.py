@@ -38,8 +38,7 @@ class ProofKind(str, enum.Enum):
 
 def _value_and_parts(checksum: Checksum) -> tuple[str, int | None]:
     """The base64 value and, for a composite checksum written ``…-N``, the part count N."""
-    value, _, parts = checksum.value.partition("-")
-    return value, int(parts) if parts.isdigit() else None
+    return checksum.value.partition("-")[0], checksum.shown_parts
 
 
 def checksums_agree(recorded: Checksum, stored: Checksum | None) -> bool | None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from airflow_provider_kraken_s3.core.decision import RemoteObject, candidate_part_sizes
+from airflow_provider_kraken_s3.core.decision import RemoteObject
 from airflow_provider_kraken_s3.core.deep_verify import (
     DeepVerifyFinding,
     DeepVerifyOutcome,
@@ -37,6 +37,7 @@ from airflow_provider_kraken_s3.core.errors import BackupInterrupted, KrakenBack
 from airflow_provider_kraken_s3.core.etag import etag_part_count
 from airflow_provider_kraken_s3.core.inventory import BackupObject
 from airflow_provider_kraken_s3.core.log import Log
+from airflow_provider_kraken_s3.core.part_layouts import candidate_part_sizes
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.records import deep_verify as records
 from airflow_provider_kraken_s3.services.objects_job import ObjectRow, ObjectsJob, archived, downloaded, tally

@@ -29,6 +29,7 @@ from airflow_provider_kraken_s3.core.etag import etag_part_count, parse_precompu
 from airflow_provider_kraken_s3.core.inventory import BackupObject
 from airflow_provider_kraken_s3.core.log import Log
 from airflow_provider_kraken_s3.core.manifest import etag_info, recorded_backup
+from airflow_provider_kraken_s3.core.part_layouts import CrcLayout, layout_from_parts
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.records import deep_verify as records
 from airflow_provider_kraken_s3.transfer import remote
@@ -45,12 +46,7 @@ from airflow_provider_kraken_s3.transfer.download import (
 )
 from airflow_provider_kraken_s3.transfer.hashing import Digests
 from airflow_provider_kraken_s3.transfer.progress import kv
-from airflow_provider_kraken_s3.transfer.stream_checksums import (
-    CRC32_FUNCTIONS,
-    CrcLayout,
-    StreamChecksums,
-    layout_from_parts,
-)
+from airflow_provider_kraken_s3.transfer.stream_checksums import CRC32_FUNCTIONS, StreamChecksums
 
 _log = logging.getLogger(__name__)
 

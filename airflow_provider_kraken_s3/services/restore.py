@@ -49,6 +49,7 @@ from airflow_provider_kraken_s3.core.errors import (
 from airflow_provider_kraken_s3.core.inventory import BackupObject
 from airflow_provider_kraken_s3.core.layout import local_path
 from airflow_provider_kraken_s3.core.log import Log
+from airflow_provider_kraken_s3.core.part_layouts import CrcLayout
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.services.objects_job import ObjectRow, ObjectsJob, archived, downloaded, tally
 from airflow_provider_kraken_s3.transfer.access import S3Access
@@ -62,7 +63,7 @@ from airflow_provider_kraken_s3.transfer.placement import (
     put_in_place,
 )
 from airflow_provider_kraken_s3.transfer.progress import kv
-from airflow_provider_kraken_s3.transfer.stream_checksums import CrcLayout, StreamChecksums
+from airflow_provider_kraken_s3.transfer.stream_checksums import StreamChecksums
 
 _log = logging.getLogger(__name__)
 

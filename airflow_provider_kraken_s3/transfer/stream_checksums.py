@@ -1,10 +1,12 @@
 """S3's additional checksums of a byte stream, computed as the bytes arrive: what deep verify and restore
-compare with the manifest's checksum and with the one S3 stores.
+compare with the manifest's checksum and with the one S3 stores, and what an upload's hash-first read
+compares with a checksum another tool stored (:mod:`.hashing`).
 
 - The full-object **CRC64NVME** (what every new upload declares): blocks are fed in order; a block whose CRC
   was already computed elsewhere (by the thread that fetched the range, :mod:`.download`) is combined with
   :func:`~..core.checksum.combine_crc64nvme` instead of being read again.
-- Optionally a **CRC32 or CRC32C at a part layout** (:class:`CrcLayout`): the part checksums of a
+- Optionally a **CRC32 or CRC32C at a part layout** (:class:`LayoutCrc`, at a
+  :class:`~..core.part_layouts.CrcLayout`): the part checksums of a
   ``COMPOSITE`` object written by another tool (``aws s3 cp``, boto3's ``upload_file``), or the checksum of
   the whole stream (a layout of one part: a ``FULL_OBJECT`` CRC32/CRC32C).
 
@@ -16,13 +18,13 @@ from __future__ import annotations
 
 import base64
 import zlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 
 from awscrt import checksums as crt
 
 from airflow_provider_kraken_s3.core.checksum import ALGORITHM, Checksum, combine_crc64nvme, encode_crc64
 from airflow_provider_kraken_s3.core.errors import InvalidInputError
+from airflow_provider_kraken_s3.core.part_layouts import CrcLayout
 
 #: The 32-bit CRCs S3 keeps as composite (per part) or full-object checksums: name → crc(data, previous).
 CRC32_FUNCTIONS: dict[str, Callable[[bytes | memoryview, int], int]] = {
@@ -36,41 +38,50 @@ def crc64nvme(block: bytes | memoryview, previous: int = 0) -> int:
     return int(crt.crc64nvme(block, previous))
 
 
-@dataclass(frozen=True)
-class CrcLayout:
-    """A 32-bit CRC to compute at a part layout: ``algorithm`` (CRC32, CRC32C) and the part lengths in order.
+class LayoutCrc:
+    """A CRC32/CRC32C of a stream at a part :class:`~..core.part_layouts.CrcLayout`, fed in order: the value S3
+    keeps for an object cut that way (composite ``…-N``, or full object)."""
 
-    ``composite``: S3's value is the CRC of the concatenated big-endian part CRCs, ``-<parts>`` appended (a
-    multipart upload with ``ChecksumType=COMPOSITE``); otherwise it is the CRC of the whole stream (one part).
-    """
+    def __init__(self, layout: CrcLayout) -> None:
+        self.layout = layout
+        self._function = CRC32_FUNCTIONS[layout.algorithm]
+        self._part_crcs: list[int] = []
+        self._part = 0  # index of the part being fed
+        self._in_part = 0  # bytes of it fed so far
+        self._part_crc = 0
 
-    algorithm: str
-    parts: tuple[int, ...]
-    composite: bool = True
+    def update(self, view: memoryview) -> None:
+        """Feed the next bytes, splitting them where a part ends."""
+        parts = self.layout.parts
+        while len(view):
+            room = parts[self._part] - self._in_part
+            piece = view[:room]
+            self._part_crc = self._function(piece, self._part_crc)
+            self._in_part += len(piece)
+            view = view[len(piece) :]
+            self._close_full_parts()
 
-    def __post_init__(self) -> None:
-        if self.algorithm not in CRC32_FUNCTIONS:
-            raise InvalidInputError(f"no CRC layout for algorithm {self.algorithm!r}")
-        if any(length < 0 for length in self.parts):
-            raise InvalidInputError("part lengths must not be negative")
-
-    @classmethod
-    def uniform(cls, algorithm: str, size: int, part_size: int) -> CrcLayout:
-        """Parts of ``part_size`` bytes, the last one shorter: how every uploader cuts a file."""
-        if part_size < 1:
-            raise InvalidInputError(f"part size must be positive, got {part_size}")
-        return cls(
-            algorithm, tuple(min(part_size, size - start) for start in range(0, size, part_size)) or (0,)
-        )
-
-    @classmethod
-    def whole(cls, algorithm: str, size: int) -> CrcLayout:
-        """A full-object CRC32/CRC32C: one part, no CRC of CRCs."""
-        return cls(algorithm, (size,), composite=False)
+    def _close_full_parts(self) -> None:
+        parts = self.layout.parts
+        while self._part < len(parts) and self._in_part == parts[self._part]:
+            self._part_crcs.append(self._part_crc)
+            self._part, self._in_part, self._part_crc = self._part + 1, 0, 0
 
     @property
-    def size(self) -> int:
-        return sum(self.parts)
+    def part_checksums(self) -> tuple[str, ...]:
+        """The base64 CRC of each part (the caller has fed the whole stream)."""
+        self._close_full_parts()  # a layout ending in empty parts (an empty stream)
+        return tuple(_encode32(value) for value in self._part_crcs)
+
+    @property
+    def checksum(self) -> Checksum:
+        """The checksum S3 keeps for an object of this layout (the caller has fed the whole stream)."""
+        self._close_full_parts()
+        if not self.layout.composite:
+            return Checksum(self.layout.algorithm, _encode32(self._part_crcs[0]), full_object=True)
+        joined = b"".join(value.to_bytes(4, "big") for value in self._part_crcs)
+        value = f"{_encode32(self._function(joined, 0))}-{len(self._part_crcs)}"
+        return Checksum(self.layout.algorithm, value, full_object=False)
 
 
 class StreamChecksums:
@@ -86,10 +97,7 @@ class StreamChecksums:
         self.offset = 0
         self.layout = layout
         self._crc64 = 0
-        self._part_crcs: list[int] = []
-        self._part = 0  # index of the part being fed
-        self._in_part = 0  # bytes of it fed so far
-        self._part_crc = 0
+        self._at_layout = LayoutCrc(layout) if layout is not None else None
 
     def update(self, block: bytes | memoryview, crc: int | None = None) -> None:
         """Feed the next ``block``; ``crc`` is its CRC64NVME when already known."""
@@ -100,30 +108,9 @@ class StreamChecksums:
             )
         block_crc = crc64nvme(view) if crc is None else crc
         self._crc64 = combine_crc64nvme(self._crc64, block_crc, len(view)) if self.offset else block_crc
-        if self.layout is not None:
-            self._feed_parts(view)
+        if self._at_layout is not None:
+            self._at_layout.update(view)
         self.offset += len(view)
-
-    def _feed_parts(self, view: memoryview) -> None:
-        assert self.layout is not None
-        function = CRC32_FUNCTIONS[self.layout.algorithm]
-        parts = self.layout.parts
-        while len(view):
-            room = parts[self._part] - self._in_part
-            piece = view[:room]
-            self._part_crc = function(piece, self._part_crc)
-            self._in_part += len(piece)
-            view = view[len(piece) :]
-            self._close_full_parts()
-
-    def _close_full_parts(self) -> None:
-        assert self.layout is not None
-        parts = self.layout.parts
-        while self._part < len(parts) and self._in_part == parts[self._part]:
-            self._part_crcs.append(self._part_crc)
-            self._part, self._in_part, self._part_crc = self._part + 1, 0, 0
-            if self._part == len(parts):
-                return
 
     @property
     def crc64nvme(self) -> Checksum:
@@ -135,22 +122,13 @@ class StreamChecksums:
     def part_checksums(self) -> tuple[str, ...]:
         """The base64 CRC of each part of the layout (empty without one)."""
         self._check_complete()
-        self._close_full_parts()  # a layout ending in empty parts (an empty stream)
-        return tuple(_encode32(value) for value in self._part_crcs)
+        return () if self._at_layout is None else self._at_layout.part_checksums
 
     def at_layout(self) -> Checksum | None:
         """The checksum S3 keeps for an object of this layout: composite ``…-N`` or full object; None
         without a layout."""
-        if self.layout is None:
-            return None
         self._check_complete()
-        self._close_full_parts()
-        function = CRC32_FUNCTIONS[self.layout.algorithm]
-        if not self.layout.composite:
-            return Checksum(self.layout.algorithm, _encode32(self._part_crcs[0]), full_object=True)
-        joined = b"".join(value.to_bytes(4, "big") for value in self._part_crcs)
-        value = f"{_encode32(function(joined, 0))}-{len(self._part_crcs)}"
-        return Checksum(self.layout.algorithm, value, full_object=False)
+        return None if self._at_layout is None else self._at_layout.checksum
 
     def _check_complete(self) -> None:
         if self.offset != self.size:
@@ -159,8 +137,3 @@ class StreamChecksums:
 
 def _encode32(value: int) -> str:
     return base64.b64encode(value.to_bytes(4, "big")).decode()
-
-
-def layout_from_parts(algorithm: str, sizes: Sequence[int]) -> CrcLayout:
-    """The layout ``GetObjectAttributes``' ``ObjectParts`` describes (part sizes in part-number order)."""
-    return CrcLayout(algorithm, tuple(int(size) for size in sizes))

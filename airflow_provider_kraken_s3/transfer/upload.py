@@ -37,7 +37,6 @@ from airflow_provider_kraken_s3.core.decision import (
     cannot_compare,
     comparable,
     decide,
-    one_part_etag,
     prove,
     prove_stored,
     stored_checksum,
@@ -50,7 +49,7 @@ from airflow_provider_kraken_s3.core.errors import (
     ObjectConflictError,
     UnprovableObjectError,
 )
-from airflow_provider_kraken_s3.core.etag import etag_part_count, normalize_etag
+from airflow_provider_kraken_s3.core.etag import etag_part_count, normalize_etag, one_part_etag
 from airflow_provider_kraken_s3.core.log import Log
 from airflow_provider_kraken_s3.core.parts import MIB, PartPlan, plan_parts
 from airflow_provider_kraken_s3.transfer import buckets, remote

@@ -9,7 +9,6 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
-from airflow_provider_kraken_s3.core.decision import candidate_part_sizes
 from airflow_provider_kraken_s3.core.errors import (
     BackupInterrupted,
     IntegrityError,
@@ -17,6 +16,7 @@ from airflow_provider_kraken_s3.core.errors import (
     PermanentBackupError,
 )
 from airflow_provider_kraken_s3.core.etag import etag_part_count
+from airflow_provider_kraken_s3.core.part_layouts import candidate_part_sizes
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.hooks.kraken_s3 import KrakenS3Hook
 from airflow_provider_kraken_s3.transfer import access as access_module

@@ -30,14 +30,18 @@ from airflow_provider_kraken_s3.core.decision import (
     RemoteObject,
     UploadAction,
     after_hashing,
-    candidate_part_sizes,
     cannot_compare,
     decide,
     metadata_notes,
-    one_part_etag,
     prove,
 )
-from airflow_provider_kraken_s3.core.etag import etag_from_part_digests, etag_part_count, normalize_etag
+from airflow_provider_kraken_s3.core.etag import (
+    etag_from_part_digests,
+    etag_part_count,
+    normalize_etag,
+    one_part_etag,
+)
+from airflow_provider_kraken_s3.core.part_layouts import candidate_part_sizes
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.core.verdict import ObjectVerdict, judge_object
 

@@ -3,7 +3,8 @@
 The rule under test: an object is proven by its MD5-derived ETag (only where S3's headers say it is one: no
 encryption or SSE-S3) **or** by a full-object CRC64NVME equal to one computed from the inventory's bytes; a
 link shown to differ forbids the proof; under SSE-KMS/SSE-C the ETag is ignored whatever its shape, and an
-encrypted object without a comparable checksum is refused in words that say so.
+encrypted object without a comparable checksum is refused in words that say so. (Another tool's CRC32/CRC32C
+at its part layout: tests/core/test_part_layouts.py.)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from airflow_provider_kraken_s3.core.decision import (
     prove,
     prove_stored,
 )
-from airflow_provider_kraken_s3.core.etag import etag_from_part_digests, normalize_etag
+from airflow_provider_kraken_s3.core.etag import etag_from_part_digests, etag_part_count, normalize_etag
 from airflow_provider_kraken_s3.core.manifest import ManifestObject, Proof
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.core.verdict import (
@@ -108,12 +109,25 @@ def test_a_link_shown_to_differ_forbids_the_proof() -> None:
     assert compare(md5_differs, replace(KNOWN, etag=None)).differs
 
 
-@pytest.mark.parametrize("stored", [COMPOSITE_CRC32, FULL_CRC32], ids=["composite", "other-algorithm"])
-def test_checksums_compare_only_full_object_and_same_algorithm(stored: Checksum) -> None:
+@pytest.mark.parametrize("stored", [COMPOSITE_CRC32, FULL_CRC32], ids=["composite", "full-object"])
+def test_checksums_compare_only_same_algorithm_and_kind(stored: Checksum) -> None:
+    """A CRC32 is not compared with our CRC64NVME; one local read computes it (at the object's layout)."""
     remote = _kms(checksum=stored)
     assert prove(remote, KNOWN) is None
     assert compare(remote, KNOWN).differs is None  # nothing shown either
-    assert "not a full-object CRC64NVME" in (compare(remote, KNOWN).unprovable or "")
+    assert compare(remote, KNOWN).unprovable is None  # the local file can be compared: hash it
+    sha = _kms(checksum=Checksum("SHA256", "c2hh"))
+    assert "not a full-object CRC64NVME" in (compare(sha, KNOWN).unprovable or "")
+
+
+def test_a_recorded_composite_is_compared_with_the_stored_one_shown_with_or_without_its_part_count() -> None:
+    """The manifest of a skipped object records S3's composite CRC32 (GetObjectAttributes drops the -N)."""
+    recorded = replace(INVENTORY, checksum=Checksum("CRC32", "AAAAAA==", full_object=False))
+    assert compare(_kms(checksum=COMPOSITE_CRC32), recorded).by == "checksum"
+    assert "S3's composite CRC32" in (prove(_kms(checksum=COMPOSITE_CRC32), recorded) or "")
+    other = compare(_kms(checksum=Checksum("CRC32", "AAAAAQ==-3", full_object=False)), recorded)
+    assert other.differs == "its composite CRC32 AAAAAQ==-3 differs from the file's AAAAAA=="
+    assert compare(_kms(checksum=FULL_CRC32), recorded).proven is None  # another kind: not compared
 
 
 def test_size_differs_before_anything_else() -> None:
@@ -146,7 +160,7 @@ def test_decide_refuses_an_encrypted_object_on_a_store_without_checksums(
 
 @versioned_or_not
 def test_decide_refuses_an_encrypted_object_with_a_checksum_it_cannot_compute(versioned: bool) -> None:
-    result = decide(_kms(checksum=COMPOSITE_CRC32), INVENTORY, versioned=versioned)
+    result = decide(_kms(checksum=Checksum("SHA256", "c2hh")), INVENTORY, versioned=versioned)
     assert result.action is UploadAction.REFUSE and "not a full-object CRC64NVME" in result.reason
 
 
@@ -318,7 +332,9 @@ def test_prove_stored_under_encryption_needs_the_checksum(encryption: Encryption
 MD5S = [MD5, OTHER_MD5]
 ETAGS = [ETAG, OTHER_ETAG, MD5, OTHER_MD5, KMS_ETAG, KMS_MULTIPART_ETAG, "abc"]
 SIZES = [0, 7, SIZE]
-CHECKSUMS = [CRC, OTHER_CRC, COMPOSITE_CRC32, FULL_CRC32]
+#: moto's GetObjectAttributes: a composite without its "-N" (then only the ETag's part count names its parts)
+UNCOUNTED_CRC32 = Checksum("CRC32", "AAAAAA==", full_object=False)
+CHECKSUMS = [CRC, OTHER_CRC, COMPOSITE_CRC32, FULL_CRC32, UNCOUNTED_CRC32]
 
 remotes = st.builds(
     RemoteObject,
@@ -360,10 +376,10 @@ def test_skip_if_and_only_if_proven_and_never_blind(
         assert remote.size == expected.size and result.part_sizes
     if result.action is UploadAction.SKIP and not remote.encryption.etag_is_md5:
         assert evidence.by == "checksum"
-    if (
-        result.action is UploadAction.REPLACE
-    ):  # only what was shown to differ, or (plain ETags) could not be compared
-        assert remote.encryption.etag_is_md5 or evidence.differs
+    if result.action is UploadAction.REPLACE:
+        # only what was shown to differ, or could not be compared where a verified replacement can be proven
+        # (plain ETags; another tool's CRC32/CRC32C: the store keeps checksums)
+        assert remote.encryption.etag_is_md5 or evidence.differs or remote.crc_layouts is not None
 
 
 @FAST
@@ -373,6 +389,8 @@ def test_under_sse_kms_and_sse_c_the_etag_never_matters(
 ) -> None:
     if remote.encryption.etag_is_md5:
         return
+    if remote.checksum == UNCOUNTED_CRC32 and etag_part_count(other) != etag_part_count(remote.etag):
+        return  # its part count, S3's structure not a digest, names the parts of a composite that shows none
     first = decide(remote, expected, versioned=versioned)
     second = decide(replace(remote, etag=other), expected, versioned=versioned)
     assert (first.action, first.checksum) == (second.action, second.checksum)

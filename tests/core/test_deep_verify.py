@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 import airflow_provider_kraken_s3.core.deep_verify as deep_verify
-from airflow_provider_kraken_s3.core.decision import one_part_etag
 from airflow_provider_kraken_s3.core.deep_verify import (
     DeepVerifyOutcome,
     Downloaded,
@@ -24,7 +23,11 @@ from airflow_provider_kraken_s3.core.deep_verify import (
     worst,
 )
 from airflow_provider_kraken_s3.core.errors import InvalidInputError
-from airflow_provider_kraken_s3.core.etag import etag_from_part_digests, format_precomputed_etag
+from airflow_provider_kraken_s3.core.etag import (
+    etag_from_part_digests,
+    format_precomputed_etag,
+    one_part_etag,
+)
 from airflow_provider_kraken_s3.core.inventory import backup_objects
 from airflow_provider_kraken_s3.core.parts import MIB
 

@@ -12,11 +12,12 @@ from awscrt import checksums as crt
 
 from airflow_provider_kraken_s3.core.checksum import Checksum
 from airflow_provider_kraken_s3.core.errors import InvalidInputError
+from airflow_provider_kraken_s3.core.part_layouts import CrcLayout
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.transfer.attributes import object_attributes
 from airflow_provider_kraken_s3.transfer.download import ObjectDownload, download_object, head_object
 from airflow_provider_kraken_s3.transfer.hashing import Digests
-from airflow_provider_kraken_s3.transfer.stream_checksums import CrcLayout, StreamChecksums
+from airflow_provider_kraken_s3.transfer.stream_checksums import StreamChecksums
 from tests.checksum_objects import crc32, crc64, upload_composite_crc32, upload_full_object
 from tests.conftest import random_bytes
 

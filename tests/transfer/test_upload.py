@@ -10,8 +10,8 @@ import hashlib
 
 import pytest
 
-from airflow_provider_kraken_s3.core.decision import one_part_etag
 from airflow_provider_kraken_s3.core.errors import IntegrityError, ObjectConflictError
+from airflow_provider_kraken_s3.core.etag import one_part_etag
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.transfer.hashing import compute_s3_etag, compute_s3_etag_and_md5
 from tests.conftest import put_object
