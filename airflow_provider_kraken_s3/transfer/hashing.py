@@ -4,7 +4,8 @@ and a restore hash.
 Hashing is I/O- and CPU-bound; ``hashlib`` releases the GIL, so parts are hashed on several threads.
 
 The full-object CRC64NVME S3 keeps beside the ETag (the proof under SSE-KMS/SSE-C) is computed in the same
-read pass where asked for (``awscrt``: more than ten times MD5's speed, so it costs no wall time).
+read pass where asked for (``awscrt``: more than ten times MD5's speed, so it costs no wall time), and so is
+a CRC32/CRC32C another tool stored, at each part layout the object may have (:class:`Digests`).
 
 Every read loop takes an optional ``cancel`` event and looks at it before each block: hashing a 100 GB file
 takes minutes, and a killed task (Airflow sends SIGKILL 5 s after SIGTERM) or a lost lease must stop it
@@ -20,6 +21,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -32,7 +34,9 @@ from airflow_provider_kraken_s3.core.errors import (
     LocalFileChangedError,
 )
 from airflow_provider_kraken_s3.core.etag import etag_from_part_digests
+from airflow_provider_kraken_s3.core.part_layouts import CrcLayout
 from airflow_provider_kraken_s3.core.parts import DEFAULT_PART_SIZE, MIB, Part, PartPlan, plan_parts
+from airflow_provider_kraken_s3.transfer.stream_checksums import LayoutCrc
 
 READ_BLOCK = 4 * MIB
 
@@ -215,6 +219,8 @@ class Digests:
         so a file hashed at several part sizes takes about the wall time of one MD5 where cores allow);
         without, one after another on the caller's thread (a download's consumer, whose GETs fill the cores).
     :param checksum: also compute the stream's CRC64NVME (on the caller's thread: it is cheap).
+    :param layouts: also compute a CRC32/CRC32C at each of these part layouts (another tool's checksum), each
+        fed like a part size's MD5s.
     """
 
     def __init__(
@@ -224,12 +230,16 @@ class Digests:
         *,
         pool: Executor | None = None,
         checksum: bool = False,
+        layouts: Iterable[CrcLayout] = (),
     ) -> None:
         self.size = size
         self.offset = 0
         self._crc: int | None = 0 if checksum else None
         self._whole = hashlib.md5()
         self._parts = [_PartMD5s(p) for p in sorted({p for p in part_sizes if 0 < p < size})]
+        self._layouts = [LayoutCrc(layout) for layout in dict.fromkeys(layouts)]
+        if any(crc.layout.size != size for crc in self._layouts):
+            raise InvalidInputError(f"a part layout of another size than the stream's {size} bytes")
         self._pool = pool
 
     @property
@@ -241,19 +251,18 @@ class Digests:
         view = memoryview(block)
         if self.offset + len(view) > self.size:
             raise InvalidInputError(f"{self.offset + len(view)} bytes fed into digests of {self.size} bytes")
-        if self._pool is None or not self._parts:
+        feeds = [partial(parts.feed, view, self.offset) for parts in self._parts]
+        feeds += [partial(crc.update, view) for crc in self._layouts]
+        if self._pool is None or not feeds:
             self._whole.update(view)
-            for parts in self._parts:
-                parts.feed(view, self.offset)
+            for feed in feeds:
+                feed()
+            self._update_crc(view)
         else:
-            jobs = [self._pool.submit(self._whole.update, view)]
-            jobs += [self._pool.submit(parts.feed, view, self.offset) for parts in self._parts]
+            jobs = [self._pool.submit(self._whole.update, view), *map(self._pool.submit, feeds)]
             self._update_crc(view)
             for job in jobs:
                 job.result()
-            self.offset += len(view)
-            return
-        self._update_crc(view)
         self.offset += len(view)
 
     def _update_crc(self, view: memoryview) -> None:
@@ -275,6 +284,12 @@ class Digests:
         """Part size → ETag of the whole stream (multipart part sizes only)."""
         self._check_complete()
         return {parts.part_size: parts.etag(self.size) for parts in self._parts}
+
+    @property
+    def at_layouts(self) -> tuple[tuple[CrcLayout, Checksum], ...]:
+        """Each layout asked for, with the CRC32/CRC32C S3 keeps for an object of that layout."""
+        self._check_complete()
+        return tuple((crc.layout, crc.checksum) for crc in self._layouts)
 
     def _check_complete(self) -> None:
         if self.offset != self.size:
@@ -308,11 +323,13 @@ def compute_s3_etags(
 
 @dataclass(frozen=True)
 class FileHashes:
-    """One read pass at several part sizes: the ETag at each, the MD5, and the CRC64NVME if asked for."""
+    """One read pass at several part sizes: the ETag at each, the MD5, the CRC64NVME if asked for, and the
+    CRC32/CRC32C at each layout asked for."""
 
     etags: dict[int, str]
     md5: str
     checksum: Checksum | None
+    at_layouts: tuple[tuple[CrcLayout, Checksum], ...] = ()
 
 
 def hash_file(
@@ -321,18 +338,26 @@ def hash_file(
     *,
     cancel: threading.Event | None = None,
     checksum: bool = True,
+    layouts: Sequence[CrcLayout] = (),
 ) -> FileHashes:
-    """The ETag ``path`` would have at each of ``part_sizes``, its whole-file MD5 and (``checksum``) its
-    full-object CRC64NVME, from one read pass: the hash-first step before deciding about an object.
+    """The ETag ``path`` would have at each of ``part_sizes``, its whole-file MD5, (``checksum``) its
+    full-object CRC64NVME and its CRC32/CRC32C at each of ``layouts``, from one read pass: the hash-first
+    step before deciding about an object.
 
     For an object whose part size is unknown: the file is read once into :class:`Digests`, which updates
-    every candidate's part MD5s and the whole MD5 from the same block, each digest on its own thread.
+    every candidate's part MD5s (and CRCs) and the whole MD5 from the same block, each on its own thread.
     """
     path = Path(path)
     size = os.stat(path).st_size
+    compared_as = {layout.size for layout in layouts} - {size}
+    if compared_as:
+        raise LocalFileChangedError(
+            f"{path} has {size} bytes now, not the {min(compared_as)} it was compared as"
+        )
     plans = {part_size: plan_parts(size, part_size, fixed=True) for part_size in dict.fromkeys(part_sizes)}
-    with ThreadPoolExecutor(max_workers=len(plans) + 1, thread_name_prefix="kraken-etags") as pool:
-        digests = Digests(size, plans, pool=pool, checksum=checksum)
+    workers = len(plans) + len(layouts) + 1
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kraken-etags") as pool:
+        digests = Digests(size, plans, pool=pool, checksum=checksum, layouts=layouts)
         with open(path, "rb", buffering=0) as handle:
             if hash_into(digests, handle, size, cancel=cancel) != size:
                 raise LocalFileChangedError(f"{path} became shorter while it was read")
@@ -341,4 +366,5 @@ def hash_file(
         {part_size: multipart.get(part_size, digests.md5) for part_size in plans},
         digests.md5,
         digests.checksum,
+        digests.at_layouts,
     )

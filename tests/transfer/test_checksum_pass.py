@@ -4,8 +4,10 @@ parts exactly as S3 combines a FULL_OBJECT multipart upload."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import random
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,6 +15,8 @@ import pytest
 from awscrt import checksums
 
 from airflow_provider_kraken_s3.core.checksum import ALGORITHM, Checksum, encode_crc64, full_object_crc64nvme
+from airflow_provider_kraken_s3.core.errors import InvalidInputError, LocalFileChangedError
+from airflow_provider_kraken_s3.core.part_layouts import CrcLayout
 from airflow_provider_kraken_s3.core.parts import MIB, plan_parts
 from airflow_provider_kraken_s3.transfer.hashing import (
     READ_BLOCK,
@@ -23,6 +27,7 @@ from airflow_provider_kraken_s3.transfer.hashing import (
     hash_file,
     hash_into,
 )
+from airflow_provider_kraken_s3.transfer.stream_checksums import StreamChecksums
 from airflow_provider_kraken_s3.transfer.streams import STREAM_BLOCK, PartBody
 
 PART = 5 * MIB
@@ -132,3 +137,43 @@ def test_digests_checksum_whether_blocks_are_hashed_on_a_pool_or_not(data_file, 
     unasked = Digests(4, [])
     unasked.update(b"abcd")
     assert unasked.checksum is None
+
+
+def test_hash_file_gives_another_tools_crc32_at_every_layout_in_the_same_pass(data_file) -> None:
+    """The hash-first read of an object written by another tool: its CRC32 (composite at each candidate part
+    size, or of the whole file) beside the MD5, the ETags and the CRC64NVME, from one read."""
+    path, data = data_file
+    layouts = (
+        CrcLayout.uniform("CRC32", len(data), PART),
+        CrcLayout.uniform("CRC32", len(data), 8 * MIB),
+        CrcLayout.whole("CRC32C", len(data)),
+    )
+    hashed = hash_file(path, [32 * MIB], layouts=layouts)
+    assert hashed.md5 == hashlib.md5(data).hexdigest() and hashed.checksum == _crc(data)
+    assert [layout for layout, _ in hashed.at_layouts] == list(layouts)
+    for layout, checksum in hashed.at_layouts:
+        alone = StreamChecksums(len(data), layout)
+        alone.update(data)
+        assert checksum == alone.at_layout()
+    parts = [zlib.crc32(data[i : i + PART]) for i in range(0, len(data), PART)]
+    joined = zlib.crc32(b"".join(crc.to_bytes(4, "big") for crc in parts))
+    assert hashed.at_layouts[0][1] == Checksum(
+        "CRC32", f"{base64.b64encode(joined.to_bytes(4, 'big')).decode()}-4", full_object=False
+    )
+    with pytest.raises(LocalFileChangedError):  # the file is no longer the size it was compared as
+        hash_file(path, [PART], layouts=(CrcLayout.whole("CRC32", len(data) + 1),))
+
+
+@pytest.mark.parametrize("threads", [False, True])
+def test_digests_feed_crc_layouts_whether_on_a_pool_or_not(data_file, threads: bool) -> None:
+    path, data = data_file
+    layout = CrcLayout.uniform("CRC32C", len(data), 8 * MIB)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        digests = Digests(len(data), [PART], pool=pool if threads else None, layouts=[layout])
+        with path.open("rb") as handle:
+            assert hash_into(digests, handle, len(data)) == len(data)
+    alone = StreamChecksums(len(data), layout)
+    alone.update(data)
+    assert digests.at_layouts == ((layout, alone.at_layout()),)
+    with pytest.raises(InvalidInputError):
+        Digests(len(data), layouts=[CrcLayout.whole("CRC32", 1)])
