@@ -82,7 +82,8 @@ class ManifestObject:
     part_size: int | None = None
     version_id: str | None = None
     proof: Proof = Proof.DERIVED
-    #: S3's full-object checksum of the object (validated by S3 against ours), where the store keeps one:
+    #: S3's checksum of the object, where the store keeps one: our full-object CRC64NVME (validated by S3
+    #: against ours), or the CRC32/CRC32C (maybe composite) another tool's upload left, which a skip proved:
     #: the proof that survives SSE-KMS and SSE-C, and lets an audit prove the object without downloading it
     checksum: Checksum | None = None
     #: the encryption S3 declared for the object; under SSE-KMS/SSE-C its ETag proves nothing, so a reader

@@ -55,7 +55,7 @@ class ExpectedObject:
     md5: str | None = None
     path: str | None = None  # the file_info path, when the object comes from a RawFile
     version_id: str | None = None  # the version the record vouches for, where the bucket keeps versions
-    #: the full-object checksum the record holds for it (S3's, validated against ours), where there is one
+    #: the checksum the record holds for it (S3's: full-object, or another tool's composite), where there is one
     checksum: Checksum | None = None
     #: the encryption S3 declared when the object was proven: under SSE-KMS/SSE-C only a HEAD (the stored
     #: checksum) can verify it, never a listing's ETag

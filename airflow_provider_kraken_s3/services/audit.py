@@ -36,7 +36,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from airflow_provider_kraken_s3.core.audit import (
     AuditFinding,
@@ -53,11 +53,11 @@ from airflow_provider_kraken_s3.core.decision import RemoteObject
 from airflow_provider_kraken_s3.core.errors import BucketNotFoundError, KrakenBackupError
 from airflow_provider_kraken_s3.core.log import Log
 from airflow_provider_kraken_s3.core.proof import checksums_agree
-from airflow_provider_kraken_s3.core.verdict import ExpectedObject, RawFileRecord
+from airflow_provider_kraken_s3.core.verdict import RawFileRecord
 from airflow_provider_kraken_s3.records.queries import DEFAULT_BATCH_SIZE, RecordFilter, done_records
 from airflow_provider_kraken_s3.transfer import remote
 from airflow_provider_kraken_s3.transfer.access import S3Access
-from airflow_provider_kraken_s3.transfer.attributes import object_attributes
+from airflow_provider_kraken_s3.transfer.attributes import head_as_recorded, object_attributes
 from airflow_provider_kraken_s3.transfer.listing import list_prefix
 from airflow_provider_kraken_s3.transfer.progress import kv
 
@@ -96,7 +96,10 @@ def check_record(access: S3Access, record: RawFileRecord) -> RecordAudit:
 
 def _ask_s3(access: S3Access, target: AuditTarget) -> dict[str, RemoteObject | None]:
     if not target.folder:
-        return {item.key: _head(access, target.bucket, item) for item in target.objects}
+        return {
+            item.key: head_as_recorded(access, target.bucket, item.key, item.checksum)
+            for item in target.objects
+        }
     found: dict[str, RemoteObject | None] = dict(list_prefix(access, target.bucket, target.folder))
     for item in target.objects:
         listed = found.get(item.key)
@@ -117,20 +120,6 @@ def _ask_s3(access: S3Access, target: AuditTarget) -> dict[str, RemoteObject | N
                 continue
         found[item.key] = remote.head(access, target.bucket, item.key)
     return found
-
-
-def _head(access: S3Access, bucket: str, item: ExpectedObject) -> RemoteObject | None:
-    """HEAD (``ChecksumMode=ENABLED``); where its checksum cannot be compared with the record's (HEAD may not
-    say a checksum is composite), the one ``GetObjectAttributes`` names, beside HEAD's encryption."""
-    found = remote.head(access, bucket, item.key)
-    if found is None or item.checksum is None or checksums_agree(item.checksum, found.checksum) is not None:
-        return found
-    if found.checksum is None or found.checksum.algorithm != item.checksum.algorithm:
-        return found
-    attributes = object_attributes(access, bucket, item.key)
-    if attributes is None or attributes.checksum is None:
-        return found
-    return replace(found, checksum=attributes.checksum)
 
 
 def iter_audit(

@@ -26,8 +26,8 @@ from airflow_provider_kraken_s3.core.manifest import (
     proven_part_size,
     recorded_backup,
 )
-from airflow_provider_kraken_s3.transfer import remote
 from airflow_provider_kraken_s3.transfer.access import S3Access
+from airflow_provider_kraken_s3.transfer.attributes import head_as_recorded
 from airflow_provider_kraken_s3.transfer.listing import list_prefix
 
 
@@ -72,7 +72,7 @@ def recheck(
         found = (
             listed.get(item.key)
             if listed is not None and by_listing
-            else remote.head(access, recorded.bucket, item.key)
+            else head_as_recorded(access, recorded.bucket, item.key, item.checksum)
         )
         wanted = Expectation(
             size=item.size, md5=item.md5, etag=item.etag, part_size=item.part_size, checksum=item.checksum

@@ -32,8 +32,8 @@ from airflow_provider_kraken_s3.core.verdict import (
     verify_objects,
 )
 from airflow_provider_kraken_s3.records import store
-from airflow_provider_kraken_s3.transfer import remote
 from airflow_provider_kraken_s3.transfer.access import S3Access
+from airflow_provider_kraken_s3.transfer.attributes import head_as_recorded
 from airflow_provider_kraken_s3.transfer.listing import list_prefix
 
 # mongoengine aliases are process-global; a triggerer runs many triggers in one process (and their reads in
@@ -150,17 +150,18 @@ def fetch_remote(
     """What S3 holds for each expected key: one listing for a set (a ``.d`` folder), a HEAD for one object.
 
     An object recorded under SSE-KMS/SSE-C is always HEADed: a listing shows neither the encryption nor the
-    checksum, and its ETag proves nothing there."""
+    checksum, and its ETag proves nothing there. A HEAD that may hide the recorded checksum's kind is
+    completed by ``GetObjectAttributes`` (:func:`~..transfer.attributes.head_as_recorded`)."""
     folder = listing_folder(item.key for item in objects)
     if folder:
         listed = list_prefix(access, bucket, folder)
         return {
             item.key: listed.get(item.key)
             if item.listing_can_prove or listed.get(item.key) is None
-            else remote.head(access, bucket, item.key)
+            else head_as_recorded(access, bucket, item.key, item.checksum)
             for item in objects
         }
-    return {item.key: remote.head(access, bucket, item.key) for item in objects}
+    return {item.key: head_as_recorded(access, bucket, item.key, item.checksum) for item in objects}
 
 
 def check_round(

@@ -2,18 +2,22 @@
 
 What a listing cannot say (a listing carries no checksum values) and HEAD says only in part (HEAD gives no part
 sizes or part checksums): the audit of a set reads each object's stored checksum here, and deep verify and
-restore read the part layout of a ``COMPOSITE`` CRC32/CRC32C object written by another tool. Needs
-``s3:GetObjectAttributes`` (and ``s3:GetObject``). Stores that lack the call (Ceph RGW 16) keep no
-checksums either: callers ask only when there is a checksum to read.
+restore read the part layout of a ``COMPOSITE`` CRC32/CRC32C object written by another tool, and so does an
+upload deciding whether such an object already holds the file. Needs ``s3:GetObjectAttributes`` (and
+``s3:GetObject``). Stores that lack the call (Ceph RGW 16) keep no checksums either: callers ask only when
+there is a checksum to read.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from airflow_provider_kraken_s3.core.checksum import Checksum, checksum_of
+from airflow_provider_kraken_s3.core.decision import RemoteObject
 from airflow_provider_kraken_s3.core.errors import S3ErrorKind
 from airflow_provider_kraken_s3.core.etag import normalize_etag
+from airflow_provider_kraken_s3.core.proof import checksums_agree
+from airflow_provider_kraken_s3.transfer import remote
 from airflow_provider_kraken_s3.transfer.access import S3Access
 
 #: What is asked for: everything a proof by checksum needs.
@@ -82,3 +86,22 @@ def object_attributes(
         part_checksums=tuple(crcs) if len(crcs) == len(sizes) else (),
         version_id=str(version) if version and version != "null" else None,
     )
+
+
+def head_as_recorded(
+    access: S3Access, bucket: str, key: str, recorded: Checksum | None
+) -> RemoteObject | None:
+    """HEAD (``ChecksumMode=ENABLED``), to compare with a record naming ``recorded``: where HEAD's checksum is
+    of the same algorithm but cannot be compared with it (HEAD may not say a checksum is composite: moto
+    drops its type and ``-N``), the checksum ``GetObjectAttributes`` names instead, beside HEAD's encryption.
+    What the sensor, the audit and the re-run of a DONE record compare a record with."""
+    found = remote.head(access, bucket, key)
+    stored = found.checksum if found is not None else None
+    if found is None or recorded is None or stored is None or stored.algorithm != recorded.algorithm:
+        return found
+    if checksums_agree(recorded, stored) is not None:
+        return found
+    attributes = object_attributes(access, bucket, key, found.version_id)
+    if attributes is None or attributes.checksum is None:
+        return found
+    return replace(found, checksum=attributes.checksum)
