@@ -37,9 +37,45 @@ def upload_full_object(client, bucket: str, key: str, data: bytes, part_size: in
     )
 
 
-def upload_composite_crc32(client, bucket: str, key: str, data: bytes, part_size: int = PART) -> None:
-    """As ``aws s3 cp`` and boto3's ``upload_file`` do: a COMPOSITE CRC32 multipart upload."""
-    _multipart(client, bucket, key, data, part_size, "CRC32")
+def crc32c(data: bytes) -> str:
+    """S3's base64 CRC32C of ``data``."""
+    return base64.b64encode(crt.crc32c(data).to_bytes(4, "big")).decode()
+
+
+CRC32S = {"CRC32": crc32, "CRC32C": crc32c}
+
+
+def upload_composite_crc32(
+    client, bucket: str, key: str, data: bytes, part_size: int = PART, algorithm: str = "CRC32"
+) -> None:
+    """As ``aws s3 cp`` and boto3's ``upload_file`` (s3transfer ≤ 0.19) do: a COMPOSITE CRC32 (or CRC32C)
+    multipart upload."""
+    _multipart(client, bucket, key, data, part_size, algorithm)
+
+
+def upload_full_object_crc32(
+    client, bucket: str, key: str, data: bytes, part_size: int = PART, algorithm: str = "CRC32"
+) -> None:
+    """As newer s3transfer does: a FULL_OBJECT CRC32 (or CRC32C) multipart upload, the whole file's CRC
+    declared at completion."""
+    _multipart(
+        client,
+        bucket,
+        key,
+        data,
+        part_size,
+        algorithm,
+        ChecksumType="FULL_OBJECT",
+        **{f"Checksum{algorithm}": CRC32S[algorithm](data)},
+    )
+
+
+def part_crcs(data: bytes, part_size: int, algorithm: str = "CRC32") -> list[tuple[int, str]]:
+    """Each part's size and CRC, as S3's GetObjectAttributes lists them (:class:`tests.faults_sse.ListObjectParts`)."""
+    return [
+        (len(data[i : i + part_size]), CRC32S[algorithm](data[i : i + part_size]))
+        for i in range(0, len(data), part_size)
+    ]
 
 
 def _multipart(

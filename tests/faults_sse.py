@@ -6,6 +6,8 @@
   that is not the MD5 of anything sent, and the object answers carry the encryption headers. The opaque ETag
   is stable per stored ETag (HEAD, GET and listings agree, as on S3), and the proxy translates it back where
   the client hands it to the server (the part ETags of a completion, ``If-Match``), so moto keeps working.
+- :class:`ListObjectParts` — adds ``ObjectParts`` (part sizes and their CRC32/CRC32C) to GetObjectAttributes
+  answers, as S3 lists them for an object uploaded with checksums (moto 5.2 never does).
 - :class:`ValidateChecksums` — refuses, as S3 does, a request whose declared ``x-amz-checksum-crc64nvme``
   does not match the bytes that arrived (``400 BadDigest``): a PutObject or UploadPart body, and at
   completion the full-object value of a ``FULL_OBJECT`` upload against the parts received (and
@@ -43,7 +45,9 @@ OBJECT_OPERATIONS = frozenset(
     {"PutObject", "UploadPart", "CreateMultipartUpload", "CompleteMultipartUpload", "HeadObject", "GetObject"}
 )
 #: Operations whose response body lists ETags.
-ETAGS_IN_BODY = frozenset({"CompleteMultipartUpload", "ListObjectsV2", "ListParts", "CopyObject"})
+ETAGS_IN_BODY = frozenset(
+    {"CompleteMultipartUpload", "ListObjectsV2", "ListParts", "CopyObject", "GetObjectAttributes"}
+)
 
 _ETAG_TEXT = re.compile(rb"(?P<hex>[0-9a-fA-F]{32})(?P<suffix>-[0-9]+)?")
 _ETAG_ELEMENT = re.compile(rb"<ETag>(?P<value>.*?)</ETag>", re.DOTALL)
@@ -143,6 +147,30 @@ class SseKms(Fault):
             ("x-amz-server-side-encryption", self.encryption),
             ("x-amz-server-side-encryption-aws-kms-key-id", self.key_id),
         ]
+
+
+@dataclass
+class ListObjectParts(Fault):
+    """Add ``ObjectParts`` (each part's size and ``algorithm`` checksum) to GetObjectAttributes answers, as S3
+    lists them for objects uploaded with checksums (moto 5.2 never does)."""
+
+    operation: str = "GetObjectAttributes"
+    times: int | None = None
+    parts: list[tuple[int, str]] = field(default_factory=list)
+    algorithm: str = "CRC32"
+
+    def on_response(self, record: RequestRecord, response: ProxiedResponse) -> None:
+        name = f"Checksum{self.algorithm}"
+        listed = "".join(
+            f"<Part><PartNumber>{n}</PartNumber><Size>{size}</Size><{name}>{crc}</{name}></Part>"
+            for n, (size, crc) in enumerate(self.parts, start=1)
+        )
+        element = (
+            f"<ObjectParts><TotalPartsCount>{len(self.parts)}</TotalPartsCount><IsTruncated>false</IsTruncated>"
+            f"{listed}</ObjectParts>"
+        ).encode()
+        for end in (b"</GetObjectAttributesResponse>", b"</GetObjectAttributesOutput>"):
+            response.body = response.body.replace(end, element + end)
 
 
 @dataclass

@@ -39,6 +39,7 @@ from tests.checksum_objects import crc64, upload_composite_crc32, upload_full_ob
 from tests.conftest import random_bytes
 from tests.conftest_mongo import insert_raw_file, set_record
 from tests.faults import Fault, ProxiedRequest, ProxiedResponse, RequestRecord, flip_response_byte
+from tests.faults_sse import ListObjectParts
 
 PART = 5 * MIB
 CREATED = datetime(2024, 1, 1, 12, tzinfo=timezone.utc)
@@ -115,32 +116,6 @@ class EmulateEncryption(Fault):
             response.set_header(
                 "x-amz-server-side-encryption-aws-kms-key-id", "arn:aws:kms:us-east-1:1:key/k"
             )
-
-
-@dataclass
-class ListObjectParts(Fault):
-    """Add ``ObjectParts`` (part sizes and CRC32s) to GetObjectAttributes answers, as S3 lists them for
-    objects uploaded with checksums (moto 5.2 never does)."""
-
-    operation: str = "GetObjectAttributes"
-    times: int | None = None
-    parts: list[tuple[int, str]] = field(default_factory=list)
-
-    def on_response(self, record: RequestRecord, response: ProxiedResponse) -> None:
-        listed = "".join(
-            f"<Part><PartNumber>{n}</PartNumber><Size>{size}</Size><ChecksumCRC32>{crc}</ChecksumCRC32></Part>"
-            for n, (size, crc) in enumerate(self.parts, start=1)
-        )
-        element = (
-            f"<ObjectParts><TotalPartsCount>{len(self.parts)}</TotalPartsCount><IsTruncated>false</IsTruncated>"
-            f"{listed}</ObjectParts>"
-        )
-        response.body = response.body.replace(
-            b"</GetObjectAttributesResponse>", element.encode() + b"</GetObjectAttributesResponse>"
-        )
-        response.body = response.body.replace(
-            b"</GetObjectAttributesOutput>", element.encode() + b"</GetObjectAttributesOutput>"
-        )
 
 
 # ------------------------------------------------------------------ backups with a manifest
