@@ -12,7 +12,9 @@ after that proof, so only then may an object carry ``kraken-md5``; a single PUT'
 Every new object also declares its full-object CRC64NVME, computed in the same read (S3 checks it on arrival
 and keeps it): where S3's ETag is not an MD5 (SSE-KMS, SSE-C, read from its answers' headers) that checksum,
 equal to ours, is the proof; an object S3 answered for without either link is read back with HEAD, and one
-that still cannot be proven is refused as such (:class:`~..core.errors.UnprovableObjectError`).
+that still cannot be proven is refused as such (:class:`~..core.errors.UnprovableObjectError`). An object
+already there that another tool wrote with a CRC32/CRC32C is compared in one read at its part layout
+(``GetObjectAttributes`` lists it, or the common part sizes are tried: :mod:`..core.part_layouts`).
 """
 
 from __future__ import annotations
@@ -47,13 +49,16 @@ from airflow_provider_kraken_s3.core.errors import (
     KrakenBackupError,
     LocalFileChangedError,
     ObjectConflictError,
+    PermanentBackupError,
     UnprovableObjectError,
 )
 from airflow_provider_kraken_s3.core.etag import etag_part_count, normalize_etag, one_part_etag
 from airflow_provider_kraken_s3.core.log import Log
+from airflow_provider_kraken_s3.core.part_layouts import needs_listed_parts
 from airflow_provider_kraken_s3.core.parts import MIB, PartPlan, plan_parts
 from airflow_provider_kraken_s3.transfer import buckets, remote
 from airflow_provider_kraken_s3.transfer.access import S3Access
+from airflow_provider_kraken_s3.transfer.attributes import object_attributes
 from airflow_provider_kraken_s3.transfer.hashing import compute_s3_digests, hash_file
 from airflow_provider_kraken_s3.transfer.multipart import MultipartSender
 from airflow_provider_kraken_s3.transfer.progress import ProgressReporter, kv
@@ -84,8 +89,8 @@ class UploadResult:
     replaced_etag: str | None = None
     #: the version S3 created (or HEAD showed, when skipped), where the bucket keeps versions
     version_id: str | None = None
-    #: S3's full-object checksum of the object (validated against ours, or shown by HEAD for a skipped one),
-    #: None where the store keeps none
+    #: S3's checksum of the object (validated against ours; for a skipped one S3's stored one, maybe another
+    #: tool's composite CRC32/CRC32C), None where the store keeps none
     checksum: Checksum | None = None
     #: the encryption S3 declared for the object (under SSE-KMS/SSE-C only the checksum proves it)
     encryption: Encryption = Encryption.NONE
@@ -157,6 +162,7 @@ class VerifiedUpload:
         stat = stat_or_fail(self.path)
         plan, expected = self._plan(stat.st_size)
         found = None if self.known_absent else remote.head(self.access, self.bucket, self.key)
+        found = self._with_listed_parts(found, expected)
         decision, versioned = self._decide(found, expected)
         for note in decision.notes:
             self.log.warning("%s: %s", self.target, note)
@@ -208,6 +214,28 @@ class VerifiedUpload:
         part_size = plan.part_size if etag else None
         return plan, Expectation(size=plan.file_size, md5=md5, etag=etag, part_size=part_size)
 
+    def _with_listed_parts(self, found: RemoteObject | None, expected: Expectation) -> RemoteObject | None:
+        """``found`` with what ``GetObjectAttributes`` says of its checksum, where only that can say how the
+        local file is to be compared with it: another tool's CRC32/CRC32C on a multipart object whose ETag
+        proves nothing (its kind, which HEAD may hide, and its part sizes, which HEAD never lists). Where the
+        call is refused (no ``s3:GetObjectAttributes``), HEAD's answer stands."""
+        if (
+            found is None
+            or self.distrusted
+            or found.etag_is_md5_based
+            or found.size != expected.size
+            or not needs_listed_parts(found.checksum, found.is_multipart)
+        ):
+            return found
+        try:
+            attributes = object_attributes(self.access, self.bucket, self.key, found.version_id)
+        except PermanentBackupError as error:
+            self.log.warning("%s: cannot read the part layout of its checksum: %s", self.target, error)
+            return found
+        if attributes is None or attributes.checksum is None:
+            return found
+        return replace(found, checksum=attributes.checksum, parts=attributes.part_sizes)
+
     def _decide(self, found: RemoteObject | None, expected: Expectation) -> tuple[Decision, bool]:
         """The decision, and whether the bucket keeps versions (asked of S3 only when it matters)."""
         if found is not None and self.distrusted:
@@ -230,14 +258,17 @@ class VerifiedUpload:
     def _hash_first(
         self, found: RemoteObject, expected: Expectation, decision: Decision, plan: PartPlan, versioned: bool
     ) -> tuple[Decision, PartPlan, Checksum | None]:
-        """Hash the local file at the object's candidate part sizes (and its CRC64NVME where S3 holds one to
-        compare, all in one read) and decide again from both; the file's checksum too, when computed."""
+        """Hash the local file at the object's candidate part sizes (and its CRC64NVME, and another tool's
+        CRC32/CRC32C at the layouts the decision names, all in one read) and decide again from all of them;
+        the file's CRC64NVME too, when computed."""
         self.log.info("%s: %s", self.target, decision.reason)
         sizes = [size for size in decision.part_sizes if self._fits(plan.file_size, size)]
         if not sizes:  # hints S3 cannot have used: nothing to compare with
             return cannot_compare(found, expected, versioned=versioned), plan, None
         with self._reading():
-            hashed = hash_file(self.path, sizes, cancel=self.cancel, checksum=decision.checksum)
+            hashed = hash_file(
+                self.path, sizes, cancel=self.cancel, checksum=decision.checksum, layouts=decision.layouts
+            )
         local_etags, local_md5, local_checksum = hashed.etags, hashed.md5, hashed.checksum
         if etag_part_count(found.etag) == 1:  # one part: the ETag follows from the whole-file MD5
             local_etags = {size: one_part_etag(local_md5) for size in local_etags}
@@ -251,6 +282,7 @@ class VerifiedUpload:
                 local_md5=local_md5,
                 versioned=versioned,
                 local_checksum=local_checksum,
+                at_layouts=hashed.at_layouts,
             )
             if after.action is UploadAction.REFUSE and expected.md5 not in (None, local_md5):
                 raise IntegrityError(f"{self.path}: {after.reason}")
