@@ -117,12 +117,12 @@ class CrcLayouts:
             return "over the whole file"
         if self.known and len(layout.parts) > 1:
             return f"at the {len(layout.parts)} part sizes S3 lists"
-        return f"at {_size_words(layout.parts[0])} parts ({len(layout.parts)})"
+        return f"at {len(layout.parts)} parts of {_size_words(layout.parts[0])}"
 
     @property
     def plan(self) -> str:
         """What hashing the local file will compare, in a person's words."""
-        return f"S3's {checksum_words(self.stored)} with the file's ({', '.join(map(self.at, self.layouts))})"
+        return f"S3's {checksum_words(self.stored)} with the file's {' or '.join(map(self.at, self.layouts))}"
 
     def judge(self, computed: Sequence[tuple[CrcLayout, Checksum]]) -> tuple[str | None, str]:
         """What the local file's CRCs at the layouts tried show: ``(proof, "")`` where one equals S3's, else
@@ -187,4 +187,4 @@ def checksum_words(checksum: Checksum) -> str:
 
 
 def _size_words(size: int) -> str:
-    return f"{size // _MIB} MiB" if size % _MIB == 0 else f"{size}-byte"
+    return f"{size // _MIB} MiB" if size % _MIB == 0 else f"{size} bytes"

@@ -101,7 +101,7 @@ def test_unknown_parts_are_guessed_at_the_common_sizes_giving_the_part_count(sho
     assert crc is not None and not crc.known
     assert crc.layouts == tuple(CrcLayout.uniform("CRC32", SIZE, p) for p in candidate_part_sizes(SIZE, 3))
     assert crc.layouts == (CrcLayout.uniform("CRC32", SIZE, 5 * MIB),)
-    assert crc.at(crc.layouts[0]) == "at 5 MiB parts (3)"
+    assert crc.at(crc.layouts[0]) == "at 3 parts of 5 MiB"
 
 
 def test_a_composite_of_one_part_is_known() -> None:
@@ -158,7 +158,7 @@ def test_an_encrypted_object_of_another_tool_is_hashed_then_skipped(
     )
     assert after.action is UploadAction.SKIP
     assert after.reason.startswith("already in S3: S3's ") and "which have the inventory MD5" in after.reason
-    where = "over the whole file" if stored.full_object else "at 5 MiB parts (3)"
+    where = "over the whole file" if stored.full_object else "at 3 parts of 5 MiB"
     assert f"equal those of the local bytes {where}" in after.reason
     assert stored_checksum(remote) == stored  # what the manifest records, composite too
 
