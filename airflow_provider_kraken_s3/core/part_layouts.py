@@ -115,9 +115,11 @@ class CrcLayouts:
         """Where a CRC was computed, in a person's words."""
         if not layout.composite:
             return "over the whole file"
-        if self.known and len(layout.parts) > 1:
+        if len(layout.parts) == 1:
+            return "as one part"
+        if self.known:
             return f"at the {len(layout.parts)} part sizes S3 lists"
-        return f"at {len(layout.parts)} parts of {_size_words(layout.parts[0])}"
+        return f"at {len(layout.parts)} parts of {layout.parts[0] // _MIB} MiB"  # a common part size
 
     @property
     def plan(self) -> str:
@@ -184,7 +186,3 @@ def crc_layouts(
 def checksum_words(checksum: Checksum) -> str:
     """A stored checksum in a person's words: ``composite CRC32 …`` or ``full-object CRC32C …``."""
     return f"{'full-object' if checksum.full_object else 'composite'} {checksum.algorithm} {checksum.value}"
-
-
-def _size_words(size: int) -> str:
-    return f"{size // _MIB} MiB" if size % _MIB == 0 else f"{size} bytes"

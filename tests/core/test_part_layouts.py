@@ -107,6 +107,7 @@ def test_unknown_parts_are_guessed_at_the_common_sizes_giving_the_part_count(sho
 def test_a_composite_of_one_part_is_known() -> None:
     crc = crc_layouts(Checksum("CRC32", "AAAAAA==-1", full_object=False), SIZE)
     assert crc is not None and crc.known and crc.layouts == (CrcLayout("CRC32", (SIZE,)),)
+    assert crc.at(crc.layouts[0]) == "as one part"
 
 
 def test_a_composite_whose_layout_cannot_be_found_says_why() -> None:
