@@ -37,7 +37,7 @@ def candidate_part_sizes(size: int, part_count: int) -> tuple[int, ...]:
     """Common part sizes (bytes, ascending) that cut ``size`` bytes into exactly ``part_count`` parts.
 
     None for a one-part object: every part size at least the file's gives it, and its ETag follows from the
-    file's MD5 alone (:func:`~.decision.one_part_etag`).
+    file's MD5 alone (:func:`~.etag.one_part_etag`).
     """
     if size <= 0 or part_count < 2:
         return ()
