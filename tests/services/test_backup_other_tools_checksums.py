@@ -4,7 +4,7 @@ The migration case: a lab's objects were written by alphakraken's uploader (boto
 COMPOSITE CRC32 at 8 MiB or at its 100 MiB parts, or FULL_OBJECT in newer s3transfer) to an SSE-KMS bucket,
 where the ETag proves nothing; this provider then backs the same raw files up. One local read computes the
 MD5 (against the inventory) and the CRC at the object's part layout: equal → skipped, nothing sent, the
-stored checksum recorded (and the sensor proves the record by it); other bytes → refused (unversioned) or
+stored checksum recorded (and the sensor, the audit and a re-run prove the record by it); other bytes → refused (unversioned) or
 replaced (versioned, the old version kept); a layout that cannot be found → cannot be compared, by the
 same policy.
 
@@ -22,12 +22,16 @@ from pathlib import Path
 import pytest
 from boto3.s3.transfer import TransferConfig
 
+from airflow_provider_kraken_s3.core.audit import AuditFindingKind
 from airflow_provider_kraken_s3.core.errors import IntegrityError, ObjectConflictError
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.core.settings import BackupSettings
+from airflow_provider_kraken_s3.core.verdict import RawFileRecord
+from airflow_provider_kraken_s3.records import store
 from airflow_provider_kraken_s3.records.lease import Attempt
 from airflow_provider_kraken_s3.records.models import BackupStatus, RawFile
 from airflow_provider_kraken_s3.sensors.backup_verified import S3BackupVerifiedSensor
+from airflow_provider_kraken_s3.services.audit import check_record
 from airflow_provider_kraken_s3.services.backup import RawFileBackup
 from tests.checksum_objects import part_crcs, upload_composite_crc32, upload_full_object_crc32
 from tests.conftest import aws_connection_json
@@ -154,6 +158,13 @@ def test_an_object_another_tool_wrote_under_sse_kms_is_proven_by_one_read_and_sk
     returned = sensor.poke(context={})
     assert returned.is_done and [o["key"] for o in returned.xcom_value["objects"]] == [RAW]
     assert len(proxy.records("GetObjectAttributes")) == asked + (kind == "composite")
+    # And so does the audit, without a byte downloaded.
+    audited = check_record(access, RawFileRecord.of(store.get_raw_file(RAW)))
+    assert [(f.kind, f.proof) for f in audited.findings] == [(AuditFindingKind.OK, "checksum")]
+    assert (
+        f"S3's stored {algorithm} ({kind.replace('-', ' ')}) and size equal the record's"
+        in audited.findings[0].detail
+    )
 
     # A re-run of the DONE record: proven by HEAD and the recorded checksum, no byte downloaded, none sent.
     requests = len(proxy.requests)
