@@ -4,9 +4,9 @@ The migration case: a lab's objects were written by alphakraken's uploader (boto
 COMPOSITE CRC32 at 8 MiB or at its 100 MiB parts, or FULL_OBJECT in newer s3transfer) to an SSE-KMS bucket,
 where the ETag proves nothing; this provider then backs the same raw files up. One local read computes the
 MD5 (against the inventory) and the CRC at the object's part layout: equal → skipped, nothing sent, the
-stored checksum recorded (and the sensor, the audit and a re-run prove the record by it); other bytes → refused (unversioned) or
-replaced (versioned, the old version kept); a layout that cannot be found → cannot be compared, by the
-same policy.
+stored checksum recorded (the sensor, the audit and a re-run then prove the record by it); other bytes →
+refused (unversioned) or replaced (versioned, the old version kept); a layout that cannot be found →
+cannot be compared, by the same policy.
 
 Against moto_server over HTTP through the fault proxy: :class:`~tests.faults_sse.SseKms` answers as an
 SSE-KMS bucket does (opaque ETags, the KMS headers); :class:`~tests.faults_sse.ListObjectParts` lists the
