@@ -11,7 +11,6 @@ RawFile document with their sizes and MD5s. Every test that needs a raw file to 
 from __future__ import annotations
 
 import hashlib
-import random
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any
 from airflow_provider_kraken_s3.core.naming import bucket_name
 from airflow_provider_kraken_s3.core.parts import MIB
 from airflow_provider_kraken_s3.transfer.hashing import compute_s3_etag
+from tests.conftest import random_bytes
 from tests.conftest_mongo import insert_raw_file
 
 #: The bucket prefix of :func:`stage_with_bucket` (and of the operator in the sensor and trigger tests).
@@ -45,7 +45,7 @@ class Staged:
 
 def file_bytes(raw_file_id: str, index: int, size: int) -> bytes:
     """The bytes of a raw file's ``index``-th file: pseudo-random, the same for the same id and index."""
-    return random.Random(f"{raw_file_id}/{index}").randbytes(size)
+    return random_bytes(size, f"{raw_file_id}/{index}")
 
 
 def stage_raw_file(

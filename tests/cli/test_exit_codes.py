@@ -87,6 +87,7 @@ def unreachable_s3(monkeypatch) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", aws_connection_json(endpoint, retries={"max_attempts": 1}))
 
 
+@pytest.mark.slow  # waits out retries, a backoff or an outage by design
 def test_audit_against_an_unreachable_endpoint(backed_up, monkeypatch, capsys) -> None:
     backed_up("u.raw", {"u.raw": 100})
     unreachable_s3(monkeypatch)
@@ -97,6 +98,7 @@ def test_audit_against_an_unreachable_endpoint(backed_up, monkeypatch, capsys) -
     assert "NOT OK" in out and " — OK" not in out
 
 
+@pytest.mark.slow  # waits out retries, a backoff or an outage by design
 def test_reconcile_against_an_unreachable_endpoint_gives_one_verdict(
     kraken_mongo, monkeypatch, capsys
 ) -> None:

@@ -251,6 +251,7 @@ def test_an_unregistered_scheme_is_refused_naming_the_known_ones(monkeypatch) ->
         _settings(monkeypatch, host="montydb://localhost", schema="k")
 
 
+@pytest.mark.slow  # starts a Python (or a second moto_server) process
 def test_the_runtime_package_imports_no_stand_in() -> None:
     """mongomock and moto are test and demo stand-ins: the provider's modules never import them."""
     code = (

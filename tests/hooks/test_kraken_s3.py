@@ -122,6 +122,7 @@ def test_upload_id_is_reported_before_any_part_is_sent(hook, s3_client, bucket, 
     assert seen[-1] == (None, 0)  # cleared once completed
 
 
+@pytest.mark.slow  # waits out retries, a backoff or an outage by design
 def test_resume_after_a_cut_connection_sends_only_missing_parts(
     moto_server: MotoServer, monkeypatch, s3_client, bucket, make_file
 ) -> None:
@@ -279,6 +280,7 @@ def iam_moto_server():
         yield server
 
 
+@pytest.mark.slow  # starts a Python (or a second moto_server) process
 def test_denied_access_is_a_clear_error(iam_moto_server, monkeypatch) -> None:
     import boto3
 

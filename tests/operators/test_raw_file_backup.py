@@ -210,6 +210,7 @@ def test_raise_on_failure_false_records_and_succeeds(aws_conn, stage) -> None:
     assert reload("q.raw").backup_status == BackupStatus.FAILED
 
 
+@pytest.mark.slow  # waits out retries, a backoff or an outage by design
 def test_raise_on_failure_false_still_retries_transient_errors(monkeypatch, stage, project_bucket) -> None:
     stage("t.raw", {"t.raw": 10})
     monkeypatch.setenv(

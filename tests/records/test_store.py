@@ -347,6 +347,7 @@ def test_connection_errors_become_mongo_unavailable(kraken_mongo, monkeypatch, e
             write(RAW_ID)
 
 
+@pytest.mark.slow  # waits out retries, a backoff or an outage by design
 def test_unreachable_server_becomes_mongo_unavailable(monkeypatch) -> None:
     conn = {
         "conn_type": "kraken_mongo",

@@ -123,6 +123,7 @@ def test_deferred_rounds_use_the_same_aws_arguments(
     assert check.execute_complete(context={}, event=event) == event["xcom"]
 
 
+@pytest.mark.slow  # waits out retries, a backoff or an outage by design
 def test_botocore_retries_reach_the_client_in_both_modes(bucket, proxy, via_proxy, kraken_mongo) -> None:
     """S3 answers 503 to every HEAD: with ``max_attempts=2`` each round makes 3 attempts, then waits."""
     proxy.add(respond("HeadObject", 503, "SlowDown", times=None))

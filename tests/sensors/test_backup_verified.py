@@ -220,6 +220,7 @@ def test_mongo_outage_means_wait(aws_conn, staged, monkeypatch, task_log) -> Non
     assert "cannot read the RawFile right now" in task_log()
 
 
+@pytest.mark.slow  # waits out retries, a backoff or an outage by design
 def test_s3_unreachable_means_wait(moto_server, monkeypatch, s3_client, staged, task_log) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", aws_connection_json(moto_server.url))
     run_backup("s.raw")

@@ -84,6 +84,7 @@ def test_a_503_on_one_part_is_retried_and_the_backup_is_done(proxy, access, s3_c
     )
 
 
+@pytest.mark.slow  # waits out retries, a backoff or an outage by design
 def test_a_lasting_failure_on_one_part_is_recorded_and_the_next_attempt_resumes(
     proxy, access, s3_client, staged
 ) -> None:

@@ -54,6 +54,7 @@ def in_progress(raw_file_id: str, **fields) -> None:
 # --------------------------------------------------------------------------- stuck records
 
 
+@pytest.mark.slow  # waits out retries, a backoff or an outage by design
 def test_a_killed_workers_record_is_failed_with_the_reason_and_the_next_run_resumes(
     moto_server, monkeypatch, aws_conn, s3_client, kraken_db, tmp_path: Path
 ) -> None:

@@ -60,6 +60,7 @@ def test_the_first_failure_stops_the_others_and_is_the_error_raised(
     assert cancel.is_set() and file_threads() == []  # every other file stopped and was waited for
 
 
+@pytest.mark.slow  # waits out retries, a backoff or an outage by design
 def test_a_cancel_from_outside_interrupts_the_set_and_waits_for_its_files(
     proxy, s3_client, bucket, make_file, verified_upload
 ) -> None:

@@ -139,6 +139,7 @@ def test_a_setting_the_store_refuses_is_one_warning_not_a_failure(
     assert "it LACKS: default encryption (SSE-S3)" in caplog.text
 
 
+@pytest.mark.slow  # waits out retries, a backoff or an outage by design
 def test_a_transient_error_while_configuring_says_what_the_bucket_lacks(proxy, access, new_bucket) -> None:
     proxy.add(RespondTo("Other", 503, "SlowDown", subresource="lifecycle", method="PUT", times=None))
     with pytest.raises(

@@ -190,6 +190,7 @@ def test_a_restored_archived_object_is_read(access, proxy, s3_client, bucket) ->
     assert download_object(access, bucket, head, range_size=RANGE).md5 == hashlib.md5(data).hexdigest()
 
 
+@pytest.mark.slow  # waits out retries, a backoff or an outage by design
 def test_lasting_server_errors_end_in_a_transient_error(access, proxy, s3_client, bucket) -> None:
     put_object(s3_client, bucket, "busy.raw", random_bytes(2 * MIB))
     proxy.add(respond("GetObject", 503, "SlowDown", times=None))

@@ -85,6 +85,7 @@ def test_a_rewritten_part_etag_is_not_believed(proxy, s3_client, bucket, make_fi
     assert s3_client.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
 
 
+@pytest.mark.slow  # waits out retries, a backoff or an outage by design
 @pytest.mark.parametrize(("status", "code"), [(503, "SlowDown"), (500, "InternalError")])
 def test_one_transient_answer_is_retried_inside_the_task(
     proxy, s3_client, bucket, make_file, status, code
@@ -116,6 +117,7 @@ def test_lasting_transient_answers_keep_the_upload_for_a_resume(
     assert len(uploads_of(s3_client, bucket)) == 1
 
 
+@pytest.mark.slow  # waits out retries, a backoff or an outage by design
 def test_a_lost_completion_response_ends_in_a_verified_object(
     proxy, s3_client, bucket, make_file, task_log
 ) -> None:

@@ -71,6 +71,7 @@ def test_a_part_whose_etag_is_not_its_md5_aborts_the_upload(
     assert s3_client.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
 
 
+@pytest.mark.slow  # waits out retries, a backoff or an outage by design
 def test_after_a_failed_part_the_others_land_before_the_abort(
     proxy, s3_client, bucket, make_file, shipment
 ) -> None:
@@ -130,6 +131,7 @@ def test_an_upload_aborted_by_someone_else_before_completion_has_vanished(
     assert s3_client.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
 
 
+@pytest.mark.slow  # waits out retries, a backoff or an outage by design
 def test_an_interruption_keeps_the_upload_and_does_not_wait_for_a_stuck_part(
     proxy, s3_client, bucket, make_file, shipment
 ) -> None:

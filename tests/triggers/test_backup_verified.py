@@ -336,6 +336,7 @@ def test_explicit_mode_wrong_object_gives_error_event(aws_conn, s3_client, bucke
     )
 
 
+@pytest.mark.slow  # waits out retries, a backoff or an outage by design
 def test_s3_outage_means_wait(moto_server, monkeypatch, bucket) -> None:
     from tests.conftest import aws_connection_json
 
