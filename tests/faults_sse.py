@@ -44,6 +44,8 @@ KMS_KEY_ID = "arn:aws:kms:us-east-1:111122223333:key/6f1c8e2a-4b7d-4c39-9a0e-2d5
 OBJECT_OPERATIONS = frozenset(
     {"PutObject", "UploadPart", "CreateMultipartUpload", "CompleteMultipartUpload", "HeadObject", "GetObject"}
 )
+#: Operations S3 answers only with the customer key for an SSE-C object.
+KEYED_OPERATIONS = OBJECT_OPERATIONS | {"GetObjectAttributes", "ListParts"}
 #: Operations whose response body lists ETags.
 ETAGS_IN_BODY = frozenset(
     {"CompleteMultipartUpload", "ListObjectsV2", "ListParts", "CopyObject", "GetObjectAttributes"}
@@ -72,18 +74,36 @@ class SseKms(Fault):
     """Answer as an SSE-KMS (or SSE-C) bucket does: opaque ETags everywhere, and the encryption headers.
 
     :param encryption: ``"aws:kms"`` (the KMS headers) or ``"SSE-C"`` (the customer-key headers).
+    :param key_md5: SSE-C only: the customer key's base64 MD5, announced in every object answer and required,
+        as S3 requires it, on every request about an object (a request without it gets ``400 InvalidRequest``).
     """
 
     operation: str = "*"
     times: int | None = None
     encryption: str = "aws:kms"
     key_id: str = KMS_KEY_ID
+    key_md5: str | None = None
     #: opaque → stored ETag, for every opaque value handed out
     _real: dict[str, str] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def armed_for(self, record: RequestRecord) -> bool:
         return True
+
+    @property
+    def real(self) -> dict[str, str]:
+        """Opaque → stored ETag, for every opaque value handed out so far."""
+        with self._lock:
+            return dict(self._real)
+
+    def reply(self, record: RequestRecord) -> ProxiedResponse | None:
+        """Under SSE-C with a known key: refuse an object request that does not carry it, as S3 does."""
+        if self.key_md5 is None or record.operation not in KEYED_OPERATIONS:
+            return None
+        if record.headers.get("x-amz-server-side-encryption-customer-key-md5") == self.key_md5:
+            return None
+        body = b"<Error><Code>InvalidRequest</Code><Message>The object was stored using a form of SSE</Message></Error>"
+        return ProxiedResponse(400, "Bad Request", [("Content-Type", "application/xml")], body)
 
     # ------------------------------------------------------------------ requests: opaque → stored
 
@@ -138,7 +158,7 @@ class SseKms(Fault):
 
     def _headers(self) -> list[tuple[str, str]]:
         if self.encryption == "SSE-C":
-            key_md5 = base64.b64encode(hashlib.md5(b"customer key").digest()).decode()
+            key_md5 = self.key_md5 or base64.b64encode(hashlib.md5(b"customer key").digest()).decode()
             return [
                 ("x-amz-server-side-encryption-customer-algorithm", "AES256"),
                 ("x-amz-server-side-encryption-customer-key-MD5", key_md5),
@@ -354,6 +374,21 @@ class KeepNoChecksums(Fault):
 
     def armed_for(self, record: RequestRecord) -> bool:
         return True
+
+    @property
+    def real(self) -> dict[str, str]:
+        """Opaque → stored ETag, for every opaque value handed out so far."""
+        with self._lock:
+            return dict(self._real)
+
+    def reply(self, record: RequestRecord) -> ProxiedResponse | None:
+        """Under SSE-C with a known key: refuse an object request that does not carry it, as S3 does."""
+        if self.key_md5 is None or record.operation not in KEYED_OPERATIONS:
+            return None
+        if record.headers.get("x-amz-server-side-encryption-customer-key-md5") == self.key_md5:
+            return None
+        body = b"<Error><Code>InvalidRequest</Code><Message>The object was stored using a form of SSE</Message></Error>"
+        return ProxiedResponse(400, "Bad Request", [("Content-Type", "application/xml")], body)
 
     def on_response(self, record: RequestRecord, response: ProxiedResponse) -> None:
         response.headers = [(k, v) for k, v in response.headers if not k.lower().startswith("x-amz-checksum")]

@@ -3,7 +3,7 @@ one, skip the ETag where S3's headers say it is opaque (SSE-KMS, SSE-C), and say
 
 Against moto_server over HTTP (with awscrt it stores full-object CRC64NVME checksums and returns them on HEAD
 and GetObjectAttributes), through the FaultProxy. moto does not emulate SSE-KMS or SSE-C, so
-:class:`EmulateEncryption` (below) answers as S3 does for an encrypted object: every ETag opaque (32 hex
+:class:`tests.faults_sse.SseKms` answers as S3 does for an encrypted object: every ETag opaque (32 hex
 digits that are no MD5 of the bytes, ``-N`` kept for multipart objects), the encryption headers added, the
 request's ``If-Match`` mapped back to moto's ETag; for SSE-C it also refuses an object request that does not
 carry the key. What S3 itself validates (a wrong checksum refused on upload, KMS permissions) is not
@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 
@@ -38,84 +36,11 @@ from airflow_provider_kraken_s3.transfer.attributes import object_attributes
 from tests.checksum_objects import crc64, upload_composite_crc32, upload_full_object
 from tests.conftest import random_bytes
 from tests.conftest_mongo import insert_raw_file, set_record
-from tests.faults import Fault, ProxiedRequest, ProxiedResponse, RequestRecord, flip_response_byte
-from tests.faults_sse import ListObjectParts
+from tests.faults import Fault, ProxiedResponse, RequestRecord, flip_response_byte
+from tests.faults_sse import KEYED_OPERATIONS, ListObjectParts, SseKms
 
 PART = 5 * MIB
 CREATED = datetime(2024, 1, 1, 12, tzinfo=timezone.utc)
-
-
-# ------------------------------------------------------------------ encryption on the wire
-
-
-@dataclass
-class EmulateEncryption(Fault):
-    """Answer for every object as S3 answers for an SSE-KMS (or, ``sse_c_key_md5`` given, SSE-C) object."""
-
-    operation: str = "*"
-    times: int | None = None
-    sse_c_key_md5: str | None = None
-    real: dict[str, str] = field(default_factory=dict)  # opaque ETag -> moto's
-    OBJECT_OPERATIONS: ClassVar[frozenset[str]] = frozenset(
-        {
-            "HeadObject",
-            "GetObject",
-            "GetObjectAttributes",
-            "ListObjectsV2",
-            "PutObject",
-            "CompleteMultipartUpload",
-        }
-    )
-
-    def armed_for(self, record: RequestRecord) -> bool:
-        return record.operation in self.OBJECT_OPERATIONS
-
-    def opaque(self, etag: str) -> str:
-        bare = etag.strip('"')
-        count = bare.partition("-")[2]
-        value = hashlib.md5(b"kms:" + bare.encode()).hexdigest() + (f"-{count}" if count else "")
-        self.real[value] = bare
-        return value
-
-    def reply(self, record: RequestRecord) -> ProxiedResponse | None:
-        if self.sse_c_key_md5 is None or record.operation == "ListObjectsV2":
-            return None
-        if record.headers.get("x-amz-server-side-encryption-customer-key-md5") == self.sse_c_key_md5:
-            return None
-        body = b"<Error><Code>InvalidRequest</Code><Message>The object was stored using a form of SSE</Message></Error>"
-        return ProxiedResponse(400, "Bad Request", [("Content-Type", "application/xml")], body)
-
-    def on_request(self, request: ProxiedRequest) -> None:
-        request.headers = [
-            (name, f'"{self.real.get(value.strip(chr(34)), value.strip(chr(34)))}"')
-            if name.lower() == "if-match"
-            else (name, value)
-            for name, value in request.headers
-        ]
-
-    def on_response(self, record: RequestRecord, response: ProxiedResponse) -> None:
-        if response.status not in (200, 206):
-            return
-        for name, value in list(response.headers):
-            if name.lower() == "etag":
-                response.set_header("ETag", f'"{self.opaque(value)}"')
-        response.body = re.sub(
-            rb"<ETag>(.*?)</ETag>",
-            lambda m: (
-                b"<ETag>" + self.opaque(m.group(1).decode().replace("&quot;", "")).encode() + b"</ETag>"
-            ),
-            response.body,
-        )
-        if record.operation in ("ListObjectsV2", "GetObjectAttributes"):
-            return  # S3 names no encryption there
-        if self.sse_c_key_md5 is not None:
-            response.set_header("x-amz-server-side-encryption-customer-algorithm", "AES256")
-            response.set_header("x-amz-server-side-encryption-customer-key-MD5", self.sse_c_key_md5)
-        else:
-            response.set_header("x-amz-server-side-encryption", "aws:kms")
-            response.set_header(
-                "x-amz-server-side-encryption-aws-kms-key-id", "arn:aws:kms:us-east-1:1:key/k"
-            )
 
 
 # ------------------------------------------------------------------ backups with a manifest
@@ -198,7 +123,7 @@ def test_audit_proves_checksum_objects_under_opaque_etags_without_a_get(
 ) -> None:
     raw_file_id = next(iter(files)).split("/")[0]
     checksum_backup(raw_file_id, files)
-    kms = proxy.add(EmulateEncryption())
+    kms = proxy.add(SseKms())
     result = audit(access, raw_file_id)
     assert [(f.kind, f.proof) for f in result.findings] == [(AuditFindingKind.OK, "checksum")] * len(files)
     assert all(
@@ -221,7 +146,7 @@ def test_audit_finds_a_replaced_object_by_its_checksum(
     other = bytearray(files[victim.path])
     other[-1] ^= 0xFF  # same size, one byte other
     upload_full_object(s3_client, bucket, victim.key, bytes(other), PART)
-    proxy.add(EmulateEncryption())
+    proxy.add(SseKms())
     result = audit(access, raw_file_id)
     kinds = {f.key: (f.kind, f.proof) for f in result.findings}
     assert kinds.pop(victim.key) == (AuditFindingKind.DIFFERENT, "checksum")
@@ -239,7 +164,7 @@ def test_without_a_recorded_checksum_the_etag_decides_and_under_kms_nothing_can(
     checksum_backup("x.d", SET, checksum=False)
     plain = audit(access, "x.d")
     assert [(f.kind, f.proof) for f in plain.findings] == [(AuditFindingKind.OK, "etag")] * len(SET)
-    proxy.add(EmulateEncryption())
+    proxy.add(SseKms())
     encrypted = audit(access, "x.d")
     assert [(f.kind, f.proof) for f in encrypted.findings] == [(AuditFindingKind.UNCHECKED, None)] * len(SET)
     detail = encrypted.findings[0].detail
@@ -266,7 +191,7 @@ def test_json_and_table_say_which_proof(access, proxy, checksum_backup) -> None:
 
 def test_deep_verify_under_kms_decides_by_checksum_and_md5(access, proxy, checksum_backup) -> None:
     checksum_backup("x.d", SET)
-    proxy.add(EmulateEncryption())
+    proxy.add(SseKms())
     report = deep_verify_raw_file(access, "x.d", range_size=MIB, max_concurrency=3)
     assert report.outcome is DeepVerifyOutcome.OK, report.problems()
     assert [o.proof for o in report.objects] == ["md5+checksum"] * len(SET)
@@ -277,7 +202,7 @@ def test_deep_verify_under_kms_decides_by_checksum_and_md5(access, proxy, checks
 
 def test_deep_verify_under_kms_catches_rotten_bytes(access, proxy, checksum_backup) -> None:
     checksum_backup("one.raw", ONE)
-    proxy.add(EmulateEncryption())
+    proxy.add(SseKms())
     proxy.add(flip_response_byte("GetObject", offset=PART + 3, times=None))
     report = deep_verify_raw_file(access, "one.raw", range_size=MIB, record=False)
     assert report.outcome is DeepVerifyOutcome.DIFFERS  # the MD5 shows it first
@@ -316,7 +241,7 @@ def test_restore_under_kms_proves_the_restored_bytes_by_checksum(
     access, proxy, checksum_backup, tmp_path: Path
 ) -> None:
     checksum_backup("x.d", SET)
-    proxy.add(EmulateEncryption())
+    proxy.add(SseKms())
     report = restore_raw_file(access, "x.d", tmp_path / "out", range_size=MIB)
     assert report.ok and {f.outcome for f in report.files} == {RestoreOutcome.RESTORED}
     assert all("and the record's CRC64NVME" in f.detail for f in report.files)
@@ -386,7 +311,7 @@ def test_a_composite_object_under_kms_is_proven_at_the_part_layout_s3_lists(
     parts = [data[i : i + PART] for i in range(0, len(data), PART)]
     from tests.checksum_objects import crc32
 
-    proxy.add(EmulateEncryption())
+    proxy.add(SseKms())
     listing = proxy.add(ListObjectParts(parts=[(len(p), crc32(p)) for p in parts]))
     assert object_attributes(
         access, store.read_fields("tool.raw", "s3_bucket")["s3_bucket"], "tool.raw"
@@ -400,7 +325,7 @@ def test_a_composite_object_whose_layout_is_unknown_is_unproven_by_checksum(
     access, proxy, checksum_backup
 ) -> None:
     checksum_backup("tool.raw", COMPOSITE, composite=True, checksum=False)
-    proxy.add(EmulateEncryption())  # opaque ETag, no ObjectParts: no part layout anywhere
+    proxy.add(SseKms())  # opaque ETag, no ObjectParts: no part layout anywhere
     report = deep_verify_raw_file(access, "tool.raw", range_size=MIB, record=False)
     assert report.outcome is DeepVerifyOutcome.OK and report.objects[0].proof == "md5"
     assert (
@@ -411,7 +336,7 @@ def test_a_composite_object_whose_layout_is_unknown_is_unproven_by_checksum(
 
 def test_audit_of_a_composite_checksum_the_record_names(access, proxy, checksum_backup) -> None:
     checksum_backup("tool.raw", COMPOSITE, composite=True)
-    proxy.add(EmulateEncryption())
+    proxy.add(SseKms())
     result = audit(access, "tool.raw")
     assert [(f.kind, f.proof) for f in result.findings] == [(AuditFindingKind.OK, "checksum")]
     assert "S3's stored CRC32 (composite) and size equal the record's" in result.findings[0].detail
@@ -463,7 +388,7 @@ def test_sse_c_backup_deep_verify_and_restore_send_the_key_and_keep_it_to_themse
     ).execute(context={})
     assert store.read_fields("s.d", "backup_status")["backup_status"] == BackupStatus.DONE
 
-    proxy.add(EmulateEncryption(sse_c_key_md5=key_md5))
+    proxy.add(SseKms(encryption="SSE-C", key_md5=key_md5))
     access = KrakenS3Hook(aws_conn_id="aws_default").access()
     report = deep_verify_raw_file(access, "s.d", range_size=MIB)
     assert report.outcome is DeepVerifyOutcome.OK, report.problems()
@@ -473,13 +398,7 @@ def test_sse_c_backup_deep_verify_and_restore_send_the_key_and_keep_it_to_themse
     for path in ("s.d/a.tdf", "s.d/b.bin"):
         assert (tmp_path / "out" / path).read_bytes() == (tmp_path / "backup" / path).read_bytes()
 
-    object_requests = [
-        r
-        for r in proxy.requests
-        if r.operation
-        in EmulateEncryption.OBJECT_OPERATIONS | {"UploadPart", "CreateMultipartUpload", "ListParts"}
-        and r.operation != "ListObjectsV2"
-    ]
+    object_requests = [r for r in proxy.requests if r.operation in KEYED_OPERATIONS]
     assert {"PutObject", "CreateMultipartUpload", "UploadPart", "HeadObject", "GetObject"} <= {
         r.operation for r in object_requests
     }
