@@ -375,21 +375,6 @@ class KeepNoChecksums(Fault):
     def armed_for(self, record: RequestRecord) -> bool:
         return True
 
-    @property
-    def real(self) -> dict[str, str]:
-        """Opaque → stored ETag, for every opaque value handed out so far."""
-        with self._lock:
-            return dict(self._real)
-
-    def reply(self, record: RequestRecord) -> ProxiedResponse | None:
-        """Under SSE-C with a known key: refuse an object request that does not carry it, as S3 does."""
-        if self.key_md5 is None or record.operation not in KEYED_OPERATIONS:
-            return None
-        if record.headers.get("x-amz-server-side-encryption-customer-key-md5") == self.key_md5:
-            return None
-        body = b"<Error><Code>InvalidRequest</Code><Message>The object was stored using a form of SSE</Message></Error>"
-        return ProxiedResponse(400, "Bad Request", [("Content-Type", "application/xml")], body)
-
     def on_response(self, record: RequestRecord, response: ProxiedResponse) -> None:
         response.headers = [(k, v) for k, v in response.headers if not k.lower().startswith("x-amz-checksum")]
         if record.operation in ("CompleteMultipartUpload", "ListParts"):
