@@ -20,29 +20,14 @@ def crc32(data: bytes) -> str:
     return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
 
 
-def upload_full_object(client, bucket: str, key: str, data: bytes, part_size: int = PART) -> None:
-    """As our uploads do: a single PUT, or a FULL_OBJECT CRC64NVME multipart upload."""
-    if len(data) <= part_size:
-        client.put_object(Bucket=bucket, Key=key, Body=data, ChecksumAlgorithm="CRC64NVME")
-        return
-    _multipart(
-        client,
-        bucket,
-        key,
-        data,
-        part_size,
-        "CRC64NVME",
-        ChecksumType="FULL_OBJECT",
-        ChecksumCRC64NVME=crc64(data),
-    )
-
-
 def crc32c(data: bytes) -> str:
     """S3's base64 CRC32C of ``data``."""
     return base64.b64encode(crt.crc32c(data).to_bytes(4, "big")).decode()
 
 
 CRC32S = {"CRC32": crc32, "CRC32C": crc32c}
+#: S3's base64 full-object checksum of some bytes, by algorithm.
+CHECKSUMS = {"CRC64NVME": crc64, **CRC32S}
 
 
 def upload_composite_crc32(
@@ -53,11 +38,14 @@ def upload_composite_crc32(
     _multipart(client, bucket, key, data, part_size, algorithm)
 
 
-def upload_full_object_crc32(
-    client, bucket: str, key: str, data: bytes, part_size: int = PART, algorithm: str = "CRC32"
+def upload_full_object(
+    client, bucket: str, key: str, data: bytes, part_size: int = PART, algorithm: str = "CRC64NVME"
 ) -> None:
-    """As newer s3transfer does: a FULL_OBJECT CRC32 (or CRC32C) multipart upload, the whole file's CRC
-    declared at completion."""
+    """A full-object checksum, as our uploads (CRC64NVME) and newer s3transfer (CRC32, CRC32C) make it: a single
+    PUT, or a ``FULL_OBJECT`` multipart upload with the whole file's checksum declared at completion."""
+    if len(data) <= part_size:
+        client.put_object(Bucket=bucket, Key=key, Body=data, ChecksumAlgorithm=algorithm)
+        return
     _multipart(
         client,
         bucket,
@@ -66,7 +54,7 @@ def upload_full_object_crc32(
         part_size,
         algorithm,
         ChecksumType="FULL_OBJECT",
-        **{f"Checksum{algorithm}": CRC32S[algorithm](data)},
+        **{f"Checksum{algorithm}": CHECKSUMS[algorithm](data)},
     )
 
 

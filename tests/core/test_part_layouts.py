@@ -74,6 +74,26 @@ def computed(layouts: tuple[CrcLayout, ...], data: bytes = DATA) -> list[tuple[C
 INVENTORY = Expectation(size=SIZE, md5=MD5)
 
 
+def hashed_then_decided(
+    remote: RemoteObject,
+    layouts: tuple[CrcLayout, ...],
+    *,
+    versioned: bool,
+    data: bytes = DATA,
+    md5: str = MD5,
+):
+    """:func:`after_hashing` once the hash-first read of a local file holding ``data`` (MD5 ``md5``) computed
+    its CRC at ``layouts``."""
+    return after_hashing(
+        remote,
+        INVENTORY,
+        local_etag="",
+        local_md5=md5,
+        versioned=versioned,
+        at_layouts=computed(layouts, data),
+    )
+
+
 # ------------------------------------------------------------------ which layouts
 
 
@@ -149,14 +169,7 @@ def test_an_encrypted_object_of_another_tool_is_hashed_then_skipped(
     assert first.action is UploadAction.HASH_FIRST and first.checksum and first.layouts
     assert first.part_sizes == (11 * MIB,)  # one whole-file read: the opaque ETag plays no part
     assert f"S3's {'full-object' if stored.full_object else 'composite'} CRC32" in first.reason
-    after = after_hashing(
-        remote,
-        INVENTORY,
-        local_etag="",
-        local_md5=MD5,
-        versioned=versioned,
-        at_layouts=computed(first.layouts),
-    )
+    after = hashed_then_decided(remote, first.layouts, versioned=versioned)
     assert after.action is UploadAction.SKIP
     assert after.reason.startswith("already in S3: S3's ") and "which have the inventory MD5" in after.reason
     where = "over the whole file" if stored.full_object else "at 3 parts of 5 MiB"
@@ -168,14 +181,7 @@ def test_an_encrypted_object_of_another_tool_is_hashed_then_skipped(
 def test_one_byte_other_at_a_guessed_layout_cannot_be_compared(versioned: bool) -> None:
     remote = kms(composite(DATA, 5 * MIB))
     layouts = decide(remote, INVENTORY, versioned=versioned).layouts
-    after = after_hashing(
-        remote,
-        INVENTORY,
-        local_etag="",
-        local_md5=MD5,
-        versioned=versioned,
-        at_layouts=computed(layouts, OTHER),
-    )
+    after = hashed_then_decided(remote, layouts, versioned=versioned, data=OTHER)
     assert after.action is (UploadAction.REPLACE if versioned else UploadAction.REFUSE)
     assert "equals the local file's at none of the common part sizes" in after.reason
     assert "nothing is shown to differ: it cannot be compared with the local file" in after.reason
@@ -187,14 +193,7 @@ def test_one_byte_other_at_the_listed_layout_is_a_shown_difference(versioned: bo
     remote = kms(composite(DATA, 5 * MIB), parts=parts)
     layouts = decide(remote, INVENTORY, versioned=versioned).layouts
     assert layouts == (CrcLayout("CRC32", parts),)
-    after = after_hashing(
-        remote,
-        INVENTORY,
-        local_etag="",
-        local_md5=MD5,
-        versioned=versioned,
-        at_layouts=computed(layouts, OTHER),
-    )
+    after = hashed_then_decided(remote, layouts, versioned=versioned, data=OTHER)
     assert after.action is (UploadAction.REPLACE if versioned else UploadAction.REFUSE)
     assert (
         f"its composite CRC32 {composite(DATA, 5 * MIB).value} differs from the local file's" in after.reason
@@ -205,14 +204,7 @@ def test_one_byte_other_at_the_listed_layout_is_a_shown_difference(versioned: bo
 def test_the_inventory_md5_comes_first() -> None:
     remote = kms(composite(DATA, 5 * MIB))
     layouts = decide(remote, INVENTORY, versioned=True).layouts
-    after = after_hashing(
-        remote,
-        INVENTORY,
-        local_etag="",
-        local_md5=hashlib.md5(OTHER).hexdigest(),
-        versioned=True,
-        at_layouts=computed(layouts),
-    )
+    after = hashed_then_decided(remote, layouts, versioned=True, md5=hashlib.md5(OTHER).hexdigest())
     assert after.action is UploadAction.REFUSE and "not the acquired file" in after.reason
 
 

@@ -33,7 +33,7 @@ from airflow_provider_kraken_s3.records.models import BackupStatus, RawFile
 from airflow_provider_kraken_s3.sensors.backup_verified import S3BackupVerifiedSensor
 from airflow_provider_kraken_s3.services.audit import check_record
 from airflow_provider_kraken_s3.services.backup import RawFileBackup
-from tests.checksum_objects import part_crcs, upload_composite_crc32, upload_full_object_crc32
+from tests.checksum_objects import part_crcs, upload_composite_crc32, upload_full_object
 from tests.conftest import aws_connection_json
 from tests.faults_sse import ListObjectParts, SseKms
 from tests.staging import stage_raw_file
@@ -104,7 +104,7 @@ OTHER_TOOLS = {
     ),
     "full-object CRC32 (newer s3transfer)": (
         2 * PART + 999,
-        lambda c, b, path, data: upload_full_object_crc32(c, b, RAW, data, PART),
+        lambda c, b, path, data: upload_full_object(c, b, RAW, data, PART, "CRC32"),
     ),
     # moto 5.2 without the crc32c package computes a multipart CRC32C with CRC32's polynomial; a single PUT
     # stores the CRC32C botocore declared
