@@ -121,9 +121,9 @@ def compute_s3_digests(
 
     The reading thread hashes the whole file's MD5 while a second thread hashes the parts and the CRC (the
     CRC is ~40× cheaper than MD5, so it goes to the thread that does not also read: on two cores the two
-    threads then finish together), so all digests cost about as much wall time as ``md5sum`` alone. Blocks come from a
-    small ring of reused buffers, bounding memory to a few MiB whatever the file size. ``on_bytes(n)`` is
-    told of every block read (a progress bar).
+    threads then finish together), so all digests cost about as much wall time as ``md5sum`` alone. Blocks
+    come from a small ring of reused buffers, bounding memory to a few MiB whatever the file size.
+    ``on_bytes(n)`` is told of every block read (a progress bar).
     """
     path = Path(path)
     plan = _plan_for(path, part_size)
